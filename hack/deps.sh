@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs, on Debian 12, what building and testing etcd-pilot needs.
+# Idempotent: each step is skipped when its result is already there.
+set -euo pipefail
+
+need_apt=()
+for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client pkg-config libssl-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# etcd 3.4 from Debian runs as a service on install; the tests start their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
+pkill -x etcd -f --signal TERM '^/usr/bin/etcd$' 2>/dev/null || true
+
+# The S3-compatible server the integration tests start (see docs/testing.md).
+S3S_VERSION=0.14.1
+if ! command -v s3s-fs >/dev/null 2>&1 || ! s3s-fs --version 2>/dev/null | grep -q "$S3S_VERSION"; then
+  echo "deps: cargo install s3s-fs@$S3S_VERSION (a few minutes, once per machine)"
+  cargo install "s3s-fs@$S3S_VERSION" --locked --features binary
+fi
+
+echo "deps: ok (protoc $(protoc --version | cut -d' ' -f2), etcd $(etcd --version | head -1 | awk '{print $3}'), s3s-fs $S3S_VERSION)"

@@ -1,0 +1,76 @@
+//! `EtcdBackup`: one snapshot of a cluster, streamed to S3.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Phase, S3Target};
+
+/// One snapshot of a named cluster, taken from a healthy voting member and streamed to S3.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "etcdpilot.io",
+    version = "v1alpha1",
+    kind = "EtcdBackup",
+    namespaced,
+    status = "EtcdBackupStatus",
+    shortname = "etcdbackup",
+    category = "etcdpilot",
+    derive = "PartialEq",
+    doc = "One snapshot of an EtcdCluster, streamed to S3 or an S3-compatible store.",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterName"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Size", type_ = "integer", json_path = ".status.sizeBytes"),
+    printcolumn(name = "Revision", type_ = "integer", json_path = ".status.etcdRevision"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdBackupSpec {
+    /// Name of the EtcdCluster to back up, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub cluster_name: String,
+    /// Where to write the snapshot. Unset means the cluster's `spec.backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<S3Target>,
+}
+
+/// What happened to a backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdBackupStatus {
+    /// `Pending`, `Running`, `Succeeded` or `Failed`.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Bucket the snapshot was written to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Object key of the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    /// Size of the snapshot in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// SHA-256 of the whole object, hex; also stored in the object's metadata and checked
+    /// on every download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// etcd revision the snapshot holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_revision: Option<i64>,
+    /// etcd version of the member the snapshot came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_version: Option<String>,
+    /// Member the snapshot was taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// When the snapshot started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the object was complete and verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Why the backup failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

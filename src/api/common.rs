@@ -1,0 +1,109 @@
+//! Types shared by more than one kind.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where snapshots live: a bucket in S3 or any S3-compatible store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Target {
+    /// Bucket name. The bucket must exist; etcd-pilot never creates buckets.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Key prefix for every object written, without a leading slash (e.g. `prod/etcd`).
+    /// Objects are written as `<prefix>/<namespace>/<cluster>/<timestamp>-<backup>.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Endpoint URL of an S3-compatible store (e.g. `https://minio.storage:9000`).
+    /// Unset means AWS S3 in `region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region to sign requests for. Most S3-compatible stores accept any value.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Use path-style addressing (`endpoint/bucket/key`) instead of virtual-hosted
+    /// style. Most S3-compatible stores need this. Defaults to true when `endpoint` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_path_style: Option<bool>,
+    /// A Secret in the same namespace holding static credentials. Unset means the standard
+    /// AWS credential chain of the operator pod (environment, web identity / IRSA,
+    /// container or instance metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<S3CredentialsSecret>,
+    /// Size in MiB of each part of a multipart upload; snapshots smaller than one part
+    /// are uploaded with a single PUT. Memory used by an upload is about one part.
+    #[serde(default = "default_part_size_mib")]
+    #[schemars(range(min = 5, max = 5120))]
+    pub part_size_mib: i32,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+fn default_part_size_mib() -> i32 {
+    16
+}
+
+impl S3Target {
+    /// Path-style addressing unless the user said otherwise: on for custom endpoints
+    /// (what S3-compatible stores need), off for AWS itself.
+    pub fn path_style(&self) -> bool {
+        self.force_path_style.unwrap_or(self.endpoint.is_some())
+    }
+}
+
+/// A reference to a Secret with S3 credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3CredentialsSecret {
+    /// Name of the Secret, in the namespace of the resource that refers to it.
+    pub name: String,
+    /// Key of the access key id in the Secret.
+    #[serde(default = "default_access_key_id_key")]
+    pub access_key_id_key: String,
+    /// Key of the secret access key in the Secret.
+    #[serde(default = "default_secret_access_key_key")]
+    pub secret_access_key_key: String,
+    /// Key of an optional session token in the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token_key: Option<String>,
+}
+
+fn default_access_key_id_key() -> String {
+    "AWS_ACCESS_KEY_ID".to_string()
+}
+
+fn default_secret_access_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".to_string()
+}
+
+/// A reference to an object by name in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectRef {
+    /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Where a job-like resource (backup, restore) is in its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Accepted, not started yet.
+    #[default]
+    Pending,
+    /// Under way.
+    Running,
+    /// Finished and verified.
+    Succeeded,
+    /// Stopped with an error; see `status.error`.
+    Failed,
+}
+
+impl Phase {
+    /// True once nothing more will happen to the resource.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}

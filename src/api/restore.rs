@@ -1,0 +1,123 @@
+//! `EtcdRestore`: a snapshot back into a cluster, new or existing.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::cluster::EtcdClusterSpec;
+use super::common::{LocalObjectRef, Phase, S3Target};
+
+/// Restores a snapshot into a new cluster, or in place into an existing one.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "etcdpilot.io",
+    version = "v1alpha1",
+    kind = "EtcdRestore",
+    namespaced,
+    status = "EtcdRestoreStatus",
+    shortname = "etcdrestore",
+    category = "etcdpilot",
+    derive = "PartialEq",
+    doc = "Restores an etcd snapshot into a new EtcdCluster, or in place into an existing one.",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterName"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdRestoreSpec {
+    /// The snapshot to restore.
+    pub source: RestoreSource,
+    /// `NewCluster`: create the EtcdCluster `clusterName` from `newCluster` and seed it
+    /// with the snapshot. `InPlace`: replace the data of the existing EtcdCluster
+    /// `clusterName` (every member is recreated from the snapshot; writes after the
+    /// snapshot are lost).
+    #[serde(default)]
+    pub mode: RestoreMode,
+    /// The cluster to create or restore into, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub cluster_name: String,
+    /// Spec of the new cluster, for mode `NewCluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_cluster: Option<EtcdClusterSpec>,
+    /// For mode `InPlace`: also restore a cluster that still has quorum. Without it an
+    /// in-place restore only proceeds on a cluster that has lost quorum, so that a
+    /// mistaken restore cannot throw away a working cluster's data.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Exactly one of `backup` or `s3`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSource {
+    /// A Succeeded EtcdBackup in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<LocalObjectRef>,
+    /// An object in S3, e.g. from another cluster or another Kubernetes cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Object>,
+}
+
+/// An object in a bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Object {
+    /// Bucket and access.
+    pub target: S3Target,
+    /// Object key.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// Where a restore goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestoreMode {
+    /// Into a new cluster.
+    #[default]
+    NewCluster,
+    /// Into an existing cluster, replacing its data.
+    InPlace,
+}
+
+/// What a restore has done.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdRestoreStatus {
+    /// `Pending`, `Running`, `Succeeded` or `Failed`.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Steps taken so far, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<RestoreStep>,
+    /// etcd revision of the restored data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_revision: Option<i64>,
+    /// When the restore started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the restored cluster was Available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Why the restore failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One step of a restore.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStep {
+    /// What the step does (e.g. `DownloadVerified`, `MembersStopped`, `DataRestored`).
+    pub name: String,
+    /// How it went.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+}

@@ -1,0 +1,4 @@
+//! etcd-pilot: a Kubernetes operator that runs etcd clusters.
+
+pub mod api;
+pub mod crdgen;

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", etcd_pilot::crdgen::all_yaml().unwrap());
+}
