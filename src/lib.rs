@@ -2,3 +2,5 @@
 
 pub mod api;
 pub mod crdgen;
+pub mod etcd;
+pub mod pki;

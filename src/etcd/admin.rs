@@ -1,0 +1,481 @@
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{
+    AlarmAction, AlarmOptions, AlarmType, Certificate, Client, CompactionOptions, ConnectOptions, GetOptions,
+    Identity, MemberAddOptions, TlsOptions,
+};
+use futures::Stream;
+
+use super::error::{EtcdError, is_learner_refusal};
+
+/// PEM material for mutual TLS with etcd.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    /// CA that signed the members' server certificates.
+    pub ca_pem: Vec<u8>,
+    /// Client certificate (chain) presented to etcd.
+    pub cert_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
+    /// Name to check the server certificate against, when it differs from the endpoint host.
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+/// Timeouts and TLS for every call.
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    /// Time to open a connection to one endpoint.
+    pub connect_timeout: Duration,
+    /// Time for one ordinary request.
+    pub request_timeout: Duration,
+    /// Time for a defragmentation, which blocks the member while it rewrites its db file.
+    pub defrag_timeout: Duration,
+    /// Longest pause between two chunks of a snapshot stream.
+    pub snapshot_idle_timeout: Duration,
+    /// Mutual TLS, for `https://` endpoints.
+    pub tls: Option<TlsMaterial>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(5),
+            defrag_timeout: Duration::from_secs(300),
+            snapshot_idle_timeout: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+}
+
+/// A member as the member list reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Empty until the member has started once.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    /// Empty until the member has started once.
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl From<&etcd_client::Member> for Member {
+    fn from(m: &etcd_client::Member) -> Self {
+        Self {
+            id: m.id(),
+            name: m.name().to_string(),
+            peer_urls: m.peer_urls().to_vec(),
+            client_urls: m.client_urls().to_vec(),
+            is_learner: m.is_learner(),
+        }
+    }
+}
+
+/// What one member says of itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointStatus {
+    pub endpoint: String,
+    pub member_id: u64,
+    pub version: String,
+    /// Size of the db file.
+    pub db_size: i64,
+    /// Bytes of the db file in use; `db_size - db_size_in_use` is what defragmentation frees.
+    pub db_size_in_use: i64,
+    /// Id of the leader this member follows; 0 when it knows of none.
+    pub leader: u64,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    pub raft_applied_index: u64,
+    pub is_learner: bool,
+    /// Errors the member reports (e.g. an active alarm).
+    pub errors: Vec<String>,
+}
+
+impl EndpointStatus {
+    /// The member leads the cluster.
+    pub fn is_leader(&self) -> bool {
+        self.leader != 0 && self.leader == self.member_id
+    }
+
+    /// Answered, knows a leader, and reports no errors.
+    pub fn is_healthy(&self) -> bool {
+        self.leader != 0 && self.errors.is_empty()
+    }
+}
+
+/// An active alarm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alarm {
+    pub member_id: u64,
+    pub kind: AlarmKind,
+}
+
+/// The alarms etcd raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmKind {
+    /// The backend quota is exhausted: etcd refuses writes until space is freed and the
+    /// alarm disarmed.
+    NoSpace,
+    /// Corruption detected.
+    Corrupt,
+}
+
+impl AlarmKind {
+    fn to_pb(self) -> AlarmType {
+        match self {
+            AlarmKind::NoSpace => AlarmType::Nospace,
+            AlarmKind::Corrupt => AlarmType::Corrupt,
+        }
+    }
+}
+
+/// A snapshot being streamed from one member.
+pub struct Snapshot {
+    /// Member the snapshot comes from.
+    pub endpoint: String,
+    pub member_id: u64,
+    /// etcd version of that member.
+    pub version: String,
+    /// Revision of the store when the snapshot began; the snapshot holds at least it.
+    pub revision: i64,
+    /// The db file, chunk by chunk. An error ends it; a stream that ends without error
+    /// ended because etcd said it had sent everything.
+    pub stream: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, EtcdError>> + Send>>,
+}
+
+/// Administers one etcd cluster through the v3 API.
+#[derive(Clone, Debug)]
+pub struct EtcdAdmin {
+    endpoints: Vec<String>,
+    config: AdminConfig,
+}
+
+impl EtcdAdmin {
+    /// `endpoints` are client URLs (`http://host:port` or `https://host:port`), ideally of
+    /// voting members: cluster-wide calls try them in order.
+    pub fn new(endpoints: Vec<String>, config: AdminConfig) -> Self {
+        Self { endpoints, config }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn connect_options(&self, request_timeout: Option<Duration>) -> Result<ConnectOptions, EtcdError> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(self.config.connect_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(t) = request_timeout {
+            opts = opts.with_timeout(t);
+        }
+        if let Some(tls) = &self.config.tls {
+            let mut t = TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(name) = &tls.server_name {
+                t = t.domain_name(name.clone());
+            }
+            opts = opts.with_tls(t);
+        }
+        Ok(opts)
+    }
+
+    /// A client of one endpoint alone.
+    async fn connect(&self, endpoint: &str, request_timeout: Option<Duration>) -> Result<Client, EtcdError> {
+        let opts = self.connect_options(request_timeout)?;
+        match tokio::time::timeout(self.config.connect_timeout * 2, Client::connect([endpoint], Some(opts))).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(source)) => Err(EtcdError::Connect { endpoint: endpoint.to_string(), source }),
+            Err(_) => Err(EtcdError::ConnectTimeout { endpoint: endpoint.to_string(), after: self.config.connect_timeout }),
+        }
+    }
+
+    /// Runs one request against one endpoint with a deadline.
+    async fn call<T, F, Fut>(&self, op: &'static str, endpoint: &str, timeout: Duration, f: F) -> Result<T, EtcdError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let client = self.connect(endpoint, Some(timeout)).await?;
+        match tokio::time::timeout(timeout, f(client)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if is_learner_refusal(&e) => Err(EtcdError::Learner { op, endpoint: endpoint.to_string() }),
+            Ok(Err(source)) => Err(EtcdError::Rpc { op, endpoint: endpoint.to_string(), source }),
+            Err(_) => Err(EtcdError::Timeout { op, endpoint: endpoint.to_string(), after: timeout }),
+        }
+    }
+
+    /// Runs a cluster-wide request on the first endpoint that takes it. A read moves on
+    /// after any failure; a write only after failures that prove it was not applied
+    /// (refused connection, learner), so a timed-out write is never sent twice.
+    async fn any<T, F, Fut>(&self, op: &'static str, write: bool, f: F) -> Result<T, EtcdError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        if self.endpoints.is_empty() {
+            return Err(EtcdError::NoEndpoints);
+        }
+        let mut errors = Vec::new();
+        for ep in &self.endpoints {
+            match self.call(op, ep, self.config.request_timeout, &f).await {
+                Ok(v) => return Ok(v),
+                Err(e) if write && !e.not_applied() => return Err(e),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(EtcdError::AllEndpointsFailed { op, errors })
+    }
+
+    /// Every member, learners included.
+    pub async fn member_list(&self) -> Result<Vec<Member>, EtcdError> {
+        self.any("member list", false, |mut c| async move {
+            let r = c.member_list().await?;
+            Ok(r.members().iter().map(Member::from).collect())
+        })
+        .await
+    }
+
+    /// Adds a learner with these peer URLs and returns it with the member list etcd
+    /// answered with, from which the new member's `--initial-cluster` is built. etcd 3.4
+    /// allows one learner at a time.
+    pub async fn add_learner(&self, peer_urls: Vec<String>) -> Result<(Member, Vec<Member>), EtcdError> {
+        self.any("member add", true, |mut c| {
+            let urls = peer_urls.clone();
+            async move {
+                let r = c.member_add(urls, Some(MemberAddOptions::new().with_is_learner())).await?;
+                let added = r
+                    .member()
+                    .map(Member::from)
+                    .ok_or_else(|| etcd_client::Error::InvalidArgs("member add answered without the member".into()))?;
+                Ok((added, r.member_list().iter().map(Member::from).collect()))
+            }
+        })
+        .await
+    }
+
+    /// Promotes a learner to a voting member. etcd refuses while the learner is behind
+    /// (`can only promote a learner member which is in sync with leader`): retry.
+    pub async fn promote(&self, id: u64) -> Result<Vec<Member>, EtcdError> {
+        self.any("member promote", true, |mut c| async move {
+            Ok(c.member_promote(id).await?.members().iter().map(Member::from).collect())
+        })
+        .await
+    }
+
+    /// Removes a member. Move leadership away first if it leads.
+    pub async fn remove(&self, id: u64) -> Result<Vec<Member>, EtcdError> {
+        self.any("member remove", true, |mut c| async move {
+            Ok(c.member_remove(id).await?.members().iter().map(Member::from).collect())
+        })
+        .await
+    }
+
+    /// Replaces a member's peer URLs.
+    pub async fn update_peer_urls(&self, id: u64, peer_urls: Vec<String>) -> Result<Vec<Member>, EtcdError> {
+        self.any("member update", true, |mut c| {
+            let urls = peer_urls.clone();
+            async move { Ok(c.member_update(id, urls).await?.members().iter().map(Member::from).collect()) }
+        })
+        .await
+    }
+
+    /// Status of the member at `endpoint`, from that member.
+    pub async fn status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
+        let ep = endpoint.to_string();
+        self.call("status", endpoint, self.config.request_timeout, |mut c| async move {
+            let r = c.status().await?;
+            Ok(EndpointStatus {
+                endpoint: ep,
+                member_id: r.header().map(|h| h.member_id()).unwrap_or_default(),
+                version: r.version().to_string(),
+                db_size: r.db_size(),
+                db_size_in_use: r.raft_used_db_size(),
+                leader: r.leader(),
+                raft_index: r.raft_index(),
+                raft_term: r.raft_term(),
+                raft_applied_index: r.raft_applied_index(),
+                is_learner: r.is_learner(),
+                errors: r.errors().to_vec(),
+            })
+        })
+        .await
+    }
+
+    /// Status of every endpoint, each from its own member, concurrently.
+    pub async fn statuses(&self) -> Vec<(String, Result<EndpointStatus, EtcdError>)> {
+        let calls = self.endpoints.iter().map(|ep| async move { (ep.clone(), self.status(ep).await) });
+        futures::future::join_all(calls).await
+    }
+
+    /// The leader's id and the status that named it, asking endpoints in order.
+    pub async fn leader(&self) -> Result<EndpointStatus, EtcdError> {
+        let mut errors = Vec::new();
+        for ep in &self.endpoints {
+            match self.status(ep).await {
+                Ok(s) if s.leader != 0 => return Ok(s),
+                Ok(_) => errors.push(EtcdError::NoLeader),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.iter().all(|e| matches!(e, EtcdError::NoLeader)) && !errors.is_empty() {
+            return Err(EtcdError::NoLeader);
+        }
+        Err(EtcdError::AllEndpointsFailed { op: "find leader", errors })
+    }
+
+    /// Moves leadership to the voting member `to`. etcd takes this only from the leader,
+    /// so the request goes to the leader's own client URL. A no-op when `to` leads.
+    pub async fn move_leader(&self, to: u64) -> Result<(), EtcdError> {
+        let leader = self.leader().await?.leader;
+        if leader == to {
+            return Ok(());
+        }
+        let members = self.member_list().await?;
+        let lm = members.iter().find(|m| m.id == leader).ok_or(EtcdError::MemberNotFound { id: leader })?;
+        let ep = lm.client_urls.first().ok_or(EtcdError::LeaderUnreachable { id: leader })?;
+        self.call("move leader", ep, self.config.request_timeout, |mut c| async move {
+            c.move_leader(to).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// Defragments the member at `endpoint` only. Refuses learners (etcd 3.4 does not
+    /// serve them this call). Blocks that member while it runs: one member at a time.
+    pub async fn defragment(&self, endpoint: &str) -> Result<(), EtcdError> {
+        self.refuse_learner("defragment", endpoint).await?;
+        self.call("defragment", endpoint, self.config.defrag_timeout, |mut c| async move {
+            c.defragment().await.map(|_| ())
+        })
+        .await
+    }
+
+    async fn refuse_learner(&self, op: &'static str, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
+        let s = self.status(endpoint).await?;
+        if s.is_learner {
+            return Err(EtcdError::Learner { op, endpoint: endpoint.to_string() });
+        }
+        Ok(s)
+    }
+
+    /// The current revision of the store, as a linearizable read.
+    pub async fn revision(&self) -> Result<i64, EtcdError> {
+        self.any("get revision", false, |mut c| async move {
+            let r = c.get("etcd-pilot/revision-probe", None).await?;
+            Ok(r.header().map(|h| h.revision()).unwrap_or_default())
+        })
+        .await
+    }
+
+    /// Compacts away revisions older than `current - keep`, physically (the call returns
+    /// once every member has removed them). Returns the revision compacted to, or `None`
+    /// when there was nothing to compact.
+    pub async fn compact_keeping(&self, keep: i64) -> Result<Option<i64>, EtcdError> {
+        let target = self.revision().await? - keep.max(0);
+        if target <= 1 {
+            return Ok(None);
+        }
+        self.any("compact", false, |mut c| async move {
+            match c.compact(target, Some(CompactionOptions::new().with_physical())).await {
+                Ok(_) => Ok(Some(target)),
+                // Compacting to an already compacted revision is success: the goal holds.
+                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("required revision has been compacted") => {
+                    Ok(Some(target))
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Streams a snapshot of the member at `endpoint`. Refuses learners: etcd 3.4 does
+    /// not serve them snapshots, and an etcdctl snapshot against one retries forever.
+    pub async fn snapshot(&self, endpoint: &str) -> Result<Snapshot, EtcdError> {
+        let status = self.refuse_learner("snapshot", endpoint).await?;
+        let ep = endpoint.to_string();
+        let revision = self
+            .call("get revision", endpoint, self.config.request_timeout, |mut c| async move {
+                let r = c.get("etcd-pilot/revision-probe", Some(GetOptions::new().with_serializable())).await?;
+                Ok(r.header().map(|h| h.revision()).unwrap_or_default())
+            })
+            .await?;
+        // No request deadline on the stream itself: a large db takes long. Each chunk has
+        // its own idle deadline instead.
+        let mut client = self.connect(endpoint, None).await?;
+        let streaming = match tokio::time::timeout(self.config.request_timeout, client.snapshot()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(EtcdError::Rpc { op: "snapshot", endpoint: ep, source }),
+            Err(_) => {
+                return Err(EtcdError::Timeout { op: "snapshot", endpoint: ep, after: self.config.request_timeout });
+            }
+        };
+        let idle = self.config.snapshot_idle_timeout;
+        let stream_ep = ep.clone();
+        let stream = futures::stream::unfold(Some((streaming, client)), move |state| {
+            let ep = stream_ep.clone();
+            async move {
+                let (mut s, client) = state?;
+                match tokio::time::timeout(idle, s.message()).await {
+                    Ok(Ok(Some(msg))) => Some((Ok(Bytes::copy_from_slice(msg.blob())), Some((s, client)))),
+                    Ok(Ok(None)) => None,
+                    Ok(Err(source)) => Some((Err(EtcdError::Rpc { op: "snapshot", endpoint: ep, source }), None)),
+                    Err(_) => Some((Err(EtcdError::Timeout { op: "snapshot", endpoint: ep, after: idle }), None)),
+                }
+            }
+        });
+        Ok(Snapshot {
+            endpoint: ep,
+            member_id: status.member_id,
+            version: status.version,
+            revision,
+            stream: Box::pin(stream),
+        })
+    }
+
+    /// Active alarms on any member.
+    pub async fn alarms(&self) -> Result<Vec<Alarm>, EtcdError> {
+        self.any("alarm list", false, |mut c| async move {
+            let r = c.alarm(AlarmAction::Get, AlarmType::None, None).await?;
+            Ok(r.alarms()
+                .iter()
+                .filter_map(|a| {
+                    let kind = match a.alarm() {
+                        AlarmType::Nospace => AlarmKind::NoSpace,
+                        AlarmType::Corrupt => AlarmKind::Corrupt,
+                        AlarmType::None => return None,
+                    };
+                    Some(Alarm { member_id: a.member_id(), kind })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Disarms one alarm. Free space first (compact + defragment), or etcd raises a
+    /// NOSPACE alarm again at the next write.
+    pub async fn disarm(&self, alarm: &Alarm) -> Result<(), EtcdError> {
+        let (member, kind) = (alarm.member_id, alarm.kind.to_pb());
+        self.any("alarm disarm", false, |mut c| async move {
+            let mut opts = AlarmOptions::new();
+            opts.with_member(member);
+            c.alarm(AlarmAction::Deactivate, kind, Some(opts)).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// Whether the cluster serves a linearizable read through any endpoint within the
+    /// request timeout: the test that it has quorum and a leader.
+    pub async fn has_quorum(&self) -> bool {
+        self.revision().await.is_ok()
+    }
+}

@@ -1,0 +1,17 @@
+//! Everything etcd-pilot asks of etcd, through the v3 API (`etcd-client`).
+//!
+//! Cluster-wide calls (member list and changes, compaction, alarms) go to the first
+//! endpoint that answers; calls about one member (status, defragment, snapshot, health)
+//! go through a client of that member's endpoint alone, because etcd answers them for
+//! the member it reaches, and a balancing client would pick one at random.
+
+mod admin;
+mod error;
+
+pub use admin::{AdminConfig, Alarm, AlarmKind, EndpointStatus, EtcdAdmin, Member, Snapshot, TlsMaterial};
+pub use error::EtcdError;
+
+/// Formats a member id the way etcdctl prints it.
+pub fn member_id_hex(id: u64) -> String {
+    format!("{id:x}")
+}

@@ -1,0 +1,348 @@
+//! The etcd admin layer against real etcd 3.4 clusters (Debian's etcd-server), each
+//! started on free ports in a temp dir and killed when the test ends.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use etcd_pilot::etcd::{AdminConfig, AlarmKind, EtcdAdmin, EtcdError};
+use futures::StreamExt;
+use support::etcd::Cluster;
+
+async fn leader_and_followers(admin: &EtcdAdmin) -> (u64, Vec<u64>) {
+    let mut leader = 0;
+    let mut followers = Vec::new();
+    for (_, s) in admin.statuses().await {
+        let s = s.expect("status");
+        if s.is_leader() {
+            leader = s.member_id;
+        } else {
+            followers.push(s.member_id);
+        }
+    }
+    assert_ne!(leader, 0, "one member leads");
+    (leader, followers)
+}
+
+/// etcd refuses membership changes until every voting member has been connected for 5 s
+/// (`unhealthy cluster`, its strict reconfiguration check); the reconciler requeues, and
+/// so does this.
+async fn add_learner_when_allowed(admin: &EtcdAdmin, peer_url: &str) -> (etcd_pilot::etcd::Member, Vec<etcd_pilot::etcd::Member>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match admin.add_learner(vec![peer_url.to_string()]).await {
+            Ok(r) => return r,
+            Err(e) if e.etcd_message() == Some("etcdserver: unhealthy cluster") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(e) => panic!("add learner: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn member_list_and_status_come_from_each_member() {
+    let cluster = Cluster::start(3).await;
+    let admin = cluster.admin();
+
+    let members = admin.member_list().await.expect("member list");
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| !m.is_learner && !m.name.is_empty() && !m.client_urls.is_empty()));
+
+    let statuses = admin.statuses().await;
+    let mut ids = Vec::new();
+    for (ep, s) in &statuses {
+        let s = s.as_ref().expect("status");
+        let m = members.iter().find(|m| m.client_urls.contains(ep)).expect("endpoint belongs to a member");
+        assert_eq!(s.member_id, m.id, "status of {ep} comes from the member at {ep}");
+        assert_eq!(s.version, "3.4.23");
+        assert!(s.db_size > 0 && s.db_size_in_use > 0 && s.db_size_in_use <= s.db_size);
+        assert!(s.raft_term > 0 && s.raft_index > 0);
+        assert!(s.is_healthy(), "{s:?}");
+        ids.push(s.member_id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(statuses.iter().filter(|(_, s)| s.as_ref().unwrap().is_leader()).count(), 1, "exactly one leader");
+    assert!(admin.has_quorum().await);
+}
+
+#[tokio::test]
+async fn scale_up_through_a_learner_then_remove_a_member() {
+    let mut cluster = Cluster::start(3).await;
+    let admin = cluster.admin();
+
+    let new = cluster.prepare_member("m3");
+    let (added, list) = add_learner_when_allowed(&admin, &new.peer_url).await;
+    assert!(added.is_learner);
+    assert_eq!(list.len(), 4);
+    let listed = admin.member_list().await.unwrap();
+    assert!(listed.iter().any(|m| m.id == added.id && m.is_learner && m.name.is_empty()), "not started yet");
+
+    // etcd 3.4 takes one learner at a time: the operator must never try two.
+    let second = cluster.prepare_member("m4");
+    let err = admin.add_learner(vec![second.peer_url.clone()]).await.expect_err("second learner refused");
+    assert!(err.to_string().contains("too many learner members"), "{err}");
+
+    // Start it as etcd-pilot will: state existing, initial cluster from the add answer.
+    let initial: Vec<String> = list
+        .iter()
+        .map(|m| {
+            let name = if m.id == added.id { "m3".to_string() } else { m.name.clone() };
+            format!("{name}={}", m.peer_urls[0])
+        })
+        .collect();
+    let learner_ep = new.client_url.clone();
+    cluster.join(new, &initial.join(","));
+
+    // Never snapshot or defragment through a learner.
+    let learner_admin = EtcdAdmin::new(vec![learner_ep.clone()], cluster.admin_config());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match learner_admin.status(&learner_ep).await {
+            Ok(s) if s.is_learner => break,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            r => panic!("learner never answered status: {r:?}\n{}", cluster.log_tail("m3")),
+        }
+    }
+    assert!(matches!(admin.snapshot(&learner_ep).await, Err(EtcdError::Learner { .. })));
+    assert!(matches!(admin.defragment(&learner_ep).await, Err(EtcdError::Learner { .. })));
+
+    // Promote once in sync; etcd refuses until then, so retry as the reconciler will.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match admin.promote(added.id).await {
+            Ok(members) => {
+                assert!(members.iter().all(|m| !m.is_learner));
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.to_string().contains("in sync"), "only 'not in sync yet' is retried: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("never promotable: {e}\n{}", cluster.log_tail("m3")),
+        }
+    }
+    let members = admin.member_list().await.unwrap();
+    assert_eq!(members.iter().filter(|m| !m.is_learner).count(), 4);
+    let s = learner_admin.status(&learner_ep).await.unwrap();
+    assert!(!s.is_learner && s.leader != 0);
+
+    // Remove a follower that does not lead; the removed etcd stops by itself.
+    let (leader, followers) = leader_and_followers(&cluster.admin()).await;
+    let victim = followers[0];
+    assert_ne!(victim, leader);
+    let victim_name = members.iter().find(|m| m.id == victim).unwrap().name.clone();
+    let left = admin.remove(victim).await.expect("remove");
+    assert_eq!(left.len(), 3);
+    assert!(!left.iter().any(|m| m.id == victim));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.member(&victim_name).has_exited() {
+        assert!(Instant::now() < deadline, "removed member kept running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.member(&victim_name).kill();
+    assert!(cluster.admin().has_quorum().await);
+    let err = cluster.admin().remove(victim).await.expect_err("removing twice");
+    assert!(err.to_string().contains("member not found"), "{err}");
+}
+
+#[tokio::test]
+async fn move_leadership_to_a_chosen_member() {
+    let cluster = Cluster::start(3).await;
+    let admin = cluster.admin();
+    let (leader, followers) = leader_and_followers(&admin).await;
+    let target = followers[1];
+    admin.move_leader(target).await.expect("move leader");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (now, _) = leader_and_followers(&admin).await;
+        if now == target {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leadership stayed with {now:x}, not {target:x} (was {leader:x})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.move_leader(target).await.expect("moving to the leader itself is a no-op");
+}
+
+#[tokio::test]
+async fn compaction_and_defragmentation_shrink_the_db() {
+    let cluster = Cluster::start(3).await;
+    let admin = cluster.admin();
+    let mut kv = cluster.kv().await;
+    // 40 keys overwritten 100 times with 16 KiB values: about 64 MiB of history.
+    let value = vec![b'x'; 16 * 1024];
+    for round in 0..100 {
+        for k in 0..40 {
+            kv.put(format!("/registry/pods/default/p{k}"), value.clone(), None).await.expect("put");
+        }
+        let _ = round;
+    }
+    let before: Vec<_> = admin.statuses().await.into_iter().map(|(_, s)| s.unwrap()).collect();
+    let compacted = admin.compact_keeping(0).await.expect("compact").expect("something to compact");
+    assert!(compacted > 4000);
+    assert_eq!(admin.compact_keeping(0).await.expect("compact again"), Some(compacted), "idempotent");
+
+    // Followers first, leader last, one at a time.
+    let mut order: Vec<_> = before.clone();
+    order.sort_by_key(|s| s.is_leader());
+    for s in &order {
+        admin.defragment(&s.endpoint).await.expect("defragment");
+    }
+    for b in &before {
+        let a = admin.status(&b.endpoint).await.unwrap();
+        assert!(
+            a.db_size * 4 < b.db_size,
+            "{}: db {} -> {} bytes should shrink by far",
+            b.endpoint,
+            b.db_size,
+            a.db_size
+        );
+        assert!(a.db_size_in_use <= a.db_size);
+    }
+    let got = kv.get("/registry/pods/default/p7", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value().len(), 16 * 1024, "data survives");
+}
+
+#[tokio::test]
+async fn snapshot_stream_is_a_snapshot_etcdctl_accepts() {
+    let cluster = Cluster::start(3).await;
+    let admin = cluster.admin();
+    let mut kv = cluster.kv().await;
+    for k in 0..500 {
+        kv.put(format!("/registry/configmaps/default/c{k}"), format!("v{k}"), None).await.unwrap();
+    }
+    let (_, followers) = leader_and_followers(&admin).await;
+    let members = admin.member_list().await.unwrap();
+    let ep = members.iter().find(|m| m.id == followers[0]).unwrap().client_urls[0].clone();
+
+    let mut snap = admin.snapshot(&ep).await.expect("snapshot");
+    assert_eq!(snap.member_id, followers[0]);
+    assert_eq!(snap.version, "3.4.23");
+    assert!(snap.revision >= 501, "revision {}", snap.revision);
+    let path = cluster.dir.path().join("snap.db");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = snap.stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = Command::new("etcdctl")
+        .args(["snapshot", "status", path.to_str().unwrap(), "-w", "json"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl from Debian's etcd-client");
+    assert!(out.status.success(), "etcdctl refused the snapshot: {}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(status["revision"].as_i64().unwrap() >= snap.revision);
+    assert!(status["totalKey"].as_i64().unwrap() >= 500);
+}
+
+#[tokio::test]
+async fn nospace_alarm_is_listed_and_disarmed_once_space_is_freed() {
+    // A tiny quota so that the alarm comes quickly.
+    let cluster = Cluster::start_with(1, &["--quota-backend-bytes", "4194304"], false).await;
+    let admin = cluster.admin();
+    assert!(admin.alarms().await.expect("alarm list").is_empty());
+
+    let mut kv = cluster.kv().await;
+    let value = vec![b'y'; 128 * 1024];
+    let mut full = false;
+    for i in 0..200 {
+        match kv.put(format!("k{}", i % 8), value.clone(), None).await {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(e.to_string().contains("database space exceeded"), "{e}");
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "quota never reached");
+    let alarms = admin.alarms().await.unwrap();
+    assert_eq!(alarms.len(), 1);
+    assert_eq!(alarms[0].kind, AlarmKind::NoSpace);
+
+    // The remedy etcd documents: compact, defragment, disarm.
+    admin.compact_keeping(0).await.unwrap();
+    admin.defragment(&cluster.endpoints()[0]).await.unwrap();
+    admin.disarm(&alarms[0]).await.expect("disarm");
+    assert!(admin.alarms().await.unwrap().is_empty());
+    kv.put("after", "ok", None).await.expect("writes work again");
+}
+
+#[tokio::test]
+async fn mutual_tls_is_required_and_used() {
+    let cluster = Cluster::start_with(1, &[], true).await;
+    let ep = cluster.endpoints()[0].clone();
+    assert!(ep.starts_with("https://"));
+    let admin = cluster.admin();
+    let s = admin.status(&ep).await.expect("status over mutual TLS");
+    assert!(s.is_leader());
+    assert_eq!(admin.member_list().await.unwrap().len(), 1);
+
+    // Without a client certificate etcd refuses the handshake.
+    let mut no_cert = cluster.admin_config();
+    if let Some(t) = no_cert.tls.as_mut() {
+        let other = etcd_pilot::pki::generate_ca("someone else", Duration::from_secs(3600)).unwrap();
+        let stranger = etcd_pilot::pki::issue(&other, "x", &[], etcd_pilot::pki::Usage::Client, Duration::from_secs(3600))
+            .unwrap();
+        t.cert_pem = stranger.cert_pem.into_bytes();
+        t.key_pem = stranger.key_pem.into_bytes();
+    }
+    let refused = EtcdAdmin::new(vec![ep.clone()], no_cert).status(&ep).await;
+    assert!(refused.is_err(), "a certificate from another CA must be refused");
+}
+
+#[tokio::test]
+async fn unreachable_and_silent_endpoints_fail_within_the_timeouts() {
+    let config = AdminConfig {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+        ..AdminConfig::default()
+    };
+    // Nothing listens here.
+    let closed = format!("http://127.0.0.1:{}", support::ports::free_port());
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_ep = format!("http://{}", silent.local_addr().unwrap());
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let admin = EtcdAdmin::new(vec![closed.clone(), silent_ep.clone()], config);
+    let started = Instant::now();
+    let err = admin.member_list().await.expect_err("no etcd there");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    match err {
+        EtcdError::AllEndpointsFailed { errors, .. } => assert_eq!(errors.len(), 2),
+        e => panic!("unexpected {e}"),
+    }
+    assert!(admin.status(&silent_ep).await.is_err());
+    assert!(!admin.has_quorum().await);
+}
+
+#[tokio::test]
+async fn a_dead_member_is_skipped_and_can_be_removed_through_a_live_one() {
+    let mut cluster = Cluster::start(3).await;
+    let endpoints = cluster.endpoints();
+    let dead = cluster.admin().member_list().await.unwrap().into_iter().find(|m| m.name == "m0").unwrap();
+    cluster.members[0].kill();
+    // The dead member's endpoint is still first in the list.
+    let admin = EtcdAdmin::new(endpoints, cluster.admin_config());
+    assert_eq!(admin.member_list().await.expect("member list past a dead endpoint").len(), 3);
+    assert!(admin.has_quorum().await, "two of three keep quorum");
+
+    // etcd's strict reconfiguration check refuses to add while a voter is down...
+    let new = cluster.prepare_member("m9");
+    let err = admin.add_learner(vec![new.peer_url.clone()]).await.expect_err("refused while a voter is down");
+    assert_eq!(err.etcd_message(), Some("etcdserver: unhealthy cluster"), "{err}");
+    // ...so a failed member is removed first, through a live endpoint, then replaced.
+    let left = admin.remove(dead.id).await.expect("remove the dead member");
+    assert_eq!(left.len(), 2);
+    assert!(admin.has_quorum().await);
+}
