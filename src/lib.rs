@@ -4,3 +4,4 @@ pub mod api;
 pub mod crdgen;
 pub mod etcd;
 pub mod pki;
+pub mod backup_store;

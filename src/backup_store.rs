@@ -1,0 +1,635 @@
+//! Snapshots in S3 or any S3-compatible store.
+//!
+//! Uploads stream: memory is about one part, whatever the snapshot's size. The SHA-256
+//! of the whole object goes into its metadata (`x-amz-meta-sha256`), and every download
+//! is checked against it. A multipart upload only learns the hash at its end, after its
+//! metadata was fixed, so the finished object is copied onto itself with the hash added;
+//! an object without the hash is an unfinished upload and is never served.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::api::{S3CredentialsSecret, S3Target};
+
+/// Metadata key of the whole object's SHA-256, hex.
+pub const SHA256_METADATA: &str = "sha256";
+/// S3's smallest part (but the last).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// S3's largest single CopyObject.
+pub const MAX_COPY_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("S3 refused the credentials for {op} on bucket {bucket:?} ({code}): check the access key and secret")]
+    AccessDenied { op: &'static str, bucket: String, code: String },
+    #[error("bucket {bucket:?} does not exist")]
+    NoSuchBucket { bucket: String },
+    #[error("object {key:?} does not exist in bucket {bucket:?}")]
+    NoSuchKey { bucket: String, key: String },
+    #[error("S3 {op} of {key:?} in bucket {bucket:?} failed: {detail}")]
+    Request { op: &'static str, bucket: String, key: String, detail: String },
+    #[error("object {key:?} is corrupt: its SHA-256 is {actual}, but {expected} was recorded when it was written")]
+    ChecksumMismatch { key: String, expected: String, actual: String },
+    #[error("object {key:?} has no recorded SHA-256: it is not a finished etcd-pilot backup")]
+    MissingChecksum { key: String },
+    #[error("object {key:?} ended after {got} bytes, {expected} expected")]
+    Truncated { key: String, expected: u64, got: u64 },
+    #[error("reading the snapshot to upload failed: {0}")]
+    Source(#[source] BoxError),
+    #[error("part size {0} bytes is below S3's minimum of 5 MiB")]
+    PartTooSmall(usize),
+    #[error("S3 credentials Secret {secret:?} lacks key {key:?}")]
+    SecretKeyMissing { secret: String, key: String },
+    #[error("local file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io { path: path.display().to_string(), source }
+    }
+}
+
+/// Where credentials come from.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Keys from a Kubernetes Secret.
+    Static { access_key_id: String, secret_access_key: String, session_token: Option<String> },
+    /// The standard AWS chain: environment, profile, web identity (IRSA), container and
+    /// instance metadata.
+    DefaultChain,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Static { access_key_id, .. } => write!(f, "Static({access_key_id}, ..)"),
+            Credentials::DefaultChain => f.write_str("DefaultChain"),
+        }
+    }
+}
+
+impl Credentials {
+    /// Reads static credentials from a Secret, by the keys the reference names.
+    pub fn from_secret(secret: &Secret, r: &S3CredentialsSecret) -> Result<Credentials, StoreError> {
+        let get = |key: &str| -> Option<String> {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+                .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.trim().to_string()))
+        };
+        let need = |key: &str| {
+            get(key).filter(|v| !v.is_empty()).ok_or_else(|| StoreError::SecretKeyMissing {
+                secret: r.name.clone(),
+                key: key.to_string(),
+            })
+        };
+        Ok(Credentials::Static {
+            access_key_id: need(&r.access_key_id_key)?,
+            secret_access_key: need(&r.secret_access_key_key)?,
+            session_token: match &r.session_token_key {
+                Some(k) => Some(need(k)?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// How to reach one bucket.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub bucket: String,
+    pub prefix: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub path_style: bool,
+    /// Bytes per part of a multipart upload; smaller objects go in one PUT.
+    pub part_size: usize,
+    /// Objects up to this size get their metadata with one CopyObject, larger ones with a
+    /// multipart copy. S3 caps CopyObject at 5 GiB.
+    pub copy_limit: u64,
+    pub credentials: Credentials,
+}
+
+impl StoreConfig {
+    pub fn from_target(target: &S3Target, credentials: Credentials) -> StoreConfig {
+        StoreConfig {
+            bucket: target.bucket.clone(),
+            prefix: target.prefix.clone(),
+            endpoint: target.endpoint.clone(),
+            region: target.region.clone(),
+            path_style: target.path_style(),
+            part_size: usize::try_from(target.part_size_mib.max(5)).unwrap_or(16) * 1024 * 1024,
+            copy_limit: MAX_COPY_OBJECT,
+            credentials,
+        }
+    }
+}
+
+/// An object as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub last_modified: Option<i64>,
+}
+
+/// A finished, verified upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Parts used; 0 for a single PUT.
+    pub parts: usize,
+}
+
+/// A download under way. Its stream fails at the end if the bytes do not match the
+/// recorded SHA-256, so a consumer must treat what it got as valid only once the stream
+/// ended without error.
+pub struct Download {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub metadata: HashMap<String, String>,
+    pub stream: Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>,
+}
+
+/// Snapshots in one bucket.
+#[derive(Clone, Debug)]
+pub struct BackupStore {
+    client: Client,
+    bucket: String,
+    prefix: Option<String>,
+    part_size: usize,
+    copy_limit: u64,
+}
+
+impl BackupStore {
+    pub async fn new(config: StoreConfig) -> Result<BackupStore, StoreError> {
+        if config.part_size < MIN_PART_SIZE {
+            return Err(StoreError::PartTooSmall(config.part_size));
+        }
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(Region::new(config.region));
+        if let Credentials::Static { access_key_id, secret_access_key, session_token } = config.credentials {
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                access_key_id,
+                secret_access_key,
+                session_token,
+                None,
+                "etcd-pilot",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.path_style)
+            // S3-compatible stores often reject the newer default checksum trailers.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
+        if let Some(ep) = config.endpoint {
+            s3 = s3.endpoint_url(ep);
+        }
+        Ok(BackupStore {
+            client: Client::from_conf(s3.build()),
+            bucket: config.bucket,
+            prefix: config.prefix,
+            part_size: config.part_size,
+            copy_limit: config.copy_limit,
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key of a backup: `<prefix>/<namespace>/<cluster>/<stamp>-<backup>.db`.
+    pub fn backup_key(&self, namespace: &str, cluster: &str, stamp: &str, backup: &str) -> String {
+        object_key(self.prefix.as_deref(), namespace, cluster, stamp, backup)
+    }
+
+    fn err<E>(&self, op: &'static str, key: &str, e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        // HEAD answers have no body, hence no code: fall back to the HTTP status.
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let code = match (e.code(), status) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(403)) => "AccessDenied".to_string(),
+            (None, Some(404)) if key.is_empty() => "NoSuchBucket".to_string(),
+            (None, Some(404)) => "NoSuchKey".to_string(),
+            (None, _) => String::new(),
+        };
+        match code.as_str() {
+            // Every 403 is about who is asking (unknown key, bad signature, no permission,
+            // expired token); stores differ in the code they pick.
+            _ if status == Some(403) => StoreError::AccessDenied { op, bucket: self.bucket.clone(), code },
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken" => {
+                StoreError::AccessDenied { op, bucket: self.bucket.clone(), code }
+            }
+            "NoSuchBucket" => StoreError::NoSuchBucket { bucket: self.bucket.clone() },
+            "NoSuchKey" | "NotFound" => StoreError::NoSuchKey { bucket: self.bucket.clone(), key: key.to_string() },
+            _ => StoreError::Request {
+                op,
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                detail: DisplayErrorContext(&e).to_string(),
+            },
+        }
+    }
+
+    /// Uploads a stream under `key` with `metadata` plus the SHA-256. On any error the
+    /// upload is aborted and no object is left behind.
+    pub async fn upload<S, E>(&self, key: &str, mut body: S, metadata: HashMap<String, String>) -> Result<Uploaded, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Into<BoxError>,
+    {
+        let mut hasher = Sha256::new();
+        let mut buf = BytesMut::with_capacity(self.part_size);
+        let mut size: u64 = 0;
+        let mut multipart: Option<Multipart> = None;
+        loop {
+            let chunk = match body.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    let err = StoreError::Source(e.into());
+                    if let Some(m) = multipart {
+                        self.abort(key, &m.upload_id).await;
+                    }
+                    return Err(err);
+                }
+                None => break,
+            };
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            buf.extend_from_slice(&chunk);
+            while buf.len() >= self.part_size {
+                let part = buf.split_to(self.part_size).freeze();
+                if multipart.is_none() {
+                    multipart = Some(self.start_multipart(key, &metadata).await?);
+                }
+                if let Some(m) = multipart.as_mut()
+                    && let Err(e) = self.upload_part(key, m, part).await
+                {
+                    self.abort(key, &m.upload_id).await;
+                    return Err(e);
+                }
+            }
+        }
+        let sha256 = hex::encode(hasher.finalize());
+        let mut meta = metadata;
+        meta.insert(SHA256_METADATA.to_string(), sha256.clone());
+
+        let Some(mut m) = multipart else {
+            // Smaller than one part: one PUT, metadata and all.
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_metadata(Some(meta))
+                .content_length(buf.len() as i64)
+                .body(ByteStream::from(buf.freeze()))
+                .send()
+                .await
+                .map_err(|e| self.err("PutObject", key, e))?;
+            return Ok(Uploaded { key: key.to_string(), size, sha256, parts: 0 });
+        };
+        if !buf.is_empty()
+            && let Err(e) = self.upload_part(key, &mut m, buf.freeze()).await
+        {
+            self.abort(key, &m.upload_id).await;
+            return Err(e);
+        }
+        let parts = m.parts.len();
+        if let Err(e) = self.complete(key, &m).await {
+            self.abort(key, &m.upload_id).await;
+            return Err(e);
+        }
+        // The object exists now, without its hash; add it, or take the object away.
+        if let Err(e) = self.replace_metadata(key, size, meta).await {
+            let _ = self.delete(key).await;
+            return Err(e);
+        }
+        Ok(Uploaded { key: key.to_string(), size, sha256, parts })
+    }
+
+    async fn start_multipart(&self, key: &str, metadata: &HashMap<String, String>) -> Result<Multipart, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_metadata(Some(metadata.clone()))
+            .send()
+            .await
+            .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
+        let upload_id = out.upload_id.ok_or_else(|| StoreError::Request {
+            op: "CreateMultipartUpload",
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            detail: "no upload id in the answer".into(),
+        })?;
+        Ok(Multipart { upload_id, parts: Vec::new() })
+    }
+
+    async fn upload_part(&self, key: &str, m: &mut Multipart, part: Bytes) -> Result<(), StoreError> {
+        let number = i32::try_from(m.parts.len() + 1).unwrap_or(i32::MAX);
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&m.upload_id)
+            .part_number(number)
+            .content_length(part.len() as i64)
+            .body(ByteStream::from(part))
+            .send()
+            .await
+            .map_err(|e| self.err("UploadPart", key, e))?;
+        m.parts.push(CompletedPart::builder().set_e_tag(out.e_tag).part_number(number).build());
+        Ok(())
+    }
+
+    async fn complete(&self, key: &str, m: &Multipart) -> Result<(), StoreError> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&m.upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(m.parts.clone())).build())
+            .send()
+            .await
+            .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    /// Best effort: a failed abort leaves parts the bucket's lifecycle rules must reap,
+    /// never an object.
+    async fn abort(&self, key: &str, upload_id: &str) {
+        if let Err(e) = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
+            tracing::warn!(key, error = %DisplayErrorContext(&e), "aborting a multipart upload failed");
+        }
+    }
+
+    /// Copies the object onto itself with new metadata.
+    async fn replace_metadata(&self, key: &str, size: u64, meta: HashMap<String, String>) -> Result<(), StoreError> {
+        let source = copy_source(&self.bucket, key);
+        if size <= self.copy_limit {
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .copy_source(source)
+                .metadata_directive(MetadataDirective::Replace)
+                .set_metadata(Some(meta))
+                .send()
+                .await
+                .map_err(|e| self.err("CopyObject", key, e))?;
+            return Ok(());
+        }
+        // Too large for one CopyObject: a multipart copy, part by part, server-side.
+        let mut m = self.start_multipart(key, &meta).await?;
+        let step = self.copy_limit.min(self.part_size as u64 * 64).max(MIN_PART_SIZE as u64);
+        let mut start = 0;
+        while start < size {
+            let end = (start + step).min(size) - 1;
+            let number = i32::try_from(m.parts.len() + 1).unwrap_or(i32::MAX);
+            let out = self
+                .client
+                .upload_part_copy()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&m.upload_id)
+                .part_number(number)
+                .copy_source(&source)
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .send()
+                .await;
+            match out {
+                Ok(o) => {
+                    let etag = o.copy_part_result.and_then(|r| r.e_tag);
+                    m.parts.push(CompletedPart::builder().set_e_tag(etag).part_number(number).build());
+                }
+                Err(e) => {
+                    self.abort(key, &m.upload_id).await;
+                    return Err(self.err("UploadPartCopy", key, e));
+                }
+            }
+            start = end + 1;
+        }
+        if let Err(e) = self.complete(key, &m).await {
+            self.abort(key, &m.upload_id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Objects under `prefix` (relative to the bucket, not the store's prefix), by key.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut out = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("ListObjectsV2", prefix, e))?;
+            for o in page.contents.unwrap_or_default() {
+                out.push(ObjectInfo {
+                    key: o.key.unwrap_or_default(),
+                    size: o.size.unwrap_or_default().max(0) as u64,
+                    last_modified: o.last_modified.map(|t| t.secs()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Starts a download; the stream verifies the SHA-256 as it ends.
+    pub async fn download(&self, key: &str) -> Result<Download, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err("GetObject", key, e))?;
+        let metadata = out.metadata.clone().unwrap_or_default();
+        let expected = metadata
+            .get(SHA256_METADATA)
+            .cloned()
+            .ok_or_else(|| StoreError::MissingChecksum { key: key.to_string() })?;
+        let size = out.content_length.unwrap_or_default().max(0) as u64;
+        let body = out.body;
+        let key_owned = key.to_string();
+        let bucket = self.bucket.clone();
+        let verify_expected = expected.clone();
+        let stream = futures::stream::unfold(
+            Some((body, Sha256::new(), 0u64)),
+            move |state| {
+                let key = key_owned.clone();
+                let bucket = bucket.clone();
+                let expected = verify_expected.clone();
+                async move {
+                    let (mut body, mut hasher, mut got) = state?;
+                    match body.try_next().await {
+                        Ok(Some(chunk)) => {
+                            hasher.update(&chunk);
+                            got += chunk.len() as u64;
+                            Some((Ok(chunk), Some((body, hasher, got))))
+                        }
+                        Ok(None) if got != size => Some((Err(StoreError::Truncated { key, expected: size, got }), None)),
+                        Ok(None) => {
+                            let actual = hex::encode(hasher.finalize());
+                            if actual == expected {
+                                None
+                            } else {
+                                Some((Err(StoreError::ChecksumMismatch { key, expected, actual }), None))
+                            }
+                        }
+                        Err(e) => Some((
+                            Err(StoreError::Request { op: "GetObject", bucket, key, detail: e.to_string() }),
+                            None,
+                        )),
+                    }
+                }
+            },
+        );
+        Ok(Download { key: key.to_string(), size, sha256: expected, metadata, stream: Box::pin(stream) })
+    }
+
+    /// Downloads to `path`, which appears only once the bytes are verified (written to a
+    /// `.partial` file first, removed on any error).
+    pub async fn download_to_file(&self, key: &str, path: &Path) -> Result<Download, StoreError> {
+        let partial = path.with_extension("partial");
+        let result = async {
+            let mut dl = self.download(key).await?;
+            let mut file = tokio::fs::File::create(&partial).await.map_err(StoreError::io(&partial))?;
+            while let Some(chunk) = dl.stream.next().await {
+                file.write_all(&chunk?).await.map_err(StoreError::io(&partial))?;
+            }
+            file.sync_all().await.map_err(StoreError::io(&partial))?;
+            tokio::fs::rename(&partial, path).await.map_err(StoreError::io(path))?;
+            Ok(dl)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&partial).await;
+        }
+        result
+    }
+
+    /// Deletes an object. Deleting a missing object succeeds, as in S3.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err("DeleteObject", key, e))?;
+        Ok(())
+    }
+
+    /// Checks that the bucket exists and the credentials are good.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| self.err("HeadBucket", "", e))?;
+        Ok(())
+    }
+}
+
+struct Multipart {
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+}
+
+/// `<prefix>/<namespace>/<cluster>/<stamp>-<backup>.db`, with no empty segments.
+pub fn object_key(prefix: Option<&str>, namespace: &str, cluster: &str, stamp: &str, backup: &str) -> String {
+    let mut parts: Vec<&str> = prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()).into_iter().collect();
+    parts.extend([namespace, cluster]);
+    format!("{}/{stamp}-{backup}.db", parts.join("/"))
+}
+
+/// `bucket/key` for CopySource, the key URL-encoded but for its slashes.
+fn copy_source(bucket: &str, key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    format!("{bucket}/{}", percent_encoding::utf8_percent_encode(key, KEEP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn keys_have_no_empty_segments() {
+        assert_eq!(object_key(Some("/prod/etcd/"), "ns", "main", "20261122T101500Z", "b1"), "prod/etcd/ns/main/20261122T101500Z-b1.db");
+        assert_eq!(object_key(None, "ns", "main", "s", "b"), "ns/main/s-b.db");
+        assert_eq!(object_key(Some(""), "ns", "main", "s", "b"), "ns/main/s-b.db");
+    }
+
+    #[test]
+    fn copy_source_encodes_all_but_slashes() {
+        assert_eq!(copy_source("bkt", "a b/c+d:e.db"), "bkt/a%20b/c%2Bd%3Ae.db");
+    }
+
+    fn secret(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>()),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_named_keys() {
+        let r = S3CredentialsSecret {
+            name: "s3".into(),
+            access_key_id_key: "AWS_ACCESS_KEY_ID".into(),
+            secret_access_key_key: "AWS_SECRET_ACCESS_KEY".into(),
+            session_token_key: None,
+        };
+        let c = Credentials::from_secret(&secret(&[("AWS_ACCESS_KEY_ID", "ak\n"), ("AWS_SECRET_ACCESS_KEY", "sk")]), &r).unwrap();
+        match c {
+            Credentials::Static { access_key_id, secret_access_key, session_token } => {
+                assert_eq!((access_key_id.as_str(), secret_access_key.as_str(), session_token), ("ak", "sk", None));
+            }
+            Credentials::DefaultChain => panic!("static expected"),
+        }
+        let err = Credentials::from_secret(&secret(&[("AWS_ACCESS_KEY_ID", "ak")]), &r).unwrap_err();
+        assert_eq!(err.to_string(), "S3 credentials Secret \"s3\" lacks key \"AWS_SECRET_ACCESS_KEY\"");
+        let with_token = S3CredentialsSecret { session_token_key: Some("TOKEN".into()), ..r };
+        assert!(Credentials::from_secret(&secret(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "s")]), &with_token).is_err());
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let c = Credentials::Static { access_key_id: "AK".into(), secret_access_key: "SECRET".into(), session_token: None };
+        assert!(!format!("{c:?}").contains("SECRET"));
+    }
+}
