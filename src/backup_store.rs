@@ -102,10 +102,9 @@ impl Credentials {
                 .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.trim().to_string()))
         };
         let need = |key: &str| {
-            get(key).filter(|v| !v.is_empty()).ok_or_else(|| StoreError::SecretKeyMissing {
-                secret: r.name.clone(),
-                key: key.to_string(),
-            })
+            get(key)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| StoreError::SecretKeyMissing { secret: r.name.clone(), key: key.to_string() })
         };
         Ok(Credentials::Static {
             access_key_id: need(&r.access_key_id_key)?,
@@ -265,7 +264,12 @@ impl BackupStore {
 
     /// Uploads a stream under `key` with `metadata` plus the SHA-256. On any error the
     /// upload is aborted and no object is left behind.
-    pub async fn upload<S, E>(&self, key: &str, mut body: S, metadata: HashMap<String, String>) -> Result<Uploaded, StoreError>
+    pub async fn upload<S, E>(
+        &self,
+        key: &str,
+        mut body: S,
+        metadata: HashMap<String, String>,
+    ) -> Result<Uploaded, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Into<BoxError>,
@@ -392,7 +396,9 @@ impl BackupStore {
     /// Best effort: a failed abort leaves parts the bucket's lifecycle rules must reap,
     /// never an object.
     async fn abort(&self, key: &str, upload_id: &str) {
-        if let Err(e) = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
+        if let Err(e) =
+            self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await
+        {
             tracing::warn!(key, error = %DisplayErrorContext(&e), "aborting a multipart upload failed");
         }
     }
@@ -488,37 +494,33 @@ impl BackupStore {
         let key_owned = key.to_string();
         let bucket = self.bucket.clone();
         let verify_expected = expected.clone();
-        let stream = futures::stream::unfold(
-            Some((body, Sha256::new(), 0u64)),
-            move |state| {
-                let key = key_owned.clone();
-                let bucket = bucket.clone();
-                let expected = verify_expected.clone();
-                async move {
-                    let (mut body, mut hasher, mut got) = state?;
-                    match body.try_next().await {
-                        Ok(Some(chunk)) => {
-                            hasher.update(&chunk);
-                            got += chunk.len() as u64;
-                            Some((Ok(chunk), Some((body, hasher, got))))
+        let stream = futures::stream::unfold(Some((body, Sha256::new(), 0u64)), move |state| {
+            let key = key_owned.clone();
+            let bucket = bucket.clone();
+            let expected = verify_expected.clone();
+            async move {
+                let (mut body, mut hasher, mut got) = state?;
+                match body.try_next().await {
+                    Ok(Some(chunk)) => {
+                        hasher.update(&chunk);
+                        got += chunk.len() as u64;
+                        Some((Ok(chunk), Some((body, hasher, got))))
+                    }
+                    Ok(None) if got != size => Some((Err(StoreError::Truncated { key, expected: size, got }), None)),
+                    Ok(None) => {
+                        let actual = hex::encode(hasher.finalize());
+                        if actual == expected {
+                            None
+                        } else {
+                            Some((Err(StoreError::ChecksumMismatch { key, expected, actual }), None))
                         }
-                        Ok(None) if got != size => Some((Err(StoreError::Truncated { key, expected: size, got }), None)),
-                        Ok(None) => {
-                            let actual = hex::encode(hasher.finalize());
-                            if actual == expected {
-                                None
-                            } else {
-                                Some((Err(StoreError::ChecksumMismatch { key, expected, actual }), None))
-                            }
-                        }
-                        Err(e) => Some((
-                            Err(StoreError::Request { op: "GetObject", bucket, key, detail: e.to_string() }),
-                            None,
-                        )),
+                    }
+                    Err(e) => {
+                        Some((Err(StoreError::Request { op: "GetObject", bucket, key, detail: e.to_string() }), None))
                     }
                 }
-            },
-        );
+            }
+        });
         Ok(Download { key: key.to_string(), size, sha256: expected, metadata, stream: Box::pin(stream) })
     }
 
@@ -589,7 +591,10 @@ mod tests {
 
     #[test]
     fn keys_have_no_empty_segments() {
-        assert_eq!(object_key(Some("/prod/etcd/"), "ns", "main", "20261122T101500Z", "b1"), "prod/etcd/ns/main/20261122T101500Z-b1.db");
+        assert_eq!(
+            object_key(Some("/prod/etcd/"), "ns", "main", "20261122T101500Z", "b1"),
+            "prod/etcd/ns/main/20261122T101500Z-b1.db"
+        );
         assert_eq!(object_key(None, "ns", "main", "s", "b"), "ns/main/s-b.db");
         assert_eq!(object_key(Some(""), "ns", "main", "s", "b"), "ns/main/s-b.db");
     }
@@ -601,7 +606,11 @@ mod tests {
 
     fn secret(data: &[(&str, &str)]) -> Secret {
         Secret {
-            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
             ..Secret::default()
         }
     }
@@ -614,7 +623,9 @@ mod tests {
             secret_access_key_key: "AWS_SECRET_ACCESS_KEY".into(),
             session_token_key: None,
         };
-        let c = Credentials::from_secret(&secret(&[("AWS_ACCESS_KEY_ID", "ak\n"), ("AWS_SECRET_ACCESS_KEY", "sk")]), &r).unwrap();
+        let c =
+            Credentials::from_secret(&secret(&[("AWS_ACCESS_KEY_ID", "ak\n"), ("AWS_SECRET_ACCESS_KEY", "sk")]), &r)
+                .unwrap();
         match c {
             Credentials::Static { access_key_id, secret_access_key, session_token } => {
                 assert_eq!((access_key_id.as_str(), secret_access_key.as_str(), session_token), ("ak", "sk", None));
@@ -624,12 +635,19 @@ mod tests {
         let err = Credentials::from_secret(&secret(&[("AWS_ACCESS_KEY_ID", "ak")]), &r).unwrap_err();
         assert_eq!(err.to_string(), "S3 credentials Secret \"s3\" lacks key \"AWS_SECRET_ACCESS_KEY\"");
         let with_token = S3CredentialsSecret { session_token_key: Some("TOKEN".into()), ..r };
-        assert!(Credentials::from_secret(&secret(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "s")]), &with_token).is_err());
+        assert!(
+            Credentials::from_secret(
+                &secret(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "s")]),
+                &with_token
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn debug_never_prints_secrets() {
-        let c = Credentials::Static { access_key_id: "AK".into(), secret_access_key: "SECRET".into(), session_token: None };
+        let c =
+            Credentials::Static { access_key_id: "AK".into(), secret_access_key: "SECRET".into(), session_token: None };
         assert!(!format!("{c:?}").contains("SECRET"));
     }
 }

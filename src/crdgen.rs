@@ -26,3 +26,139 @@ pub fn all_yaml() -> Result<String, serde_norway::Error> {
     let docs = all().iter().map(to_yaml).collect::<Result<Vec<_>, _>>()?;
     Ok(docs.join("---\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::path::Path;
+
+    fn schema_of(crd: &CustomResourceDefinition) -> Value {
+        let v = &crd.spec.versions[0];
+        serde_json::to_value(v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema")).unwrap()
+    }
+
+    /// The rules of a structural schema that can be checked offline: every node has a
+    /// type (or is int-or-string / preserve-unknown), no `$ref`, and logical junctors
+    /// carry no types of their own.
+    fn check_structural(path: &str, node: &Value, errors: &mut Vec<String>) {
+        let Some(obj) = node.as_object() else { return };
+        if obj.contains_key("$ref") {
+            errors.push(format!("{path}: $ref"));
+        }
+        let special =
+            obj.contains_key("x-kubernetes-int-or-string") || obj.contains_key("x-kubernetes-preserve-unknown-fields");
+        if !obj.contains_key("type") && !special {
+            errors.push(format!("{path}: no type"));
+        }
+        for junctor in ["anyOf", "oneOf", "allOf"] {
+            for (i, branch) in obj.get(junctor).and_then(Value::as_array).into_iter().flatten().enumerate() {
+                for forbidden in ["type", "default", "description", "nullable", "additionalProperties"] {
+                    if branch.get(forbidden).is_some() {
+                        errors.push(format!("{path}.{junctor}[{i}]: has {forbidden}"));
+                    }
+                }
+            }
+        }
+        if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                check_structural(&format!("{path}.{k}"), v, errors);
+            }
+        }
+        if let Some(items) = obj.get("items") {
+            check_structural(&format!("{path}[]"), items, errors);
+        }
+        if let Some(ap) = obj.get("additionalProperties").filter(|v| v.is_object()) {
+            check_structural(&format!("{path}{{}}"), ap, errors);
+        }
+    }
+
+    #[test]
+    fn every_crd_is_apiextensions_v1_structural_with_status_subresource() {
+        for crd in all() {
+            let name = crd.metadata.name.clone().unwrap();
+            let yaml = to_yaml(&crd).unwrap();
+            assert!(yaml.contains("apiVersion: apiextensions.k8s.io/v1\n"), "{name}");
+            assert_eq!(crd.spec.group, "etcdpilot.io");
+            assert_eq!(crd.spec.versions.len(), 1);
+            let v = &crd.spec.versions[0];
+            assert!(v.served && v.storage && v.name == "v1alpha1");
+            assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{name}: status subresource");
+            let mut errors = Vec::new();
+            check_structural(&name, &schema_of(&crd), &mut errors);
+            assert!(errors.is_empty(), "{name} is not structural:\n{}", errors.join("\n"));
+        }
+    }
+
+    #[test]
+    fn size_is_limited_to_odd_sizes_by_the_schema() {
+        let schema = schema_of(&crate::api::EtcdCluster::crd());
+        let size = &schema["properties"]["spec"]["properties"]["size"];
+        assert_eq!(size["enum"], serde_json::json!([1, 3, 5, 7]));
+        assert_eq!(size["default"], 3);
+        assert!(size["description"].as_str().unwrap().contains("1, 3, 5 or 7"));
+    }
+
+    #[test]
+    fn every_field_is_documented_for_kubectl_explain() {
+        fn walk(path: &str, node: &Value, missing: &mut Vec<String>) {
+            if let Some(props) = node.get("properties").and_then(Value::as_object) {
+                for (k, v) in props {
+                    let p = format!("{path}.{k}");
+                    // apiVersion, kind and metadata are documented by Kubernetes itself.
+                    let top =
+                        path.matches('.').count() == 0 && matches!(k.as_str(), "apiVersion" | "kind" | "metadata");
+                    if !top && v.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+                        missing.push(p.clone());
+                    }
+                    walk(&p, v, missing);
+                }
+            }
+            if let Some(items) = node.get("items") {
+                walk(&format!("{path}[]"), items, missing);
+            }
+        }
+        for crd in all() {
+            let mut missing = Vec::new();
+            let name = crd.spec.names.kind.clone();
+            walk(&name, &schema_of(&crd), &mut missing);
+            assert!(missing.is_empty(), "fields without a description:\n{}", missing.join("\n"));
+        }
+    }
+
+    #[test]
+    fn cluster_printer_columns() {
+        let crd = crate::api::EtcdCluster::crd();
+        let cols: Vec<_> =
+            crd.spec.versions[0].additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(cols, ["Size", "Ready", "Version", "Leader", "Age"]);
+    }
+
+    /// `crds/` and the chart's copy must be what the code generates: `make crds`.
+    #[test]
+    fn generated_crd_files_are_up_to_date() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut dirs = vec![root.join("crds")];
+        // The chart carries a copy, once there is a chart.
+        if root.join("charts/etcd-pilot/Chart.yaml").exists() {
+            dirs.push(root.join("charts/etcd-pilot/crds"));
+        }
+        for dir in &dirs {
+            let mut expected: Vec<String> = Vec::new();
+            for crd in all() {
+                let file = dir.join(file_name(&crd));
+                let have = std::fs::read_to_string(&file).unwrap_or_default();
+                assert_eq!(have, to_yaml(&crd).unwrap(), "{} is stale: run `make crds`", file.display());
+                expected.push(file_name(&crd));
+            }
+            let mut present: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|n| n.ends_with(".yaml"))
+                .collect();
+            present.sort();
+            expected.sort();
+            assert_eq!(present, expected, "{} holds CRDs the code no longer generates", dir.display());
+        }
+    }
+}

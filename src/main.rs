@@ -1,3 +1,80 @@
-fn main() {
-    print!("{}", etcd_pilot::crdgen::all_yaml().unwrap());
+//! The `etcd-pilot` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use etcd_pilot::{apidoc, crdgen, manager};
+
+#[derive(Parser)]
+#[command(name = "etcd-pilot", version, about = "A Kubernetes operator that runs etcd clusters")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "ETCD_PILOT_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller manager (kubeconfig or in-cluster config).
+    Run {
+        /// Address of the /healthz, /readyz and /metrics server.
+        #[arg(long, default_value = "0.0.0.0:8080", env = "ETCD_PILOT_LISTEN")]
+        listen: SocketAddr,
+    },
+    /// Print every CRD as YAML, or write one file per CRD into a directory.
+    Crds {
+        /// Write `<name>.yaml` files here instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Also refresh the generated field reference in this Markdown file.
+        #[arg(long)]
+        api_doc: Option<PathBuf>,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { builder.json().init() } else { builder.init() }
+}
+
+fn crds(out_dir: Option<PathBuf>, api_doc: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(doc) = api_doc {
+        let text = std::fs::read_to_string(&doc).map_err(|e| format!("{}: {e}", doc.display()))?;
+        let fresh = apidoc::splice(&text)
+            .ok_or_else(|| format!("{}: no {} / {} markers", doc.display(), apidoc::BEGIN, apidoc::END))?;
+        std::fs::write(&doc, fresh)?;
+    }
+    let Some(dir) = out_dir else {
+        print!("{}", crdgen::all_yaml()?);
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir)?;
+    for crd in crdgen::all() {
+        let path = dir.join(crdgen::file_name(&crd));
+        std::fs::write(&path, crdgen::to_yaml(&crd)?).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let result = match cli.command {
+        Command::Crds { out_dir, api_doc } => crds(out_dir, api_doc),
+        Command::Run { listen } => manager::run(manager::RunConfig { listen }).await.map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("etcd-pilot: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

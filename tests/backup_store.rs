@@ -125,9 +125,10 @@ async fn objects_beyond_the_copy_limit_get_their_hash_by_multipart_copy() {
     let server = S3Server::start().await;
     server.create_bucket(BUCKET);
     // Pretend CopyObject stops at 16 MiB, as S3's stops at 5 GiB.
-    let store = BackupStore::new(StoreConfig { copy_limit: 16 * MIB as u64, ..config(&server, ACCESS_KEY, SECRET_KEY) })
-        .await
-        .unwrap();
+    let store =
+        BackupStore::new(StoreConfig { copy_limit: 16 * MIB as u64, ..config(&server, ACCESS_KEY, SECRET_KEY) })
+            .await
+            .unwrap();
     let data = payload(20 * MIB, 5);
     let up = store.upload("big.db", ok_stream(data.clone()), HashMap::new()).await.unwrap();
     let mut dl = store.download("big.db").await.unwrap();

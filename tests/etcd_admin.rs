@@ -28,7 +28,10 @@ async fn leader_and_followers(admin: &EtcdAdmin) -> (u64, Vec<u64>) {
 /// etcd refuses membership changes until every voting member has been connected for 5 s
 /// (`unhealthy cluster`, its strict reconfiguration check); the reconciler requeues, and
 /// so does this.
-async fn add_learner_when_allowed(admin: &EtcdAdmin, peer_url: &str) -> (etcd_pilot::etcd::Member, Vec<etcd_pilot::etcd::Member>) {
+async fn add_learner_when_allowed(
+    admin: &EtcdAdmin,
+    peer_url: &str,
+) -> (etcd_pilot::etcd::Member, Vec<etcd_pilot::etcd::Member>) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match admin.add_learner(vec![peer_url.to_string()]).await {
@@ -287,8 +290,9 @@ async fn mutual_tls_is_required_and_used() {
     let mut no_cert = cluster.admin_config();
     if let Some(t) = no_cert.tls.as_mut() {
         let other = etcd_pilot::pki::generate_ca("someone else", Duration::from_secs(3600)).unwrap();
-        let stranger = etcd_pilot::pki::issue(&other, "x", &[], etcd_pilot::pki::Usage::Client, Duration::from_secs(3600))
-            .unwrap();
+        let stranger =
+            etcd_pilot::pki::issue(&other, "x", &[], etcd_pilot::pki::Usage::Client, Duration::from_secs(3600))
+                .unwrap();
         t.cert_pem = stranger.cert_pem.into_bytes();
         t.key_pem = stranger.key_pem.into_bytes();
     }

@@ -23,10 +23,30 @@ use super::common::S3Target;
     category = "etcdpilot",
     derive = "PartialEq",
     doc = "An etcd cluster of 1, 3, 5 or 7 members, provisioned, scaled, healed, upgraded and backed up by etcd-pilot.",
-    printcolumn(name = "Size", type_ = "integer", json_path = ".spec.size", description = "Desired number of voting members"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyMembers", description = "Healthy voting members"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Lowest etcd version running"),
-    printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader", description = "Member that leads the raft group"),
+    printcolumn(
+        name = "Size",
+        type_ = "integer",
+        json_path = ".spec.size",
+        description = "Desired number of voting members"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyMembers",
+        description = "Healthy voting members"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.version",
+        description = "Lowest etcd version running"
+    ),
+    printcolumn(
+        name = "Leader",
+        type_ = "string",
+        json_path = ".status.leader",
+        description = "Member that leads the raft group"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

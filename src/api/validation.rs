@@ -69,9 +69,8 @@ pub fn validate_cluster(spec: &EtcdClusterSpec) -> Vec<Problem> {
         out.push(problem("spec.version", e));
     }
     match spec.tls.mode {
-        TlsMode::Secrets if spec.tls.secrets.is_none() => {
-            out.push(problem("spec.tls.secrets", "mode Secrets needs tls.secrets (peer, server and client Secret names)"))
-        }
+        TlsMode::Secrets if spec.tls.secrets.is_none() => out
+            .push(problem("spec.tls.secrets", "mode Secrets needs tls.secrets (peer, server and client Secret names)")),
         TlsMode::CertManager if spec.tls.cert_manager.is_none() => {
             out.push(problem("spec.tls.certManager", "mode CertManager needs tls.certManager.issuerRef"))
         }
@@ -189,4 +188,179 @@ pub fn validate_restore(spec: &EtcdRestoreSpec) -> Vec<Problem> {
         (RestoreMode::InPlace, None) => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cluster::{CertManagerTls, Topology};
+    use crate::api::common::{LocalObjectRef, S3Target};
+    use crate::api::restore::{RestoreSource, S3Object};
+    use crate::api::schedule::Retention;
+
+    fn cluster(yaml: &str) -> EtcdClusterSpec {
+        serde_norway::from_str(yaml).expect("spec")
+    }
+
+    fn fields(problems: &[Problem]) -> Vec<&'static str> {
+        problems.iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_its_defaults_and_is_valid() {
+        let spec = cluster("version: 3.5.17");
+        assert_eq!(spec.size, 3);
+        assert_eq!(spec.topology, Topology::External);
+        assert_eq!(spec.tls.mode, TlsMode::Operator);
+        assert_eq!(spec.etcd.quota_backend_bytes, 2 * 1024 * 1024 * 1024);
+        assert!(validate_cluster(&spec).is_empty());
+    }
+
+    #[test]
+    fn sizes_other_than_1_3_5_7_are_refused() {
+        for size in [-1, 0, 2, 4, 6, 8, 9] {
+            let spec = EtcdClusterSpec { size, ..cluster("version: 3.5.17") };
+            let p = validate_cluster(&spec);
+            assert_eq!(fields(&p), ["spec.size"], "size {size}");
+            assert!(p[0].message.contains("1, 3, 5 or 7"));
+        }
+        for size in ALLOWED_SIZES {
+            assert!(validate_cluster(&EtcdClusterSpec { size, ..cluster("version: 3.5.17") }).is_empty());
+        }
+    }
+
+    #[test]
+    fn inconsistent_settings_are_named() {
+        let spec = cluster(
+            r#"
+version: "3.5"
+tls: {mode: Secrets, certificateValidityDays: 10, renewBeforeDays: 10}
+etcd: {heartbeatIntervalMs: 300, electionTimeoutMs: 1000}
+defrag: {schedule: "every night"}
+compaction: {schedule: "*/5 * * * *"}
+"#,
+        );
+        assert_eq!(
+            fields(&validate_cluster(&spec)),
+            [
+                "spec.version",
+                "spec.tls.secrets",
+                "spec.tls.renewBeforeDays",
+                "spec.etcd.electionTimeoutMs",
+                "spec.defrag.schedule"
+            ]
+        );
+        let cm = EtcdClusterSpec {
+            tls: crate::api::cluster::TlsSpec { mode: TlsMode::CertManager, cert_manager: None, ..Default::default() },
+            ..cluster("version: 3.5.17")
+        };
+        assert_eq!(fields(&validate_cluster(&cm)), ["spec.tls.certManager"]);
+        let ok = EtcdClusterSpec {
+            tls: crate::api::cluster::TlsSpec {
+                mode: TlsMode::CertManager,
+                cert_manager: Some(CertManagerTls::default()),
+                ..Default::default()
+            },
+            ..cm
+        };
+        assert!(validate_cluster(&ok).is_empty());
+    }
+
+    #[test]
+    fn version_changes_one_minor_up_at_most() {
+        let table = [
+            ("3.4.23", "3.4.23", true),
+            ("3.4.23", "3.4.30", true),
+            ("3.4.30", "3.4.23", true), // patch downgrade: same storage format
+            ("3.4.23", "3.5.1", true),
+            ("v3.4.23", "3.5.17", true),
+            ("3.4.23", "3.6.0", false),  // skips 3.5
+            ("3.5.17", "3.4.23", false), // minor downgrade
+            ("3.5.17", "4.0.0", false),
+            ("3.5", "3.5.1", false),
+        ];
+        for (from, to, ok) in table {
+            assert_eq!(
+                check_version_change(from, to).is_ok(),
+                ok,
+                "{from} -> {to}: {:?}",
+                check_version_change(from, to)
+            );
+        }
+        let msg = check_version_change("3.4.23", "3.6.0").unwrap_err();
+        assert!(msg.contains("one minor at a time") && msg.contains("3.5.x"), "{msg}");
+    }
+
+    #[test]
+    fn a_live_topology_change_and_a_two_minor_jump_are_refused() {
+        let old = cluster("version: 3.4.23");
+        let new = EtcdClusterSpec { topology: Topology::Stacked, version: "3.6.0".into(), ..old.clone() };
+        assert_eq!(fields(&validate_cluster_change(&old, &new)), ["spec.topology", "spec.version"]);
+        let scale = EtcdClusterSpec { size: 5, version: "3.5.1".into(), ..old.clone() };
+        assert!(validate_cluster_change(&old, &scale).is_empty());
+    }
+
+    #[test]
+    fn schedules_need_a_cron_a_zone_and_an_age_that_parse() {
+        let mut s = EtcdBackupScheduleSpec {
+            cluster_name: "main".into(),
+            schedule: "0 */6 * * *".into(),
+            time_zone: Some("Europe/Berlin".into()),
+            retention: Retention { keep_last: Some(3), max_age: Some("7d".into()) },
+            target: None,
+            suspend: false,
+        };
+        assert!(validate_schedule(&s).is_empty(), "{:?}", validate_schedule(&s));
+        s.schedule = "@daily".into();
+        assert!(validate_schedule(&s).is_empty());
+        s.schedule = "61 * * * *".into();
+        s.time_zone = Some("Mars/Olympus".into());
+        s.retention.max_age = Some("7 days".into());
+        assert_eq!(fields(&validate_schedule(&s)), ["spec.schedule", "spec.timeZone", "spec.retention.maxAge"]);
+        s.schedule = "0 0 * * * *".into();
+        assert_eq!(fields(&validate_schedule(&s))[0], "spec.schedule", "6 fields (seconds) are not cron's 5");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("90m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_age("36h").unwrap().as_secs(), 129_600);
+        assert_eq!(parse_age("7d").unwrap().as_secs(), 604_800);
+        assert_eq!(parse_age("2w").unwrap().as_secs(), 1_209_600);
+        for bad in ["", "d", "7", "7y", "-1d", "99999999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn restores_need_exactly_one_source_and_a_spec_only_for_new_clusters() {
+        let backup = RestoreSource { backup: Some(LocalObjectRef { name: "b1".into() }), s3: None };
+        let s3 = RestoreSource {
+            backup: None,
+            s3: Some(S3Object { target: S3Target { bucket: "bkt".into(), ..Default::default() }, key: "k.db".into() }),
+        };
+        let new_cluster = Some(cluster("version: 3.5.17"));
+        let r = |source: RestoreSource, mode, new_cluster: Option<EtcdClusterSpec>| EtcdRestoreSpec {
+            source,
+            mode,
+            cluster_name: "main".into(),
+            new_cluster,
+            force: false,
+        };
+        assert!(validate_restore(&r(backup.clone(), RestoreMode::NewCluster, new_cluster.clone())).is_empty());
+        assert!(validate_restore(&r(s3.clone(), RestoreMode::InPlace, None)).is_empty());
+        let both = RestoreSource { backup: backup.backup.clone(), s3: s3.s3.clone() };
+        assert_eq!(fields(&validate_restore(&r(both, RestoreMode::InPlace, None))), ["spec.source"]);
+        assert_eq!(
+            fields(&validate_restore(&r(RestoreSource::default(), RestoreMode::InPlace, None))),
+            ["spec.source"]
+        );
+        assert_eq!(fields(&validate_restore(&r(backup.clone(), RestoreMode::NewCluster, None))), ["spec.newCluster"]);
+        assert_eq!(
+            fields(&validate_restore(&r(backup.clone(), RestoreMode::InPlace, new_cluster))),
+            ["spec.newCluster"]
+        );
+        let bad_size = Some(EtcdClusterSpec { size: 4, ..cluster("version: 3.5.17") });
+        assert_eq!(fields(&validate_restore(&r(backup, RestoreMode::NewCluster, bad_size))), ["spec.size"]);
+    }
 }

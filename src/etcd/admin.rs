@@ -3,8 +3,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    AlarmAction, AlarmOptions, AlarmType, Certificate, Client, CompactionOptions, ConnectOptions, GetOptions,
-    Identity, MemberAddOptions, TlsOptions,
+    AlarmAction, AlarmOptions, AlarmType, Certificate, Client, CompactionOptions, ConnectOptions, GetOptions, Identity,
+    MemberAddOptions, TlsOptions,
 };
 use futures::Stream;
 
@@ -196,7 +196,9 @@ impl EtcdAdmin {
         match tokio::time::timeout(self.config.connect_timeout * 2, Client::connect([endpoint], Some(opts))).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(source)) => Err(EtcdError::Connect { endpoint: endpoint.to_string(), source }),
-            Err(_) => Err(EtcdError::ConnectTimeout { endpoint: endpoint.to_string(), after: self.config.connect_timeout }),
+            Err(_) => {
+                Err(EtcdError::ConnectTimeout { endpoint: endpoint.to_string(), after: self.config.connect_timeout })
+            }
         }
     }
 
@@ -344,9 +346,12 @@ impl EtcdAdmin {
         let members = self.member_list().await?;
         let lm = members.iter().find(|m| m.id == leader).ok_or(EtcdError::MemberNotFound { id: leader })?;
         let ep = lm.client_urls.first().ok_or(EtcdError::LeaderUnreachable { id: leader })?;
-        self.call("move leader", ep, self.config.request_timeout, |mut c| async move {
-            c.move_leader(to).await.map(|_| ())
-        })
+        self.call(
+            "move leader",
+            ep,
+            self.config.request_timeout,
+            |mut c| async move { c.move_leader(to).await.map(|_| ()) },
+        )
         .await
     }
 
@@ -389,7 +394,9 @@ impl EtcdAdmin {
             match c.compact(target, Some(CompactionOptions::new().with_physical())).await {
                 Ok(_) => Ok(Some(target)),
                 // Compacting to an already compacted revision is success: the goal holds.
-                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("required revision has been compacted") => {
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.message().contains("required revision has been compacted") =>
+                {
                     Ok(Some(target))
                 }
                 Err(e) => Err(e),

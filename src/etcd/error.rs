@@ -82,4 +82,3 @@ fn is_unavailable(e: &etcd_client::Error) -> bool {
         _ => false,
     }
 }
-

@@ -78,9 +78,7 @@ impl Cluster {
         let token = format!("it-{}-{}", std::process::id(), RUN.fetch_add(1, Ordering::SeqCst));
         let tls = tls.then(|| make_tls(dir.path()));
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut members: Vec<Member> = (0..n)
-            .map(|i| new_member(dir.path(), &format!("m{i}"), scheme))
-            .collect();
+        let mut members: Vec<Member> = (0..n).map(|i| new_member(dir.path(), &format!("m{i}"), scheme)).collect();
         let initial: Vec<String> = members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
         let mut cluster = Cluster {
             dir,
@@ -184,10 +182,8 @@ impl Cluster {
         let admin = self.admin();
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(s) = admin.leader().await {
-                if s.leader != 0 {
-                    return;
-                }
+            if admin.leader().await.is_ok_and(|s| s.leader != 0) {
+                return;
             }
             assert!(Instant::now() < deadline, "no leader within {within:?}; logs in {}", self.dir.path().display());
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -6,3 +6,13 @@
 pub mod etcd;
 pub mod ports;
 pub mod s3;
+
+/// Kills and reaps a child process when dropped, also when a test panics.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
