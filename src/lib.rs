@@ -5,6 +5,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod api;
+pub mod apidoc;
 pub mod backup_store;
 pub mod crdgen;
 pub mod etcd;
@@ -12,4 +13,3 @@ pub mod http_server;
 pub mod manager;
 pub mod metrics;
 pub mod pki;
-pub mod apidoc;

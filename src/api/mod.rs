@@ -83,6 +83,10 @@ mod example_tests {
         }
         kinds.sort();
         kinds.dedup();
-        assert_eq!(kinds, ["EtcdBackup", "EtcdBackupSchedule", "EtcdCluster", "EtcdRestore"], "an example of every kind");
+        assert_eq!(
+            kinds,
+            ["EtcdBackup", "EtcdBackupSchedule", "EtcdCluster", "EtcdRestore"],
+            "an example of every kind"
+        );
     }
 }
