@@ -3,7 +3,12 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: help deps build fmt lint unit integration e2e test crds demo bench
+.PHONY: help deps build fmt lint unit integration e2e test crds demo bench \
+	testbed-tools testbed-build testbed-up testbed-down testbed-status
+
+TESTBED_DIR ?= /var/tmp/etcd-pilot-testbed
+export ETCD_PILOT_TESTBED_DIR := $(TESTBED_DIR)
+TESTBED := target/release/testbed
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,8 +23,8 @@ fmt: ## Format the code
 	$(CARGO) fmt
 
 lint: deps ## rustfmt check and clippy with warnings as errors
-	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 unit: deps ## Unit tests: pure logic, mocks allowed
 	$(CARGO) test --locked --lib --bins
@@ -27,18 +32,33 @@ unit: deps ## Unit tests: pure logic, mocks allowed
 integration: deps ## Integration tests against real etcd and a real S3-compatible server
 	$(CARGO) test --locked --test '*'
 
-e2e: ## End-to-end tests on the testbed cluster (not ready yet)
-	@echo "make e2e: not ready yet: the testbed (a real Kubernetes cluster built here) is the next issue." >&2
-	@exit 2
+e2e: testbed-tools testbed-build ## End-to-end tests on the testbed (brings one up and down unless one is up)
+	bash e2e/hack/run-e2e.sh
 
-test: lint unit integration ## Everything the project can test today (what CI runs)
+test: lint unit integration e2e ## Everything the project can test (what CI runs)
 
-crds: ## Regenerate crds/ and the reference in docs/api.md from the code
+crds: ## Regenerate crds/, the chart's copy and the reference in docs/api.md from the code
 	$(CARGO) run --locked -q -- crds --out-dir crds --api-doc docs/api.md
+	rm -f charts/etcd-pilot/crds/*.yaml
+	cp crds/*.yaml charts/etcd-pilot/crds/
 
-demo: ## Local cluster, chart installed, an EtcdCluster running, a backup taken (not ready yet)
-	@echo "make demo: not ready yet: it needs the testbed cluster and the Helm chart, which come next." >&2
-	@exit 2
+testbed-tools: deps ## Install the testbed's tools; builds Kubernetes once per machine (~10 min)
+	bash e2e/hack/install.sh
+
+testbed-build: deps ## Build etcd-pilot, the testbed command and the in-pod probe (release)
+	$(CARGO) build --locked --release -p etcd-pilot -p etcd-pilot-e2e
+
+testbed-up: testbed-tools testbed-build ## Start the testbed: 3 control-plane nodes + 3 workers (TESTBED_CONTROL_PLANES, TESTBED_WORKERS)
+	$(TESTBED) up --operator target/release/etcd-pilot --probe target/release/probe
+
+testbed-down: ## Stop the testbed and remove its state
+	@if [ -x $(TESTBED) ]; then $(TESTBED) down; else $(CARGO) run --locked -q -p etcd-pilot-e2e --bin testbed -- down; fi
+
+testbed-status: ## What runs on the testbed, and how to use it
+	$(TESTBED) status
+
+demo: testbed-tools testbed-build ## The main job: testbed (unless KUBECONFIG is set), chart installed, an EtcdCluster applied
+	bash e2e/hack/demo.sh
 
 bench: ## Benchmarks, results in docs/benchmarks.md (not ready yet)
 	@echo "make bench: not ready yet: benchmarks come with the reconciler." >&2

@@ -67,11 +67,26 @@ pub fn issue(
     usage: Usage,
     validity: Duration,
 ) -> Result<CertPair, PkiError> {
+    issue_with_org(ca, common_name, None, sans, usage, validity)
+}
+
+/// Like [`issue`], with an organization (Kubernetes reads it as the user's group).
+pub fn issue_with_org(
+    ca: &CertPair,
+    common_name: &str,
+    organization: Option<&str>,
+    sans: &[String],
+    usage: Usage,
+    validity: Duration,
+) -> Result<CertPair, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(ctx("read the CA key"))?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(ctx("read the CA certificate"))?;
     let key = KeyPair::generate().map_err(ctx("generate a key"))?;
     let mut params = CertificateParams::new(sans.to_vec()).map_err(ctx("use the subject alternative names"))?;
     params.distinguished_name = dn(common_name);
+    if let Some(o) = organization {
+        params.distinguished_name.push(DnType::OrganizationName, o);
+    }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = match usage {
         Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
@@ -94,4 +109,10 @@ fn set_validity(params: &mut CertificateParams, validity: Duration) {
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(5);
     params.not_after = now + validity;
+}
+
+/// A fresh ECDSA P-256 key pair: (private key PEM, public key PEM).
+pub fn generate_key_pair() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(ctx("generate a key"))?;
+    Ok((key.serialize_pem(), key.public_key_pem()))
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the end-to-end tests on the testbed. A healthy running testbed is reused (with
+# the operator image rebuilt from this tree); otherwise one is brought up for the run
+# and taken down afterwards, also when a test fails.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TESTBED=target/release/testbed
+started=""
+cleanup() {
+  if [ -n "$started" ]; then $TESTBED down || true; fi
+}
+trap cleanup EXIT
+if $TESTBED status --check >/dev/null 2>&1; then
+  echo "e2e: reusing the running testbed at $ETCD_PILOT_TESTBED_DIR"
+  $TESTBED load-operator target/release/etcd-pilot
+else
+  $TESTBED down >/dev/null 2>&1 || true
+  started=1
+  $TESTBED up --operator target/release/etcd-pilot --probe target/release/probe
+fi
+cargo test --locked -p etcd-pilot-e2e --test smoke -- --test-threads=3

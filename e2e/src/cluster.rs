@@ -1,0 +1,642 @@
+//! `up`, `down` and `status`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node as KubeNode, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::error::{Result, TestbedError, io};
+use crate::images::{self, Image};
+use crate::layout::*;
+use crate::{certs, nodes, procs};
+
+/// What `up` builds.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub tools: PathBuf,
+    pub control_planes: u8,
+    pub workers: u8,
+    /// The etcd-pilot binary for the operator image (e.g. target/release/etcd-pilot).
+    pub operator_binary: Option<PathBuf>,
+    /// The probe binary for the toolbox image.
+    pub probe_binary: Option<PathBuf>,
+}
+
+/// An admin client from a testbed's kubeconfig.
+pub async fn client(kubeconfig: &Path) -> Result<Client> {
+    let kc =
+        Kubeconfig::read_from(kubeconfig).map_err(|e| TestbedError::Other(format!("{}: {e}", kubeconfig.display())))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| TestbedError::Other(format!("{}: {e}", kubeconfig.display())))?;
+    Ok(Client::try_from(config)?)
+}
+
+fn check_prerequisites(tools: &Path) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(TestbedError::Prereq("root (for network interfaces, mounts and iptables)".into()));
+    }
+    for b in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+        "kubectl",
+        "pause",
+        "helm",
+    ] {
+        if !tools.join(b).exists() {
+            return Err(TestbedError::Prereq(format!("{}", tools.join(b).display())));
+        }
+    }
+    for cmd in ["etcd", "containerd", "runc", "ctr", "ip", "iptables", "dnsmasq", "jq", "busybox", "s3s-fs"] {
+        if which(cmd).is_none() {
+            return Err(TestbedError::Prereq(format!("`{cmd}` on PATH")));
+        }
+    }
+    for plugin in ["bridge", "host-local", "portmap", "loopback"] {
+        if !Path::new("/usr/lib/cni").join(plugin).exists() {
+            return Err(TestbedError::Prereq(format!("CNI plugin /usr/lib/cni/{plugin}")));
+        }
+    }
+    Ok(())
+}
+
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(cmd)).find(|p| p.is_file())
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Refuses when something of another testbed (or anything else) is in the way.
+fn check_free(opts: &UpOptions) -> Result<()> {
+    if opts.dir.exists() {
+        return Err(TestbedError::Busy(format!(
+            "{} exists: a testbed is up or was not torn down; run `make testbed-down` first",
+            opts.dir.display()
+        )));
+    }
+    if link_exists(BRIDGE) {
+        return Err(TestbedError::Busy(format!("network interface {BRIDGE} exists: run `make testbed-down` first")));
+    }
+    for i in 0..(opts.control_planes + opts.workers) {
+        let b = format!("{POD_BRIDGE_PREFIX}{i}");
+        if link_exists(&b) {
+            return Err(TestbedError::Busy(format!("network interface {b} exists: run `make testbed-down` first")));
+        }
+    }
+    Ok(())
+}
+
+/// Brings a testbed up; on any failure, tears down what it started.
+pub async fn up(opts: UpOptions) -> Result<State> {
+    check_prerequisites(&opts.tools)?;
+    check_free(&opts)?;
+    if opts.control_planes + opts.workers == 0 || opts.control_planes + opts.workers > 32 {
+        return Err(TestbedError::Other("between 1 and 32 nodes".into()));
+    }
+    let started = Instant::now();
+    let mut state = State { dir: opts.dir.clone(), tools: opts.tools.clone(), ..State::default() };
+    std::fs::create_dir_all(state.logs()).map_err(io(state.logs()))?;
+    match bring_up(&opts, &mut state).await {
+        Ok(()) => {
+            println!("testbed: every node Ready {:.1}s after start", started.elapsed().as_secs_f64());
+            Ok(state)
+        }
+        Err(e) => {
+            eprintln!("testbed: up failed, tearing down what started: {e}");
+            let _ = state.save();
+            down(&opts.dir);
+            Err(e)
+        }
+    }
+}
+
+async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
+    // Ports first: everything else refers to them.
+    state.etcd_client_port = procs::free_port("127.0.0.1")?;
+    state.etcd_peer_port = procs::free_port("127.0.0.1")?;
+    state.controller_manager_port = procs::free_port("127.0.0.1")?;
+    state.scheduler_port = procs::free_port("127.0.0.1")?;
+    state.proxy_healthz_port = procs::free_port("127.0.0.1")?;
+    state.proxy_metrics_port = procs::free_port("127.0.0.1")?;
+    let mut index = 0u8;
+    for (count, cp) in [(opts.control_planes, true), (opts.workers, false)] {
+        for ordinal in 0..count {
+            let (p, h) = (procs::free_port("0.0.0.0")?, procs::free_port("127.0.0.1")?);
+            state.nodes.push(Node::new(index, cp, ordinal, p, h));
+            index += 1;
+        }
+    }
+    state.save()?;
+
+    network_up(state)?;
+    // The host IP exists now: ports on it can be picked.
+    state.apiserver_port = procs::free_port(HOST_IP)?;
+    state.s3_port = procs::free_port(HOST_IP)?;
+    state.save()?;
+    certs::generate(state)?;
+
+    let logs = state.logs();
+    let spawn = |state: &mut State, name: &str, cmd: &mut Command| -> Result<()> {
+        let pid = procs::spawn(cmd, &logs.join(format!("{name}.log")))?;
+        state.processes.push(Proc { name: name.to_string(), pid });
+        state.save()
+    };
+
+    // Control plane: etcd, apiserver, controller-manager, scheduler.
+    let etcd_url = format!("http://127.0.0.1:{}", state.etcd_client_port);
+    let peer_url = format!("http://127.0.0.1:{}", state.etcd_peer_port);
+    spawn(
+        state,
+        "etcd",
+        Command::new("etcd")
+            .args(["--name", "testbed", "--data-dir"])
+            .arg(state.dir.join("etcd"))
+            .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("testbed={peer_url}")])
+            .args(["--initial-cluster-token", &format!("testbed-{}", std::process::id())]),
+    )?;
+    procs::wait_tcp(&format!("127.0.0.1:{}", state.etcd_client_port), Duration::from_secs(20), "etcd", &logs).await?;
+
+    let pki_dir = state.pki();
+    let pki = |n: &str| pki_dir.join(n).display().to_string();
+    let mut apiserver = Command::new(state.tools.join("kube-apiserver"));
+    apiserver
+        .arg(format!("--etcd-servers={etcd_url}"))
+        .arg(format!("--bind-address={HOST_IP}"))
+        .arg(format!("--advertise-address={HOST_IP}"))
+        .arg(format!("--secure-port={}", state.apiserver_port))
+        .arg("--insecure-port=0")
+        .arg(format!("--tls-cert-file={}", pki("apiserver.crt")))
+        .arg(format!("--tls-private-key-file={}", pki("apiserver.key")))
+        .arg(format!("--client-ca-file={}", pki("ca.crt")))
+        .arg(format!("--kubelet-client-certificate={}", pki("apiserver-kubelet-client.crt")))
+        .arg(format!("--kubelet-client-key={}", pki("apiserver-kubelet-client.key")))
+        .arg("--kubelet-preferred-address-types=InternalIP")
+        .arg(format!("--service-account-key-file={}", pki("sa.pub")))
+        .arg(format!("--service-account-signing-key-file={}", pki("sa.key")))
+        .arg(format!("--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}"))
+        .arg("--authorization-mode=Node,RBAC")
+        .arg("--enable-admission-plugins=NodeRestriction")
+        .arg("--allow-privileged=true")
+        .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+        .arg("--endpoint-reconciler-type=lease")
+        .arg("--v=1");
+    spawn(state, "kube-apiserver", &mut apiserver)?;
+    let admin = certs::kubeconfig_path(state, "admin");
+    let client = wait_for_apiserver(&admin, &logs).await?;
+
+    spawn(
+        state,
+        "kube-controller-manager",
+        Command::new(state.tools.join("kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", certs::kubeconfig_path(state, "controller-manager").display()))
+            .arg(format!(
+                "--authentication-kubeconfig={}",
+                certs::kubeconfig_path(state, "controller-manager").display()
+            ))
+            .arg(format!(
+                "--authorization-kubeconfig={}",
+                certs::kubeconfig_path(state, "controller-manager").display()
+            ))
+            .arg(format!("--service-account-private-key-file={}", pki("sa.key")))
+            .arg(format!("--root-ca-file={}", pki("ca.crt")))
+            .arg(format!("--cluster-signing-cert-file={}", pki("ca.crt")))
+            .arg(format!("--cluster-signing-key-file={}", pki("ca.key")))
+            .arg("--use-service-account-credentials=true")
+            .arg("--leader-elect=false")
+            .arg("--port=0")
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", state.controller_manager_port))
+            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+            .arg("--v=1"),
+    )?;
+    spawn(
+        state,
+        "kube-scheduler",
+        Command::new(state.tools.join("kube-scheduler"))
+            .arg(format!("--kubeconfig={}", certs::kubeconfig_path(state, "scheduler").display()))
+            .arg(format!("--authentication-kubeconfig={}", certs::kubeconfig_path(state, "scheduler").display()))
+            .arg(format!("--authorization-kubeconfig={}", certs::kubeconfig_path(state, "scheduler").display()))
+            .arg("--leader-elect=false")
+            .arg("--port=0")
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", state.scheduler_port))
+            .arg("--v=1"),
+    )?;
+
+    // Cluster DNS and S3 on the host side of the testbed network.
+    let dns_dir = state.dir.join("dns");
+    std::fs::create_dir_all(&dns_dir).map_err(io(&dns_dir))?;
+    std::fs::write(dns_dir.join("hosts"), "").map_err(io(dns_dir.join("hosts")))?;
+    spawn(
+        state,
+        "dnsmasq",
+        Command::new("dnsmasq")
+            .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll", "--bind-interfaces"])
+            .arg(format!("--listen-address={HOST_IP}"))
+            .arg("--except-interface=lo")
+            .arg(format!("--addn-hosts={}", dns_dir.join("hosts").display()))
+            .arg(format!("--local=/{CLUSTER_DOMAIN}/"))
+            .arg("--local-ttl=1")
+            .arg("--pid-file=")
+            .arg("--user=root"),
+    )?;
+    let s3_root = state.dir.join("s3");
+    std::fs::create_dir_all(s3_root.join(S3_BUCKET)).map_err(io(&s3_root))?;
+    spawn(
+        state,
+        "s3s-fs",
+        Command::new("s3s-fs")
+            .args(["--host", HOST_IP, "--port", &state.s3_port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(&s3_root),
+    )?;
+
+    // Images, built once per up, imported into every node.
+    let images_dir = state.dir.join("images");
+    let tarballs = build_images(opts, &images_dir)?;
+
+    // Nodes: containerd, then images, then the kubelet.
+    let runc = nodes::write_runc_wrapper(state)?;
+    let node_list = state.nodes.clone();
+    for n in &node_list {
+        let pid = nodes::start_containerd(state, n, &runc)?;
+        state.processes.push(Proc { name: format!("containerd-{}", n.name), pid });
+    }
+    state.save()?;
+    for n in &node_list {
+        wait_socket(&state.containerd_socket(n), Duration::from_secs(20), &logs).await?;
+    }
+    import_everywhere(state, &tarballs)?;
+    for n in &node_list {
+        let pid = nodes::start_kubelet(state, n)?;
+        state.processes.push(Proc { name: format!("kubelet-{}", n.name), pid });
+    }
+    state.save()?;
+
+    let first = node_list.first().map(|n| n.name.clone()).unwrap_or_default();
+    spawn(
+        state,
+        "kube-proxy",
+        Command::new(state.tools.join("kube-proxy"))
+            .arg(format!("--kubeconfig={}", certs::kubeconfig_path(state, "kube-proxy").display()))
+            .arg(format!("--hostname-override={first}"))
+            .arg(format!("--cluster-cidr={POD_CIDR}"))
+            .arg("--proxy-mode=iptables")
+            .arg("--masquerade-all=true")
+            .arg("--conntrack-max-per-core=0")
+            .arg(format!("--healthz-bind-address=127.0.0.1:{}", state.proxy_healthz_port))
+            .arg(format!("--metrics-bind-address=127.0.0.1:{}", state.proxy_metrics_port))
+            .arg("--v=1"),
+    )?;
+    let exe = std::env::current_exe().map_err(io("current_exe"))?;
+    spawn(state, "agent", Command::new(exe).arg("agent").arg("--dir").arg(&state.dir))?;
+
+    wait_nodes_ready(&client, node_list.len(), &logs).await?;
+    configure_cluster(&client, state).await?;
+    Ok(())
+}
+
+fn network_up(state: &State) -> Result<()> {
+    // Best effort: both are needed for Services to work between pods; some sandboxes
+    // set them already and do not let us.
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1");
+    let _ = std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1");
+    procs::run(Command::new("ip").args(["link", "add", BRIDGE, "type", "bridge"]))?;
+    procs::run(Command::new("ip").args(["addr", "add", HOST_CIDR, "dev", BRIDGE]))?;
+    for n in &state.nodes {
+        procs::run(Command::new("ip").args(["addr", "add", &format!("{}/32", n.ip), "dev", BRIDGE]))?;
+    }
+    procs::run(Command::new("ip").args(["link", "set", BRIDGE, "up"]))?;
+    Ok(())
+}
+
+async fn wait_for_apiserver(kubeconfig: &Path, logs: &Path) -> Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(c) = client(kubeconfig).await
+            && c.apiserver_version().await.is_ok()
+        {
+            // Ready also means RBAC's bootstrap roles exist.
+            let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(c.clone());
+            if roles.get_opt("system:node-proxier").await.ok().flatten().is_some() {
+                return Ok(c);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(procs::timeout("kube-apiserver", Duration::from_secs(60), logs));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_socket(sock: &Path, within: Duration, logs: &Path) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while tokio::net::UnixStream::connect(sock).await.is_err() {
+        if Instant::now() > deadline {
+            return Err(procs::timeout(&format!("containerd at {}", sock.display()), within, logs));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn wait_nodes_ready(client: &Client, want: usize, logs: &Path) -> Result<()> {
+    let nodes: Api<KubeNode> = Api::all(client.clone());
+    let within = Duration::from_secs(120);
+    let deadline = Instant::now() + within;
+    loop {
+        let ready = nodes
+            .list(&ListParams::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(procs::timeout(&format!("{want} nodes Ready ({ready} are)"), within, logs));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn build_images(opts: &UpOptions, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let tools = &opts.tools;
+    let busybox = which("busybox").ok_or_else(|| TestbedError::Prereq("busybox".into()))?;
+    let etcd34 = which("etcd").ok_or_else(|| TestbedError::Prereq("etcd".into()))?;
+    let etcdctl34 = which("etcdctl").ok_or_else(|| TestbedError::Prereq("etcdctl".into()))?;
+    let e35 = tools.join("etcd-3.5.1");
+    let mut images = vec![
+        Image::new(images::PAUSE, &["/pause"]).binary(&tools.join("pause"), "/pause")?,
+        Image::new(&format!("{}:v3.4.23", images::ETCD_REPOSITORY), &["/usr/local/bin/etcd"])
+            .binary(&etcd34, "/usr/local/bin/etcd")?
+            .binary(&etcdctl34, "/usr/local/bin/etcdctl")?
+            .binary(&busybox, "/bin/busybox")?
+            .link("/bin/sh", "busybox"),
+        Image::new(&format!("{}:v3.5.1", images::ETCD_REPOSITORY), &["/usr/local/bin/etcd"])
+            .binary(&e35.join("etcd"), "/usr/local/bin/etcd")?
+            .binary(&e35.join("etcdctl"), "/usr/local/bin/etcdctl")?
+            .binary(&e35.join("etcdutl"), "/usr/local/bin/etcdutl")?
+            .binary(&busybox, "/bin/busybox")?
+            .link("/bin/sh", "busybox"),
+    ];
+    let mut toolbox = Image::new(images::TOOLBOX, &["/bin/sh"]).binary(&busybox, "/bin/busybox")?;
+    for applet in
+        ["sh", "ls", "cat", "echo", "sleep", "wget", "nslookup", "nc", "hostname", "mkdir", "test", "grep", "id", "env"]
+    {
+        toolbox = toolbox.link(&format!("/bin/{applet}"), "busybox");
+    }
+    if let Some(p) = &opts.probe_binary {
+        toolbox = toolbox.binary(p, "/usr/local/bin/probe")?;
+    }
+    images.push(toolbox);
+    if let Some(op) = &opts.operator_binary {
+        images.push(operator_image(op)?);
+    }
+    let mut out = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        let path = dir.join(format!("{i}.tar"));
+        img.write(&path)?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+fn import_everywhere(state: &State, tarballs: &[PathBuf]) -> Result<()> {
+    // One thread per node: imports are IO-bound and independent.
+    std::thread::scope(|s| {
+        let handles: Vec<_> = state
+            .nodes
+            .iter()
+            .map(|n| {
+                let sock = state.containerd_socket(n);
+                s.spawn(move || tarballs.iter().try_for_each(|t| images::import(&sock, t)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(TestbedError::Other("import panicked".into()))))
+    })
+}
+
+/// Loads an image tarball into every node (e.g. a rebuilt etcd-pilot image).
+pub fn load_image(dir: &Path, tarball: &Path) -> Result<()> {
+    let state = State::load(dir)?;
+    import_everywhere(&state, &[tarball.to_path_buf()])
+}
+
+async fn configure_cluster(client: &Client, state: &State) -> Result<()> {
+    let pp = PatchParams::apply("etcd-pilot-testbed").force();
+    let nodes: Api<KubeNode> = Api::all(client.clone());
+    for n in state.nodes.iter().filter(|n| n.control_plane) {
+        let patch = serde_json::json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}});
+        nodes.patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    let objects = serde_json::json!([
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+         "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+         "provisioner": PROVISIONER, "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete"},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TESTBED_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s3", "namespace": TESTBED_NAMESPACE},
+         "spec": {"ports": [{"name": "http", "port": S3_SERVICE_PORT, "targetPort": state.s3_port}]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "s3", "namespace": TESTBED_NAMESPACE},
+         "subsets": [{"addresses": [{"ip": HOST_IP}], "ports": [{"name": "http", "port": state.s3_port}]}]},
+    ]);
+    for obj in objects.as_array().into_iter().flatten() {
+        apply(client, obj, &pp).await?;
+    }
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("s3-credentials".into()),
+            namespace: Some(TESTBED_NAMESPACE.into()),
+            ..Default::default()
+        },
+        string_data: Some(
+            [("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), TESTBED_NAMESPACE).create(&PostParams::default(), &secret).await?;
+    Ok(())
+}
+
+/// Server-side apply of one object given as JSON.
+pub async fn apply(client: &Client, obj: &serde_json::Value, pp: &PatchParams) -> Result<()> {
+    let gvk = kube::api::GroupVersionKind::try_from(
+        &serde_json::from_value::<kube::api::TypeMeta>(obj.clone()).map_err(|e| TestbedError::Other(e.to_string()))?,
+    )
+    .map_err(|e| TestbedError::Other(e.to_string()))?;
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let api: Api<kube::api::DynamicObject> = match (caps.scope, obj["metadata"]["namespace"].as_str()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+        _ => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(name, pp, &Patch::Apply(obj)).await?;
+    Ok(())
+}
+
+/// Stops everything a testbed started and removes its state. Safe to run twice, and on
+/// a half-started testbed.
+pub fn down(dir: &Path) {
+    let state = State::load(dir).ok();
+    let named = |prefix: &str| -> Vec<u32> {
+        state.iter().flat_map(|s| s.processes.iter()).filter(|p| p.name.starts_with(prefix)).map(|p| p.pid).collect()
+    };
+    let grace = Duration::from_secs(5);
+    // Order: what uses the API first; containers before their runtimes; etcd last.
+    procs::stop_all(&named("agent"), grace);
+    procs::stop_all(&named("kube-proxy"), grace);
+    procs::stop_all(&named("kubelet"), grace);
+    let dir_str = dir.display().to_string();
+    // Shims and containers of this testbed (their command lines name its directory).
+    let containerd: Vec<u32> = named("containerd");
+    let shims: Vec<u32> = procs::trees_mentioning(&dir_str).into_iter().filter(|p| !containerd.contains(p)).collect();
+    procs::stop_all(&shims, Duration::from_secs(1));
+    procs::stop_all(&containerd, grace);
+    for name in ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "dnsmasq", "s3s-fs", "etcd"] {
+        procs::stop_all(&named(name), grace);
+    }
+    // Anything left that names the directory (e.g. from a crashed up).
+    procs::stop_all(&procs::trees_mentioning(&dir_str), grace);
+    if let Some(s) = &state {
+        let _ = Command::new(s.tools.join("kube-proxy")).arg("--cleanup").output();
+    }
+    unmount_under(dir);
+    let mut links = vec![BRIDGE.to_string()];
+    if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
+        links.extend(
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(POD_BRIDGE_PREFIX)),
+        );
+    }
+    for l in links.iter().filter(|l| link_exists(l)) {
+        let _ = Command::new("ip").args(["link", "del", l]).output();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn unmount_under(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let prefix = dir.display().to_string();
+    let mut points: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    // Deepest first.
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p) {
+            // SAFETY: umount2 with a valid C string; MNT_DETACH lets busy mounts go lazily.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// What runs, for `status`; with `check`, an error unless all is well.
+pub async fn status(dir: &Path, check: bool) -> Result<String> {
+    let state = State::load(dir).map_err(|_| TestbedError::Other(format!("no testbed at {}", dir.display())))?;
+    let mut out = format!("testbed at {}\n", dir.display());
+    let mut healthy = true;
+    for p in &state.processes {
+        let alive = procs::alive(p.pid);
+        healthy &= alive;
+        out.push_str(&format!("  {:<28} pid {:<8} {}\n", p.name, p.pid, if alive { "running" } else { "DEAD" }));
+    }
+    let listed = match client(&state.kubeconfig()).await {
+        Ok(c) => Api::<KubeNode>::all(c).list(&ListParams::default()).await.map_err(TestbedError::from),
+        Err(e) => Err(e),
+    };
+    match listed {
+        Ok(list) => {
+            healthy &= list.items.len() == state.nodes.len();
+            for n in list.items {
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| c.status.clone())
+                    .unwrap_or_default();
+                healthy &= ready == "True";
+                out.push_str(&format!("  node {:<12} Ready={ready}\n", n.metadata.name.unwrap_or_default()));
+            }
+        }
+        Err(e) => {
+            healthy = false;
+            out.push_str(&format!("  API unreachable: {e}\n"));
+        }
+    }
+    out.push_str(&usage(&state));
+    if check && !healthy {
+        return Err(TestbedError::Other(format!("{out}\nthe testbed is not healthy")));
+    }
+    Ok(out)
+}
+
+/// Rebuilds the operator image from `binary` and imports it into every node.
+pub fn load_operator(dir: &Path, binary: &Path) -> Result<()> {
+    let tarball = dir.join("images/operator.tar");
+    operator_image(binary)?.write(&tarball)?;
+    load_image(dir, &tarball)
+}
+
+fn operator_image(binary: &Path) -> Result<Image> {
+    Ok(Image::new(images::OPERATOR, &["/usr/local/bin/etcd-pilot"])
+        .binary(binary, "/usr/local/bin/etcd-pilot")?
+        .user(65532))
+}
+
+/// How to use a running testbed.
+pub fn usage(state: &State) -> String {
+    format!(
+        "\nexport KUBECONFIG={kc}\n\
+         export PATH={tools}:$PATH   # kubectl and helm\n\
+         kubectl get nodes\n\
+         S3: {s3} from the host, http://s3.{ns}.svc.{domain}:{port} from pods; \
+         bucket {bucket}, key {ak}, secret {sk} (Secret {ns}/s3-credentials)\n\
+         logs: {logs}\n",
+        kc = state.kubeconfig().display(),
+        tools = state.tools.display(),
+        s3 = state.s3_url(),
+        ns = TESTBED_NAMESPACE,
+        domain = CLUSTER_DOMAIN,
+        port = S3_SERVICE_PORT,
+        bucket = S3_BUCKET,
+        ak = S3_ACCESS_KEY,
+        sk = S3_SECRET_KEY,
+        logs = state.logs().display(),
+    )
+}

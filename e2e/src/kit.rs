@@ -1,0 +1,92 @@
+//! Helpers for end-to-end tests on a running testbed.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::layout::State;
+
+/// A connection to the running testbed.
+pub struct Kit {
+    pub state: State,
+    pub client: Client,
+}
+
+impl Kit {
+    /// Connects to the testbed at `ETCD_PILOT_TESTBED_DIR` (or the default directory).
+    pub async fn connect() -> Kit {
+        let dir = crate::default_dir();
+        let state = State::load(&dir)
+            .unwrap_or_else(|e| panic!("no testbed at {} ({e}): run `make testbed-up` or `make e2e`", dir.display()));
+        let client = crate::cluster::client(&state.kubeconfig()).await.expect("testbed kubeconfig");
+        Kit { state, client }
+    }
+
+    /// A fresh namespace for one test.
+    pub async fn namespace(&self, prefix: &str) -> String {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"generateName": format!("{prefix}-")}})).unwrap();
+        let created =
+            Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+        created.name_any()
+    }
+
+    pub async fn delete_namespace(&self, ns: &str) {
+        let _ = Api::<Namespace>::all(self.client.clone()).delete(ns, &DeleteParams::background()).await;
+    }
+
+    pub async fn create<K>(&self, ns: &str, obj: Value) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + serde::Serialize,
+        K::DynamicType: Default,
+    {
+        let obj: K = serde_json::from_value(obj).expect("object");
+        Api::<K>::namespaced(self.client.clone(), ns).create(&PostParams::default(), &obj).await.expect("create")
+    }
+
+    /// Waits until the pod reaches one of `phases` (e.g. Running, Succeeded), failing fast
+    /// on the others.
+    pub async fn wait_pod(&self, ns: &str, name: &str, phases: &[&str], within: Duration) -> Pod {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let deadline = Instant::now() + within;
+        loop {
+            let pod = pods.get(name).await.expect("get pod");
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            if phases.contains(&phase.as_str()) {
+                return pod;
+            }
+            if phase == "Failed" || phase == "Succeeded" || Instant::now() > deadline {
+                let logs = self.logs(ns, name).await;
+                panic!("pod {ns}/{name} is {phase}, wanted {phases:?}\nstatus: {:?}\nlogs:\n{logs}", pod.status);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Runs a pod to completion and returns its output; panics with the output if it fails.
+    pub async fn run_to_completion(&self, ns: &str, pod: Value) -> String {
+        let name = pod["metadata"]["name"].as_str().expect("pod name").to_string();
+        let _: Pod = self.create(ns, pod).await;
+        self.wait_pod(ns, &name, &["Succeeded"], Duration::from_secs(90)).await;
+        self.logs(ns, &name).await
+    }
+
+    pub async fn logs(&self, ns: &str, name: &str) -> String {
+        Api::<Pod>::namespaced(self.client.clone(), ns).logs(name, &LogParams::default()).await.unwrap_or_default()
+    }
+}
+
+/// A pod spec fragment that pins a pod to one node (tolerating control-plane taints).
+pub fn on_node(node: &str) -> Value {
+    json!({
+        "nodeSelector": {"kubernetes.io/hostname": node},
+        "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}],
+    })
+}
