@@ -13,3 +13,4 @@ pub mod http_server;
 pub mod manager;
 pub mod metrics;
 pub mod pki;
+pub mod reconcile;

@@ -44,7 +44,9 @@ mkdir -p "$CACHE/src"
 if [ ! -f "$CACHE/src/kubernetes_${SRC_VERSION}.dsc" ]; then
   (cd "$CACHE/src" && apt-get source -qq --download-only "kubernetes=$SRC_VERSION")
 fi
-tree="$out/tree"
+# A fixed path for the tree: Go's build cache keys on source paths, so a rebuild (new
+# patch or script) in the same place reuses most of the first build.
+tree="$CACHE/kubernetes/tree"
 rm -rf "$tree"
 mkdir -p "$out/bin"
 dpkg-source -x "$CACHE/src/kubernetes_${SRC_VERSION}.dsc" "$tree" >/dev/null
@@ -56,12 +58,19 @@ ln -sfn "$tree" "$tree/.go/src/k8s.io/kubernetes"
 echo "kubernetes: building (about 10 minutes on 2 cores, once per machine)" >&2
 (
   cd "$tree/.go/src/k8s.io/kubernetes"
+  unset MAKEFLAGS MAKELEVEL MFLAGS
   export GOPATH="$tree/.go" CGO_ENABLED=0 GO111MODULE=off GOFLAGS=-mod=vendor
   export KUBE_GIT_VERSION=v1.20.2 KUBE_GIT_TREE_STATE=clean
-  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy cmd/kubectl" >&2
+  # Not make's status: once seen failing on a fresh tree after every binary was built.
+  # The outputs are what count, and they are checked below.
+  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy cmd/kubectl" >&2 \
+    || echo "kubernetes: make exited non-zero; checking its outputs" >&2
 )
 for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
-  cp "$tree/_output/local/bin/linux/amd64/$b" "$out/bin/$b" 2>/dev/null || cp "$tree/_output/bin/$b" "$out/bin/$b"
+  if ! cp "$tree/_output/local/bin/linux/amd64/$b" "$out/bin/$b"; then
+    echo "kubernetes: the build did not produce $b" >&2
+    exit 1
+  fi
 done
 gcc -Os -static -o "$out/bin/pause" "$tree/build/pause/linux/pause.c"
 rm -rf "$tree"

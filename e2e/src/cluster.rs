@@ -599,6 +599,13 @@ pub async fn status(dir: &Path, check: bool) -> Result<String> {
             out.push_str(&format!("  API unreachable: {e}\n"));
         }
     }
+    // Everything of the testbed: its processes, and the shims and containers of its nodes.
+    let mut pids: Vec<u32> = state.processes.iter().map(|p| p.pid).collect();
+    pids.extend(procs::trees_mentioning(&dir.display().to_string()));
+    pids.sort_unstable();
+    pids.dedup();
+    let rss: u64 = pids.iter().map(|&p| procs::rss_kib(p)).sum();
+    out.push_str(&format!("  memory: {} MiB resident in {} processes\n", rss / 1024, pids.len()));
     out.push_str(&usage(&state));
     if check && !healthy {
         return Err(TestbedError::Other(format!("{out}\nthe testbed is not healthy")));

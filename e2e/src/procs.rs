@@ -127,3 +127,16 @@ pub fn free_port(ip: &str) -> Result<u16> {
     let l = std::net::TcpListener::bind((ip, 0)).map_err(|e| TestbedError::Other(format!("bind {ip}:0: {e}")))?;
     Ok(l.local_addr().map_err(|e| TestbedError::Other(e.to_string()))?.port())
 }
+
+/// Resident memory of a process in KiB (0 if gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,4 @@
+//! The EtcdCluster reconciler: observe -> plan -> act -> status. [`plan`] is the pure
+//! core; the rest talks to Kubernetes and etcd.
+
+pub mod plan;
