@@ -90,6 +90,31 @@ mod tests {
         }
     }
 
+    /// Kubernetes 1.20 reads a `default: ""` as null and rejects the CRD (seen on the
+    /// testbed): no empty-string defaults anywhere.
+    #[test]
+    fn no_empty_string_defaults() {
+        fn walk(path: &str, v: &Value, bad: &mut Vec<String>) {
+            match v {
+                Value::Object(o) => {
+                    if o.get("default") == Some(&Value::String(String::new())) {
+                        bad.push(path.to_string());
+                    }
+                    for (k, c) in o {
+                        walk(&format!("{path}.{k}"), c, bad);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|c| walk(path, c, bad)),
+                _ => {}
+            }
+        }
+        let mut bad = Vec::new();
+        for crd in all() {
+            walk(&crd.spec.names.kind, &schema_of(&crd), &mut bad);
+        }
+        assert!(bad.is_empty(), "empty-string defaults: {bad:?}");
+    }
+
     #[test]
     fn size_is_limited_to_odd_sizes_by_the_schema() {
         let schema = schema_of(&crate::api::EtcdCluster::crd());

@@ -14,3 +14,10 @@ pub mod manager;
 pub mod metrics;
 pub mod pki;
 pub mod reconcile;
+
+/// Picks rustls' process-wide crypto provider. Two are linked in (ring through kube,
+/// aws-lc-rs through the AWS SDK), and rustls refuses to guess: every binary calls this
+/// first. Calling it twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -65,6 +65,7 @@ fn crds(out_dir: Option<PathBuf>, api_doc: Option<PathBuf>) -> Result<(), Box<dy
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    etcd_pilot::install_crypto_provider();
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Crds { out_dir, api_doc } => crds(out_dir, api_doc),

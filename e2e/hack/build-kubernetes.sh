@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
 # and kubectl v1.20.2 from Debian bookworm's `kubernetes` source package, plus a static
-# `pause`, once per machine. The result is cached outside the repo, keyed by the source
-# version and by this script and its patch, so CI and developers build it once.
+# `pause`, once per machine, with two patches: reflect2 for Go >= 1.18, and per-kubelet
+# log directories so that several kubelets can share one machine. The result is cached
+# outside the repo, keyed by the source version and by this script and its patches, so
+# CI and developers build it once.
 #
 # Prints the directory holding bin/ on its last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 SRC_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 CACHE=${ETCD_PILOT_CACHE:-$HOME/.cache/etcd-pilot}
-key=$(cat "$0" "$here/patch-reflect2.py" | sha256sum | cut -c1-12)
+key=$(cat "$0" "$here/patch-reflect2.py" "$here/patch-kubelet-logs.py" | sha256sum | cut -c1-12)
 out="$CACHE/kubernetes/${SRC_VERSION//+/_}-$key"
 bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl pause)
 
@@ -51,6 +53,7 @@ rm -rf "$tree"
 mkdir -p "$out/bin"
 dpkg-source -x "$CACHE/src/kubernetes_${SRC_VERSION}.dsc" "$tree" >/dev/null
 python3 "$here/patch-reflect2.py" "$tree"
+python3 "$here/patch-kubelet-logs.py" "$tree"
 
 # The way debian/rules builds: GOPATH inside the tree, static binaries.
 mkdir -p "$tree/.go/src/k8s.io"

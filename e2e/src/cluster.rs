@@ -29,6 +29,7 @@ pub struct UpOptions {
 
 /// An admin client from a testbed's kubeconfig.
 pub async fn client(kubeconfig: &Path) -> Result<Client> {
+    etcd_pilot::install_crypto_provider();
     let kc =
         Kubeconfig::read_from(kubeconfig).map_err(|e| TestbedError::Other(format!("{}: {e}", kubeconfig.display())))?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -461,9 +462,9 @@ async fn configure_cluster(client: &Client, state: &State) -> Result<()> {
          "provisioner": PROVISIONER, "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete"},
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TESTBED_NAMESPACE}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s3", "namespace": TESTBED_NAMESPACE},
-         "spec": {"ports": [{"name": "http", "port": S3_SERVICE_PORT, "targetPort": state.s3_port}]}},
+         "spec": {"ports": [{"name": "http", "protocol": "TCP", "port": S3_SERVICE_PORT, "targetPort": state.s3_port}]}},
         {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "s3", "namespace": TESTBED_NAMESPACE},
-         "subsets": [{"addresses": [{"ip": HOST_IP}], "ports": [{"name": "http", "port": state.s3_port}]}]},
+         "subsets": [{"addresses": [{"ip": HOST_IP}], "ports": [{"name": "http", "protocol": "TCP", "port": state.s3_port}]}]},
     ]);
     for obj in objects.as_array().into_iter().flatten() {
         apply(client, obj, &pp).await?;

@@ -48,7 +48,21 @@ impl Kit {
         K::DynamicType: Default,
     {
         let obj: K = serde_json::from_value(obj).expect("object");
-        Api::<K>::namespaced(self.client.clone(), ns).create(&PostParams::default(), &obj).await.expect("create")
+        let api = Api::<K>::namespaced(self.client.clone(), ns);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match api.create(&PostParams::default(), &obj).await {
+                Ok(created) => return created,
+                // Kubernetes 1.20 asks to retry a pod whose ServiceAccount token Secret it has
+                // not seen yet ("No API token found ..., retry after ...").
+                Err(kube::Error::Api(s))
+                    if s.code == 500 && s.message.contains("retry") && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                Err(e) => panic!("create in {ns}: {e}"),
+            }
+        }
     }
 
     /// Waits until the pod reaches one of `phases` (e.g. Running, Succeeded), failing fast

@@ -54,6 +54,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    etcd_pilot::install_crypto_provider();
     let result = match cli.command {
         Command::Up { tools, control_planes, workers, operator, probe } => cluster::up(cluster::UpOptions {
             dir: cli.dir.clone(),

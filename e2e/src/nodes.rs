@@ -169,6 +169,9 @@ nodeStatusUpdateFrequency: 4s
     write(&cfg, &config)?;
     std::fs::create_dir_all(d.join("manifests")).map_err(io(d.join("manifests")))?;
     let mut cmd = Command::new(state.tools.join("kubelet"));
+    // Our kubelet build reads these (e2e/hack/patch-kubelet-logs.py): a kubelet deletes
+    // the log directories of pods it does not know, so nodes must not share them.
+    cmd.env("KUBELET_POD_LOGS_DIR", d.join("logs/pods")).env("KUBELET_CONTAINER_LOGS_DIR", d.join("logs/containers"));
     cmd.arg("--config")
         .arg(&cfg)
         .arg("--kubeconfig")

@@ -193,8 +193,6 @@ async fn a_pod_talks_to_the_api_with_its_service_account_token() {
         .await,
     )
     .unwrap();
-    // The token controller fills the default ServiceAccount shortly after the namespace.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let out = kit.run_to_completion(&ns, pod("api", TOOLBOX, &["probe", "api"], json!({}))).await;
     assert!(out.contains("API 1.20 as the pod's ServiceAccount"), "{out}");
     kit.delete_namespace(&ns).await;

@@ -508,8 +508,8 @@ pub struct ApiServerWiring {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupResource {
-    /// API group; empty for the core group (e.g. `events`).
-    #[serde(default)]
+    /// API group; empty or unset for the core group (e.g. `events`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub group: String,
     /// Plural resource name (e.g. `events`, `leases`).
     #[schemars(length(min = 1))]
@@ -578,8 +578,8 @@ pub struct EtcdClusterStatus {
 pub struct MemberStatus {
     /// Member (and pod) name.
     pub name: String,
-    /// etcd member id, in hex. Empty for a pod etcd does not know of.
-    #[serde(default)]
+    /// etcd member id, in hex. Unset for a pod etcd does not know of.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
     /// Peer URLs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -67,6 +67,7 @@ async fn run(args: &[String]) -> Result<String, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    etcd_pilot::install_crypto_provider();
     match run(&args).await {
         Ok(msg) => {
             println!("{msg}");
