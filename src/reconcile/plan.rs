@@ -328,6 +328,8 @@ mod tests {
         o
     }
 
+    // Rows are pushed one by one because many build on the observation of the row before.
+    #[allow(clippy::vec_init_then_push)]
     #[test]
     fn table() {
         let mut cases: Vec<(&str, Desired, Observation, Step)> = Vec::new();
