@@ -211,14 +211,10 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
             || (!m.healthy && m.unhealthy_for_secs >= want.replace_unhealthy_after_secs)
     });
     if let Some(m) = failed {
-        if m.leader {
-            if let Some(to) = voters.iter().find(|o| o.id != m.id && o.healthy) {
-                return Step::MoveLeader {
-                    to: to.id,
-                    to_name: to.name.clone(),
-                    reason: format!("{} is failing", m.name),
-                };
-            }
+        if m.leader
+            && let Some(to) = voters.iter().find(|o| o.id != m.id && o.healthy)
+        {
+            return Step::MoveLeader { to: to.id, to_name: to.name.clone(), reason: format!("{} is failing", m.name) };
         }
         return remove_if_safe(m, &voters, healthy_voters, "it has failed");
     }
