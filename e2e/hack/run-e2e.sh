@@ -10,6 +10,8 @@ cleanup() {
   if [ -n "$started" ]; then $TESTBED down || true; fi
 }
 trap cleanup EXIT
+# Refusals first: they need no testbed and never disturb one.
+cargo test --locked -p etcd-pilot-e2e --test refusals
 if $TESTBED status --check >/dev/null 2>&1; then
   echo "e2e: reusing the running testbed at $ETCD_PILOT_TESTBED_DIR"
   $TESTBED load-operator target/release/etcd-pilot

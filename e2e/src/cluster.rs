@@ -253,6 +253,8 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
             .arg("--pid-file=")
             .arg("--user=root"),
     )?;
+    // dnsmasq answers on TCP too: its port open means it bound port 53.
+    procs::wait_tcp(&format!("{HOST_IP}:53"), Duration::from_secs(10), "dnsmasq on port 53", &logs).await?;
     let s3_root = state.dir.join("s3");
     std::fs::create_dir_all(s3_root.join(S3_BUCKET)).map_err(io(&s3_root))?;
     spawn(
@@ -263,6 +265,8 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
             .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
             .arg(&s3_root),
     )?;
+
+    procs::wait_tcp(&format!("{HOST_IP}:{}", state.s3_port), Duration::from_secs(10), "s3s-fs", &logs).await?;
 
     // Images, built once per up, imported into every node.
     let images_dir = state.dir.join("images");
@@ -529,6 +533,7 @@ pub fn down(dir: &Path) {
     if let Some(s) = &state {
         let _ = Command::new(s.tools.join("kube-proxy")).arg("--cleanup").output();
     }
+    remove_iptables_rules();
     unmount_under(dir);
     let mut links = vec![BRIDGE.to_string()];
     if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
@@ -543,6 +548,28 @@ pub fn down(dir: &Path) {
         let _ = Command::new("ip").args(["link", "del", l]).output();
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Takes out every chain and rule the kubelets, kube-proxy and the CNI plugins added
+/// (`KUBE-*`, `CNI-*`), in both address families; the rest of the rules stay as they were.
+fn remove_iptables_rules() {
+    for (save, restore) in [("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")] {
+        let Ok(out) = Command::new(save).output() else { continue };
+        let rules = String::from_utf8_lossy(&out.stdout);
+        if !rules.contains("KUBE-") && !rules.contains("CNI-") {
+            continue;
+        }
+        let kept: String =
+            rules.lines().filter(|l| !l.contains("KUBE-") && !l.contains("CNI-")).map(|l| format!("{l}\n")).collect();
+        let child = Command::new(restore).stdin(std::process::Stdio::piped()).spawn();
+        if let Ok(mut child) = child {
+            if let Some(stdin) = child.stdin.as_mut() {
+                use std::io::Write;
+                let _ = stdin.write_all(kept.as_bytes());
+            }
+            let _ = child.wait();
+        }
+    }
 }
 
 fn unmount_under(dir: &Path) {
