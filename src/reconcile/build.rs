@@ -1,0 +1,501 @@
+//! The Kubernetes objects of an etcd cluster, built from its spec: pure functions, one
+//! per object, so what etcd-pilot creates is unit-tested field by field.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, ContainerPort, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSpec, Probe, Service, ServicePort, ServiceSpec, Toleration, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::api::cluster::{AntiAffinity, StorageMedium, TlsMode, Topology};
+use crate::api::{EtcdCluster, EtcdClusterSpec};
+
+pub const CLIENT_PORT: i32 = 2379;
+pub const PEER_PORT: i32 = 2380;
+pub const METRICS_PORT: i32 = 2381;
+pub const DATA_DIR: &str = "/var/lib/etcd";
+pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
+/// Names and addresses of one cluster's objects and members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub cluster: String,
+    pub namespace: String,
+    pub tls: bool,
+}
+
+impl Names {
+    pub fn of(ec: &EtcdCluster) -> Names {
+        Names {
+            cluster: ec.name_any(),
+            namespace: ec.namespace().unwrap_or_default(),
+            tls: ec.spec.tls.mode != TlsMode::Disabled,
+        }
+    }
+
+    /// Headless Service that gives members their DNS names.
+    pub fn peer_service(&self) -> String {
+        format!("{}-peers", self.cluster)
+    }
+
+    /// Service clients use.
+    pub fn client_service(&self) -> String {
+        format!("{}-client", self.cluster)
+    }
+
+    pub fn pvc(&self, member: &str) -> String {
+        format!("data-{member}")
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// `<member>.<cluster>-peers.<ns>.svc`
+    pub fn member_host(&self, member: &str) -> String {
+        format!("{member}.{}.{}.svc", self.peer_service(), self.namespace)
+    }
+
+    pub fn peer_url(&self, member: &str) -> String {
+        format!("{}://{}:{PEER_PORT}", self.scheme(), self.member_host(member))
+    }
+
+    pub fn client_url(&self, member: &str) -> String {
+        format!("{}://{}:{CLIENT_PORT}", self.scheme(), self.member_host(member))
+    }
+
+    pub fn client_service_url(&self) -> String {
+        format!("{}://{}.{}.svc:{CLIENT_PORT}", self.scheme(), self.client_service(), self.namespace)
+    }
+
+    /// The member a peer URL belongs to: the first label of its host.
+    pub fn member_of_peer_url(&self, url: &str) -> Option<String> {
+        let host = url.split("://").nth(1)?.split([':', '/']).next()?;
+        let (member, rest) = host.split_once('.')?;
+        rest.starts_with(&format!("{}.", self.peer_service())).then(|| member.to_string())
+    }
+}
+
+/// Labels every object of a cluster carries.
+pub fn labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "etcd".to_string()),
+        ("app.kubernetes.io/instance".to_string(), cluster.to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), "etcd-pilot".to_string()),
+    ])
+}
+
+/// Selects the member pods of a cluster.
+pub fn selector(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "etcd".to_string()),
+        ("app.kubernetes.io/instance".to_string(), cluster.to_string()),
+    ])
+}
+
+fn owner(ec: &EtcdCluster) -> Option<OwnerReference> {
+    ec.controller_owner_ref(&())
+}
+
+fn meta(ec: &EtcdCluster, name: &str, extra: &[(&str, &str)]) -> ObjectMeta {
+    let mut l = labels(&ec.name_any());
+    l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: ec.namespace(),
+        labels: Some(l),
+        owner_references: owner(ec).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The headless Service behind member DNS names. It publishes members before they are
+/// ready: a member must resolve its peers to join them.
+pub fn peer_service(ec: &EtcdCluster) -> Service {
+    let n = Names::of(ec);
+    Service {
+        metadata: meta(ec, &n.peer_service(), &[]),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector(&n.cluster)),
+            ports: Some(vec![port("peer", PEER_PORT), port("client", CLIENT_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The Service clients use: ready members only.
+pub fn client_service(ec: &EtcdCluster) -> Service {
+    let n = Names::of(ec);
+    Service {
+        metadata: meta(ec, &n.client_service(), &[]),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(&n.cluster)),
+            ports: Some(vec![port("client", CLIENT_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
+/// The claim of a member's data volume (none for memory-backed members).
+pub fn member_pvc(ec: &EtcdCluster, member: &str) -> Option<PersistentVolumeClaim> {
+    if ec.spec.storage.medium == StorageMedium::Memory {
+        return None;
+    }
+    let n = Names::of(ec);
+    let mut metadata = meta(ec, &n.pvc(member), &[("etcdpilot.io/member", member)]);
+    // PVCs outlive the cluster unless the user asked otherwise: no owner reference, the
+    // reconciler deletes them per `storage.retention`.
+    metadata.owner_references = None;
+    Some(PersistentVolumeClaim {
+        metadata,
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: ec.spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), ec.spec.storage.size.clone())])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    })
+}
+
+/// How a member starts: as part of a new cluster, or joining an existing one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Join {
+    /// `--initial-cluster`: name=peer-url of every member it starts with.
+    pub initial_cluster: Vec<(String, String)>,
+    /// `new` for a bootstrap member, `existing` for one added later.
+    pub existing: bool,
+}
+
+/// The image of a version: `spec.image`, or the operator's repository tagged `v<version>`.
+pub fn image(spec: &EtcdClusterSpec, repository: &str) -> String {
+    spec.image.clone().unwrap_or_else(|| format!("{repository}:v{}", spec.version))
+}
+
+/// etcd's command line for a member.
+pub fn etcd_args(ec: &EtcdCluster, member: &str, join: &Join) -> Vec<String> {
+    let n = Names::of(ec);
+    let s = &ec.spec;
+    let scheme = if n.tls { "https" } else { "http" };
+    let initial: Vec<String> = join.initial_cluster.iter().map(|(m, u)| format!("{m}={u}")).collect();
+    let mut args = vec![
+        format!("--name={member}"),
+        format!("--data-dir={DATA_DIR}/data"),
+        format!("--listen-peer-urls={scheme}://0.0.0.0:{PEER_PORT}"),
+        format!("--listen-client-urls={scheme}://0.0.0.0:{CLIENT_PORT}"),
+        format!("--advertise-client-urls={}", n.client_url(member)),
+        format!("--initial-advertise-peer-urls={}", n.peer_url(member)),
+        format!("--initial-cluster={}", initial.join(",")),
+        format!("--initial-cluster-state={}", if join.existing { "existing" } else { "new" }),
+        // Unique per cluster object: a member of an old cluster of the same name can
+        // never join this one.
+        format!("--initial-cluster-token={}", ec.uid().unwrap_or_else(|| n.cluster.clone())),
+        format!("--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}"),
+        format!("--quota-backend-bytes={}", s.etcd.quota_backend_bytes),
+        format!("--snapshot-count={}", s.etcd.snapshot_count),
+        format!("--auto-compaction-mode={}", format!("{:?}", s.etcd.auto_compaction_mode).to_lowercase()),
+        format!("--auto-compaction-retention={}", s.etcd.auto_compaction_retention),
+        format!("--heartbeat-interval={}", s.etcd.heartbeat_interval_ms),
+        format!("--election-timeout={}", s.etcd.election_timeout_ms),
+    ];
+    if n.tls {
+        args.extend([
+            "--client-cert-auth".to_string(),
+            "--trusted-ca-file=/etc/etcd/tls/server/ca.crt".to_string(),
+            "--cert-file=/etc/etcd/tls/server/tls.crt".to_string(),
+            "--key-file=/etc/etcd/tls/server/tls.key".to_string(),
+            "--peer-client-cert-auth".to_string(),
+            "--peer-trusted-ca-file=/etc/etcd/tls/peer/ca.crt".to_string(),
+            "--peer-cert-file=/etc/etcd/tls/peer/tls.crt".to_string(),
+            "--peer-key-file=/etc/etcd/tls/peer/tls.key".to_string(),
+        ]);
+    }
+    args
+}
+
+/// A member's pod.
+pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod {
+    let n = Names::of(ec);
+    let s = &ec.spec;
+    let mut metadata = meta(ec, member, &[("etcdpilot.io/member", member), ("app.kubernetes.io/component", "member")]);
+    metadata.annotations = Some(BTreeMap::from([("etcdpilot.io/version".to_string(), s.version.clone())]));
+
+    let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];
+    let mut volumes = vec![Volume {
+        name: "data".into(),
+        persistent_volume_claim: (s.storage.medium == StorageMedium::Persistent)
+            .then(|| PersistentVolumeClaimVolumeSource { claim_name: n.pvc(member), read_only: None }),
+        empty_dir: (s.storage.medium == StorageMedium::Memory)
+            .then(|| EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(s.storage.size.clone()) }),
+        ..Volume::default()
+    }];
+    if n.tls {
+        for (vol, dir, secret) in [
+            ("tls-server", "server", format!("{}-server-tls", n.cluster)),
+            ("tls-peer", "peer", format!("{}-peer-tls", n.cluster)),
+        ] {
+            mounts.push(VolumeMount {
+                name: vol.into(),
+                mount_path: format!("/etc/etcd/tls/{dir}"),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            volumes.push(Volume {
+                name: vol.into(),
+                secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                    secret_name: Some(secret),
+                    ..Default::default()
+                }),
+                ..Volume::default()
+            });
+        }
+    }
+
+    let container = Container {
+        name: "etcd".into(),
+        image: Some(image(s, repository)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["/usr/local/bin/etcd".into()]),
+        args: Some(etcd_args(ec, member, join)),
+        ports: Some(vec![
+            container_port("client", CLIENT_PORT),
+            container_port("peer", PEER_PORT),
+            container_port("metrics", METRICS_PORT),
+        ]),
+        // /health answers 200 once the member has a leader and no alarm.
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/health".into()),
+                port: IntOrString::Int(METRICS_PORT),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        resources: s.resources.clone(),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+
+    let mut tolerations: Vec<Toleration> = s.scheduling.tolerations.clone();
+    let mut node_selector = s.scheduling.node_selector.clone();
+    let mut anti = s.scheduling.anti_affinity;
+    if s.topology == Topology::Stacked {
+        node_selector.insert(CONTROL_PLANE_LABEL.into(), String::new());
+        tolerations.push(Toleration {
+            key: Some(CONTROL_PLANE_LABEL.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Toleration::default()
+        });
+        // One member per control-plane node, by definition.
+        anti = AntiAffinity::Required;
+    }
+
+    Pod {
+        metadata,
+        spec: Some(PodSpec {
+            hostname: Some(member.into()),
+            subdomain: Some(n.peer_service()),
+            containers: vec![container],
+            volumes: Some(volumes),
+            affinity: affinity(&n.cluster, anti, s.scheduling.affinity.clone()),
+            node_selector: (!node_selector.is_empty()).then_some(node_selector),
+            tolerations: (!tolerations.is_empty()).then_some(tolerations),
+            topology_spread_constraints: (!s.scheduling.topology_spread_constraints.is_empty())
+                .then(|| s.scheduling.topology_spread_constraints.clone()),
+            priority_class_name: s.scheduling.priority_class_name.clone(),
+            // etcd flushes on SIGTERM; give it time.
+            termination_grace_period_seconds: Some(30),
+            restart_policy: Some("Always".into()),
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+/// The user's affinity with member anti-affinity added.
+fn affinity(cluster: &str, anti: AntiAffinity, user: Option<Affinity>) -> Option<Affinity> {
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector { match_labels: Some(selector(cluster)), ..LabelSelector::default() }),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..PodAffinityTerm::default()
+    };
+    let mut a = user.unwrap_or_default();
+    let mut paa = a.pod_anti_affinity.take().unwrap_or_default();
+    match anti {
+        AntiAffinity::Required => {
+            paa.required_during_scheduling_ignored_during_execution.get_or_insert_with(Vec::new).push(term)
+        }
+        AntiAffinity::Preferred => paa
+            .preferred_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(WeightedPodAffinityTerm { weight: 100, pod_affinity_term: term }),
+        AntiAffinity::None => {}
+    }
+    let empty = PodAntiAffinity::default();
+    if paa != empty {
+        a.pod_anti_affinity = Some(paa);
+    }
+    (a != Affinity::default()).then_some(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(yaml: &str) -> EtcdCluster {
+        let mut ec = EtcdCluster::new("main", serde_norway::from_str(yaml).unwrap());
+        ec.metadata.namespace = Some("prod".into());
+        ec.metadata.uid = Some("uid-1".into());
+        ec
+    }
+
+    fn join3() -> Join {
+        Join {
+            initial_cluster: (0..3)
+                .map(|i| (format!("main-{i}"), format!("https://main-{i}.main-peers.prod.svc:2380")))
+                .collect(),
+            existing: false,
+        }
+    }
+
+    #[test]
+    fn names_and_urls() {
+        let n = Names::of(&cluster("version: 3.5.17"));
+        assert_eq!(n.peer_url("main-0"), "https://main-0.main-peers.prod.svc:2380");
+        assert_eq!(n.client_url("main-0"), "https://main-0.main-peers.prod.svc:2379");
+        assert_eq!(n.client_service_url(), "https://main-client.prod.svc:2379");
+        assert_eq!(n.member_of_peer_url("https://main-7.main-peers.prod.svc:2380"), Some("main-7".into()));
+        assert_eq!(n.member_of_peer_url("https://main-7.other-peers.prod.svc:2380"), None);
+        let plain = Names::of(&cluster("{version: 3.5.17, tls: {mode: Disabled}}"));
+        assert_eq!(plain.peer_url("main-1"), "http://main-1.main-peers.prod.svc:2380");
+    }
+
+    #[test]
+    fn bootstrap_member_flags() {
+        let ec = cluster("{version: 3.4.23, etcd: {quotaBackendBytes: 4294967296}}");
+        let args = etcd_args(&ec, "main-1", &join3());
+        for want in [
+            "--name=main-1",
+            "--initial-cluster-state=new",
+            "--initial-cluster=main-0=https://main-0.main-peers.prod.svc:2380,main-1=https://main-1.main-peers.prod.svc:2380,main-2=https://main-2.main-peers.prod.svc:2380",
+            "--initial-cluster-token=uid-1",
+            "--advertise-client-urls=https://main-1.main-peers.prod.svc:2379",
+            "--initial-advertise-peer-urls=https://main-1.main-peers.prod.svc:2380",
+            "--quota-backend-bytes=4294967296",
+            "--auto-compaction-mode=periodic",
+            "--client-cert-auth",
+            "--peer-client-cert-auth",
+        ] {
+            assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+        }
+        let joining = etcd_args(&ec, "main-3", &Join { existing: true, ..join3() });
+        assert!(joining.contains(&"--initial-cluster-state=existing".to_string()));
+        let plain = etcd_args(&cluster("{version: 3.4.23, tls: {mode: Disabled}}"), "main-0", &join3());
+        assert!(!plain.iter().any(|a| a.contains("cert")), "{plain:?}");
+        assert!(plain.contains(&"--listen-client-urls=http://0.0.0.0:2379".to_string()));
+    }
+
+    #[test]
+    fn member_pod_shape() {
+        let ec = cluster("version: 3.4.23");
+        let pod = member_pod(&ec, "main-0", &join3(), "etcd-pilot.local/etcd");
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("main-0"));
+        assert_eq!(spec.subdomain.as_deref(), Some("main-peers"));
+        let c = &spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some("etcd-pilot.local/etcd:v3.4.23"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        let vols = spec.volumes.as_ref().unwrap();
+        assert_eq!(vols[0].persistent_volume_claim.as_ref().unwrap().claim_name, "data-main-0");
+        assert!(vols.iter().any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("main-peer-tls")));
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/instance"], "main");
+        assert_eq!(labels["etcdpilot.io/member"], "main-0");
+        assert_eq!(pod.metadata.owner_references.as_ref().unwrap()[0].kind, "EtcdCluster");
+        // Preferred anti-affinity across nodes by default.
+        let paa = spec.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap();
+        let pref = paa.preferred_during_scheduling_ignored_during_execution.as_ref().unwrap();
+        assert_eq!(pref[0].pod_affinity_term.topology_key, "kubernetes.io/hostname");
+        assert!(paa.required_during_scheduling_ignored_during_execution.is_none());
+    }
+
+    #[test]
+    fn stacked_members_go_to_control_plane_nodes_one_each() {
+        let pod = member_pod(&cluster("{version: 3.4.23, topology: Stacked}"), "main-0", &join3(), "r");
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_selector.unwrap()[CONTROL_PLANE_LABEL], "");
+        assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some(CONTROL_PLANE_LABEL));
+        let paa = spec.affinity.unwrap().pod_anti_affinity.unwrap();
+        assert_eq!(paa.required_during_scheduling_ignored_during_execution.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn memory_members_have_no_claim() {
+        let ec = cluster("{version: 3.4.23, storage: {medium: Memory, size: 1Gi}}");
+        assert!(member_pvc(&ec, "main-0").is_none());
+        let pod = member_pod(&ec, "main-0", &join3(), "r");
+        let v = &pod.spec.unwrap().volumes.unwrap()[0];
+        assert_eq!(v.empty_dir.as_ref().unwrap().medium.as_deref(), Some("Memory"));
+        assert!(v.persistent_volume_claim.is_none());
+    }
+
+    #[test]
+    fn claims_and_services() {
+        let ec = cluster("{version: 3.4.23, storage: {size: 8Gi, storageClassName: fast}}");
+        let pvc = member_pvc(&ec, "main-2").unwrap();
+        assert_eq!(pvc.metadata.name.as_deref(), Some("data-main-2"));
+        assert!(pvc.metadata.owner_references.is_none(), "claims follow the retention policy, not GC");
+        let spec = pvc.spec.unwrap();
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(spec.resources.unwrap().requests.unwrap()["storage"].0, "8Gi");
+
+        let peers = peer_service(&ec).spec.unwrap();
+        assert_eq!(peers.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(peers.publish_not_ready_addresses, Some(true));
+        let client = client_service(&ec).spec.unwrap();
+        assert_eq!(client.ports.unwrap()[0].port, 2379);
+        assert!(client.publish_not_ready_addresses.is_none());
+    }
+
+    #[test]
+    fn image_override() {
+        let spec: EtcdClusterSpec =
+            serde_norway::from_str("{version: 3.5.17, image: 'quay.io/me/etcd:custom'}").unwrap();
+        assert_eq!(image(&spec, "ignored"), "quay.io/me/etcd:custom");
+    }
+}
