@@ -350,3 +350,19 @@ async fn a_dead_member_is_skipped_and_can_be_removed_through_a_live_one() {
     assert_eq!(left.len(), 2);
     assert!(admin.has_quorum().await);
 }
+
+#[tokio::test]
+async fn peer_urls_of_a_member_can_be_changed() {
+    let cluster = Cluster::start(3).await;
+    let admin = cluster.admin();
+    // A learner that never started: changing its peer URL touches no running process.
+    let first = cluster.prepare_member("m5");
+    let (added, _) = add_learner_when_allowed(&admin, &first.peer_url).await;
+    let moved = cluster.prepare_member("m6");
+    let members = admin.update_peer_urls(added.id, vec![moved.peer_url.clone()]).await.expect("member update");
+    let m = members.iter().find(|m| m.id == added.id).expect("still a member");
+    assert_eq!(m.peer_urls, vec![moved.peer_url.clone()]);
+    let listed = admin.member_list().await.unwrap();
+    assert_eq!(listed.iter().find(|m| m.id == added.id).unwrap().peer_urls, vec![moved.peer_url.clone()]);
+    admin.remove(added.id).await.expect("remove");
+}
