@@ -60,6 +60,6 @@ testbed-status: ## What runs on the testbed, and how to use it
 demo: testbed-tools testbed-build ## The main job: testbed (unless KUBECONFIG is set), chart installed, an EtcdCluster applied
 	bash e2e/hack/demo.sh
 
-bench: ## Benchmarks, results in docs/benchmarks.md (not ready yet)
-	@echo "make bench: not ready yet: benchmarks come with the reconciler." >&2
-	@exit 2
+bench: deps ## Benchmarks with real servers; the table goes into docs/benchmarks.md
+	$(CARGO) bench --locked --bench backup > target/bench-backup.md
+	python3 hack/record-bench.py docs/benchmarks.md backup target/bench-backup.md
