@@ -20,7 +20,9 @@ const MIB: usize = 1024 * 1024;
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -76,7 +78,10 @@ async fn main() {
         let store = store(&server, part_mib).await;
         let before = peak_rss_kib();
         let t = Instant::now();
-        let up = store.upload(&format!("bench-{size_mib}-{part_mib}.db"), source(size_mib * MIB), HashMap::new()).await.expect("upload");
+        let up = store
+            .upload(&format!("bench-{size_mib}-{part_mib}.db"), source(size_mib * MIB), HashMap::new())
+            .await
+            .expect("upload");
         let secs = t.elapsed().as_secs_f64();
         let peak = peak_rss_kib();
         rows.push(format!(

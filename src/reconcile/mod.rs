@@ -2,4 +2,5 @@
 //! core; the rest talks to Kubernetes and etcd.
 
 pub mod build;
+pub mod observe;
 pub mod plan;

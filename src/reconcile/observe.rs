@@ -1,0 +1,204 @@
+//! Turns what was read from Kubernetes and etcd into the planner's [`Observation`]:
+//! pure, so the mapping (which pod is failed, which member is which, what leads) is
+//! unit-tested without a cluster.
+
+use std::collections::{BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::ResourceExt;
+
+use super::build::Names;
+use super::plan::{MemberState, Observation, PodState, ordinal_of};
+use crate::etcd::{EndpointStatus, Member};
+
+/// Annotation holding the etcd version a member pod runs.
+pub const VERSION_ANNOTATION: &str = "etcdpilot.io/version";
+
+/// What etcd said: the member list and each member's own status (by member id).
+#[derive(Clone, Debug, Default)]
+pub struct EtcdView {
+    pub members: Vec<Member>,
+    pub statuses: HashMap<u64, EndpointStatus>,
+}
+
+/// A pod that restarts and keeps failing, or has failed for good.
+pub fn pod_failed(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else { return false };
+    if status.phase.as_deref() == Some("Failed") {
+        return true;
+    }
+    status.container_statuses.iter().flatten().any(|c| {
+        c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff")
+    })
+}
+
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Builds the planner's view. `unhealthy_for` says, by member name, how long a member
+/// has been unhealthy (kept by the controller between passes).
+pub fn observation(
+    names: &Names,
+    pods: &[Pod],
+    pvcs: &[PersistentVolumeClaim],
+    etcd: Option<&EtcdView>,
+    bootstrapped: bool,
+    unhealthy_for: &HashMap<String, u64>,
+) -> Observation {
+    let pods: Vec<PodState> = pods
+        .iter()
+        .map(|p| PodState {
+            name: p.name_any(),
+            ready: pod_ready(p),
+            terminating: p.metadata.deletion_timestamp.is_some(),
+            failed: pod_failed(p),
+            version: p.annotations().get(VERSION_ANNOTATION).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let volumes: BTreeSet<String> =
+        pvcs.iter().filter_map(|c| c.name_any().strip_prefix("data-").map(str::to_string)).collect();
+    let members = etcd.map(|view| {
+        view.members
+            .iter()
+            .map(|m| {
+                // A learner that never started has no name in etcd: its peer URL names it.
+                let name =
+                    m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u)).unwrap_or_else(|| m.name.clone());
+                let status = view.statuses.get(&m.id);
+                let healthy = match status {
+                    Some(s) if m.is_learner => s.errors.is_empty(),
+                    Some(s) => s.is_healthy(),
+                    None => false,
+                };
+                MemberState {
+                    id: m.id,
+                    leader: status.is_some_and(EndpointStatus::is_leader),
+                    learner: m.is_learner,
+                    healthy,
+                    unhealthy_for_secs: if healthy { 0 } else { unhealthy_for.get(&name).copied().unwrap_or(0) },
+                    name,
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let highest_ordinal = pods
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain(volumes.iter().map(String::as_str))
+        .chain(members.iter().flatten().map(|m| m.name.as_str()))
+        .filter_map(ordinal_of)
+        .max();
+    Observation { pods, volumes, members, bootstrapped, highest_ordinal }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn names() -> Names {
+        Names { cluster: "main".into(), namespace: "prod".into(), tls: true }
+    }
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn status(id: u64, leader: u64, learner: bool) -> EndpointStatus {
+        EndpointStatus {
+            endpoint: String::new(),
+            member_id: id,
+            version: "3.4.23".into(),
+            db_size: 1,
+            db_size_in_use: 1,
+            leader,
+            raft_index: 1,
+            raft_term: 1,
+            raft_applied_index: 1,
+            is_learner: learner,
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pods_members_and_volumes_are_mapped() {
+        let n = names();
+        let pods = vec![
+            pod(json!({"metadata": {"name": "main-0", "annotations": {VERSION_ANNOTATION: "3.4.23"}},
+                       "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})),
+            pod(json!({"metadata": {"name": "main-1", "deletionTimestamp": "2026-11-22T10:00:00Z"},
+                       "status": {"phase": "Running"}})),
+            pod(json!({"metadata": {"name": "main-2"},
+                       "status": {"phase": "Running", "containerStatuses": [{"name": "etcd", "ready": false, "restartCount": 5,
+                         "image": "x", "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}})),
+        ];
+        let pvcs: Vec<PersistentVolumeClaim> = ["data-main-0", "data-main-1", "data-main-7"]
+            .iter()
+            .map(|n| serde_json::from_value(json!({"metadata": {"name": n}})).unwrap())
+            .collect();
+        let view = EtcdView {
+            members: vec![
+                Member {
+                    id: 1,
+                    name: "main-0".into(),
+                    peer_urls: vec![n.peer_url("main-0")],
+                    client_urls: vec![],
+                    is_learner: false,
+                },
+                Member {
+                    id: 2,
+                    name: "main-2".into(),
+                    peer_urls: vec![n.peer_url("main-2")],
+                    client_urls: vec![],
+                    is_learner: false,
+                },
+                // Added, never started: no name yet.
+                Member {
+                    id: 3,
+                    name: String::new(),
+                    peer_urls: vec![n.peer_url("main-8")],
+                    client_urls: vec![],
+                    is_learner: true,
+                },
+            ],
+            statuses: HashMap::from([(1, status(1, 1, false)), (3, status(3, 1, true))]),
+        };
+        let unhealthy = HashMap::from([("main-2".to_string(), 42)]);
+        let o = observation(&n, &pods, &pvcs, Some(&view), true, &unhealthy);
+
+        assert_eq!(
+            o.pods[0],
+            PodState {
+                name: "main-0".into(),
+                ready: true,
+                terminating: false,
+                failed: false,
+                version: "3.4.23".into()
+            }
+        );
+        assert!(o.pods[1].terminating && !o.pods[1].ready);
+        assert!(o.pods[2].failed);
+        assert_eq!(o.volumes, BTreeSet::from(["main-0".into(), "main-1".into(), "main-7".into()]));
+        let m = o.members.as_ref().unwrap();
+        assert_eq!((m[0].name.as_str(), m[0].leader, m[0].healthy), ("main-0", true, true));
+        assert_eq!(
+            (m[1].name.as_str(), m[1].healthy, m[1].unhealthy_for_secs),
+            ("main-2", false, 42),
+            "no status: unhealthy"
+        );
+        assert_eq!((m[2].name.as_str(), m[2].learner, m[2].healthy), ("main-8", true, true), "named by its peer URL");
+        assert_eq!(o.highest_ordinal, Some(8), "ordinals of pods, volumes and members are never reused");
+        assert!(o.bootstrapped);
+    }
+
+    #[test]
+    fn no_answer_from_etcd_is_no_member_list() {
+        let o = observation(&names(), &[], &[], None, false, &HashMap::new());
+        assert!(o.members.is_none());
+        assert_eq!(o.highest_ordinal, None);
+    }
+}
