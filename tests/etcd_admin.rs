@@ -366,3 +366,20 @@ async fn peer_urls_of_a_member_can_be_changed() {
     assert_eq!(listed.iter().find(|m| m.id == added.id).unwrap().peer_urls, vec![moved.peer_url.clone()]);
     admin.remove(added.id).await.expect("remove");
 }
+
+#[tokio::test]
+async fn a_remove_never_goes_to_the_member_being_removed() {
+    let cluster = Cluster::start(3).await;
+    let admin = cluster.admin();
+    let first = admin.status(&cluster.endpoints()[0]).await.unwrap();
+    if first.is_leader() {
+        let (_, followers) = leader_and_followers(&admin).await;
+        admin.move_leader(followers[0]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The member at the first endpoint: a naive client would send the removal to it, and
+    // it would answer "server stopped" while applying it.
+    let left = admin.remove(first.member_id).await.expect("removal answered by another member");
+    assert_eq!(left.len(), 2);
+    assert!(!left.iter().any(|m| m.id == first.member_id));
+}

@@ -225,11 +225,19 @@ impl EtcdAdmin {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        if self.endpoints.is_empty() {
+        self.any_of(&self.endpoints, op, write, f).await
+    }
+
+    async fn any_of<T, F, Fut>(&self, endpoints: &[String], op: &'static str, write: bool, f: F) -> Result<T, EtcdError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        if endpoints.is_empty() {
             return Err(EtcdError::NoEndpoints);
         }
         let mut errors = Vec::new();
-        for ep in &self.endpoints {
+        for ep in endpoints {
             match self.call(op, ep, self.config.request_timeout, &f).await {
                 Ok(v) => return Ok(v),
                 Err(e) if write && !e.not_applied() => return Err(e),
@@ -275,9 +283,18 @@ impl EtcdAdmin {
         .await
     }
 
-    /// Removes a member. Move leadership away first if it leads.
+    /// Removes a member. Move leadership away first if it leads. The request never goes
+    /// to the member being removed: it would stop while answering, and the answer would
+    /// be an error although the removal was applied.
     pub async fn remove(&self, id: u64) -> Result<Vec<Member>, EtcdError> {
-        self.any("member remove", true, |mut c| async move {
+        let victim: Vec<String> = self
+            .member_list()
+            .await
+            .map(|ms| ms.into_iter().filter(|m| m.id == id).flat_map(|m| m.client_urls).collect())
+            .unwrap_or_default();
+        let others: Vec<String> = self.endpoints.iter().filter(|e| !victim.contains(e)).cloned().collect();
+        let endpoints = if others.is_empty() { &self.endpoints } else { &others };
+        self.any_of(endpoints, "member remove", true, |mut c| async move {
             Ok(c.member_remove(id).await?.members().iter().map(Member::from).collect())
         })
         .await
