@@ -134,6 +134,25 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
+    /// An S3-compatible store at `endpoint` with static keys: path-style addressing,
+    /// region `us-east-1`, 16 MiB parts. Override fields with struct update syntax.
+    pub fn s3_compatible(endpoint: &str, bucket: &str, access_key_id: &str, secret_access_key: &str) -> StoreConfig {
+        StoreConfig {
+            bucket: bucket.to_string(),
+            prefix: None,
+            endpoint: Some(endpoint.to_string()),
+            region: "us-east-1".to_string(),
+            path_style: true,
+            part_size: 16 * 1024 * 1024,
+            copy_limit: MAX_COPY_OBJECT,
+            credentials: Credentials::Static {
+                access_key_id: access_key_id.to_string(),
+                secret_access_key: secret_access_key.to_string(),
+                session_token: None,
+            },
+        }
+    }
+
     pub fn from_target(target: &S3Target, credentials: Credentials) -> StoreConfig {
         StoreConfig {
             bucket: target.bucket.clone(),

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use etcd_pilot::backup_store::{BackupStore, Credentials, StoreConfig, StoreError};
+use etcd_pilot::backup_store::{BackupStore, StoreConfig, StoreError};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
@@ -16,18 +16,9 @@ const BUCKET: &str = "etcd-backups";
 
 fn config(server: &S3Server, access_key: &str, secret: &str) -> StoreConfig {
     StoreConfig {
-        bucket: BUCKET.into(),
         prefix: Some("it".into()),
-        endpoint: Some(server.endpoint.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
         part_size: 8 * MIB,
-        copy_limit: etcd_pilot::backup_store::MAX_COPY_OBJECT,
-        credentials: Credentials::Static {
-            access_key_id: access_key.into(),
-            secret_access_key: secret.into(),
-            session_token: None,
-        },
+        ..StoreConfig::s3_compatible(&server.endpoint, BUCKET, access_key, secret)
     }
 }
 

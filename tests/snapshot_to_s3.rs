@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use etcd_pilot::backup_store::{BackupStore, Credentials, StoreConfig};
+use etcd_pilot::backup_store::{BackupStore, StoreConfig};
 use etcd_pilot::etcd::{AdminConfig, EtcdAdmin};
 use support::etcd::Cluster;
 use support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
@@ -24,18 +24,8 @@ async fn snapshot_to_s3_and_back_into_a_new_etcd() {
     let server = S3Server::start().await;
     server.create_bucket("backups");
     let store = BackupStore::new(StoreConfig {
-        bucket: "backups".into(),
-        prefix: None,
-        endpoint: Some(server.endpoint.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
         part_size: 5 * 1024 * 1024,
-        copy_limit: etcd_pilot::backup_store::MAX_COPY_OBJECT,
-        credentials: Credentials::Static {
-            access_key_id: ACCESS_KEY.into(),
-            secret_access_key: SECRET_KEY.into(),
-            session_token: None,
-        },
+        ..StoreConfig::s3_compatible(&server.endpoint, "backups", ACCESS_KEY, SECRET_KEY)
     })
     .await
     .unwrap();

@@ -214,21 +214,13 @@ async fn a_pod_uploads_to_the_s3_server() {
     assert!(out.contains("uploaded"), "{out}");
 
     // The host sees the object, verified.
-    use etcd_pilot::backup_store::{BackupStore, Credentials, StoreConfig};
-    let store = BackupStore::new(StoreConfig {
-        bucket: S3_BUCKET.into(),
-        prefix: None,
-        endpoint: Some(kit.state.s3_url()),
-        region: "us-east-1".into(),
-        path_style: true,
-        part_size: 5 * 1024 * 1024,
-        copy_limit: etcd_pilot::backup_store::MAX_COPY_OBJECT,
-        credentials: Credentials::Static {
-            access_key_id: etcd_pilot_e2e::layout::S3_ACCESS_KEY.into(),
-            secret_access_key: etcd_pilot_e2e::layout::S3_SECRET_KEY.into(),
-            session_token: None,
-        },
-    })
+    use etcd_pilot::backup_store::{BackupStore, StoreConfig};
+    let store = BackupStore::new(StoreConfig::s3_compatible(
+        &kit.state.s3_url(),
+        S3_BUCKET,
+        etcd_pilot_e2e::layout::S3_ACCESS_KEY,
+        etcd_pilot_e2e::layout::S3_SECRET_KEY,
+    ))
     .await
     .unwrap();
     let listed = store.list("smoke/").await.unwrap();

@@ -26,21 +26,16 @@ async fn run(args: &[String]) -> Result<String, String> {
             Ok(format!("connected to {addr}"))
         }
         ["s3-put", endpoint, bucket, key] => {
-            use etcd_pilot::backup_store::{BackupStore, Credentials, StoreConfig};
+            use etcd_pilot::backup_store::{BackupStore, StoreConfig};
             let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} not set"));
             let store = BackupStore::new(StoreConfig {
-                bucket: bucket.to_string(),
-                prefix: None,
-                endpoint: Some(endpoint.to_string()),
-                region: "us-east-1".into(),
-                path_style: true,
                 part_size: 5 * 1024 * 1024,
-                copy_limit: etcd_pilot::backup_store::MAX_COPY_OBJECT,
-                credentials: Credentials::Static {
-                    access_key_id: env("AWS_ACCESS_KEY_ID")?,
-                    secret_access_key: env("AWS_SECRET_ACCESS_KEY")?,
-                    session_token: None,
-                },
+                ..StoreConfig::s3_compatible(
+                    endpoint,
+                    bucket,
+                    &env("AWS_ACCESS_KEY_ID")?,
+                    &env("AWS_SECRET_ACCESS_KEY")?,
+                )
             })
             .await
             .map_err(|e| e.to_string())?;
