@@ -61,7 +61,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Kube)?;
     check_crds(client.clone()).await?;
     let health = Health::default();
-    // Controllers start here; until they do there is nothing to reconcile with.
+    // No controllers run yet: ready means the CRDs were found.
     health.set_ready(true);
     tracing::info!("CRDs installed; etcd-pilot is ready");
     http_server::serve(config.listen, health, shutdown_signal())
