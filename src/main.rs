@@ -24,6 +24,19 @@ enum Command {
         /// Address of the /healthz, /readyz and /metrics server.
         #[arg(long, default_value = "0.0.0.0:8080", env = "ETCD_PILOT_LISTEN")]
         listen: SocketAddr,
+        /// Repository of etcd images; members run `<repository>:v<version>` unless their
+        /// EtcdCluster names an image.
+        #[arg(long, default_value = "quay.io/coreos/etcd", env = "ETCD_PILOT_ETCD_IMAGE_REPOSITORY")]
+        etcd_image_repository: String,
+        /// Namespace of the leader-election Lease (in-cluster: the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// Name of the leader-election Lease.
+        #[arg(long, default_value = "etcd-pilot-leader", env = "ETCD_PILOT_LEASE_NAME")]
+        lease_name: String,
+        /// This replica's identity in the Lease (in-cluster: the pod name).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
     },
     /// Print every CRD as YAML, or write one file per CRD into a directory.
     Crds {
@@ -62,6 +75,12 @@ fn crds(out_dir: Option<PathBuf>, api_doc: Option<PathBuf>) -> Result<(), Box<dy
     Ok(())
 }
 
+/// Host name and process id: unique enough outside a pod.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -69,7 +88,11 @@ async fn main() -> ExitCode {
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Crds { out_dir, api_doc } => crds(out_dir, api_doc),
-        Command::Run { listen } => manager::run(manager::RunConfig { listen }).await.map_err(Into::into),
+        Command::Run { listen, etcd_image_repository, lease_namespace, lease_name, identity } => {
+            let identity = identity.unwrap_or_else(default_identity);
+            let config = manager::RunConfig { listen, etcd_image_repository, lease_namespace, lease_name, identity };
+            manager::run(config).await.map_err(Into::into)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

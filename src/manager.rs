@@ -1,12 +1,15 @@
 //! `etcd-pilot run`: the controller manager.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
 
 use crate::crdgen;
 use crate::http_server::{self, Health};
+use crate::reconcile::controller::{self, Context, Settings};
 
 /// Why the manager stopped.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,10 @@ pub enum RunError {
         #[source]
         source: kube::Error,
     },
+    #[error("leader election: {0}")]
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
+    #[error("lost the leader-election Lease")]
+    LeaseLost,
     #[error("cannot serve HTTP on {addr}: {source}")]
     Http {
         addr: SocketAddr,
@@ -35,6 +42,14 @@ pub enum RunError {
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub listen: SocketAddr,
+    /// Repository of etcd images (`<repository>:v<version>`).
+    pub etcd_image_repository: String,
+    /// Namespace of the leader-election Lease.
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    pub lease_name: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
 }
 
 /// Checks that every CRD this build serves is installed with the version it uses.
@@ -56,18 +71,92 @@ pub async fn check_crds(client: Client) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Connects, checks the CRDs, serves health and metrics until SIGTERM or Ctrl-C.
+/// Connects, checks the CRDs, serves health and metrics, and runs the controllers while
+/// this replica holds the leader-election Lease, until SIGTERM or Ctrl-C.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Kube)?;
     check_crds(client.clone()).await?;
     let health = Health::default();
-    // No controllers run yet: ready means the CRDs were found.
+    // Ready: the CRDs are there and this replica is either leading or standing by.
     health.set_ready(true);
-    tracing::info!("CRDs installed; etcd-pilot is ready");
-    http_server::serve(config.listen, health, shutdown_signal())
-        .await
-        .map_err(|source| RunError::Http { addr: config.listen, source })
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let mut stop = stop_rx.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            http_server::serve(config.listen, health, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
+    let result = lead_and_reconcile(client, &config, &health).await;
+    let _ = stop_tx.send(true);
+    if let Ok(Err(source)) = server.await {
+        return Err(RunError::Http { addr: config.listen, source });
+    }
+    result
 }
+
+/// Waits for the Lease, runs the controller while holding it. Losing it ends the
+/// process: two replicas must never act on one cluster, and a restart is the surest
+/// way to drop every in-flight step.
+async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health) -> Result<(), RunError> {
+    let lease = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+        .with_namespace(&config.lease_namespace)
+        .with_identity(&config.identity)
+        .with_duration(LEASE_SECONDS)
+        .with_grace(LEASE_GRACE_SECONDS)
+        .build()
+        .await
+        .map_err(RunError::Lease)?;
+    let (mut leading, lease_task) = lease.watch().await;
+    tracing::info!(lease = %config.lease_name, namespace = %config.lease_namespace, identity = %config.identity, "waiting for leadership");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        if *leading.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { return Err(RunError::LeaseLost) },
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+    health.metrics.leader.set(1);
+    tracing::info!(identity = %config.identity, "leading: starting the EtcdCluster controller");
+    let settings = Settings {
+        etcd_image_repository: config.etcd_image_repository.clone(),
+        policy_v1: controller::serves_policy_v1(&client).await,
+    };
+    let ctx = Arc::new(Context::new(client, health.metrics.clone(), settings, Some(config.identity.clone())));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(controller::run(ctx, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    let lost = loop {
+        tokio::select! {
+            changed = leading.changed() => {
+                if changed.is_err() || !*leading.borrow_and_update() { break true }
+            }
+            _ = &mut shutdown => break false,
+        }
+    };
+    health.metrics.leader.set(0);
+    if lost {
+        tracing::error!("lost the leader-election Lease; exiting so that only the new leader acts");
+        return Err(RunError::LeaseLost);
+    }
+    let _ = stop_tx.send(true);
+    let _ = controller.await;
+    // Dropping the receiver makes the lease task release the Lease for a quick handover.
+    drop(leading);
+    let _ = lease_task.await;
+    Ok(())
+}
+
+const LEASE_SECONDS: u64 = 15;
+const LEASE_GRACE_SECONDS: u64 = 5;
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -1,8 +1,10 @@
 //! Prometheus metrics of the operator process, served at `/metrics`.
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -10,11 +12,49 @@ struct BuildLabels {
     version: String,
 }
 
+/// One EtcdCluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub namespace: String,
+    pub cluster: String,
+}
+
+/// One member of one EtcdCluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub member: String,
+}
+
+/// A reconcile error, by the step that failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub step: String,
+}
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
 /// The registry and the metrics in it.
 pub struct Metrics {
     registry: Registry,
     /// 1 once the operator checked its CRDs and started its controllers.
     pub ready: Gauge,
+    /// 1 while this replica holds the leader-election lease.
+    pub leader: Gauge,
+    pub members: Family<ClusterLabels, Gauge>,
+    pub healthy_members: Family<ClusterLabels, Gauge>,
+    pub learners: Family<ClusterLabels, Gauge>,
+    pub leader_changes: Family<ClusterLabels, Counter>,
+    pub quota_bytes: Family<ClusterLabels, Gauge>,
+    pub db_size_bytes: Family<MemberLabels, Gauge>,
+    pub db_size_in_use_bytes: Family<MemberLabels, Gauge>,
+    pub reconcile_duration: Family<ClusterLabels, Histogram, fn() -> Histogram>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -23,9 +63,36 @@ impl Default for Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("build_info", "etcd-pilot build, as a label", build);
-        let ready = Gauge::default();
-        registry.register("ready", "1 when the operator is ready to reconcile", ready.clone());
-        Metrics { registry, ready }
+        let m = Metrics {
+            ready: Gauge::default(),
+            leader: Gauge::default(),
+            members: Family::default(),
+            healthy_members: Family::default(),
+            learners: Family::default(),
+            leader_changes: Family::default(),
+            quota_bytes: Family::default(),
+            db_size_bytes: Family::default(),
+            db_size_in_use_bytes: Family::default(),
+            reconcile_duration: Family::new_with_constructor(reconcile_histogram),
+            reconcile_errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("ready", "1 when the operator is ready to reconcile", m.ready.clone());
+        registry.register("leader", "1 while this replica holds the leader-election lease", m.leader.clone());
+        registry.register("cluster_members", "etcd members (voters and learners)", m.members.clone());
+        registry.register("cluster_healthy_members", "Healthy voting members", m.healthy_members.clone());
+        registry.register("cluster_learners", "Learner members", m.learners.clone());
+        registry.register("cluster_leader_changes", "Leader changes etcd-pilot observed", m.leader_changes.clone());
+        registry.register("cluster_quota_backend_bytes", "Backend quota of each member", m.quota_bytes.clone());
+        registry.register("member_db_size_bytes", "Size of a member's db file", m.db_size_bytes.clone());
+        registry.register(
+            "member_db_size_in_use_bytes",
+            "Bytes in use of a member's db file",
+            m.db_size_in_use_bytes.clone(),
+        );
+        registry.register("reconcile_duration_seconds", "Duration of one reconcile", m.reconcile_duration.clone());
+        registry.register("reconcile_errors", "Failed reconciles, by step", m.reconcile_errors.clone());
+        Metrics { registry, ..m }
     }
 }
 
@@ -36,5 +103,20 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Drops every series of a cluster that is gone.
+    pub fn forget_cluster(&self, namespace: &str, cluster: &str, members: &[String]) {
+        let c = ClusterLabels { namespace: namespace.into(), cluster: cluster.into() };
+        for f in [&self.members, &self.healthy_members, &self.learners, &self.quota_bytes] {
+            f.remove(&c);
+        }
+        self.leader_changes.remove(&c);
+        self.reconcile_duration.remove(&c);
+        for m in members {
+            let l = MemberLabels { namespace: namespace.into(), cluster: cluster.into(), member: m.clone() };
+            self.db_size_bytes.remove(&l);
+            self.db_size_in_use_bytes.remove(&l);
+        }
     }
 }

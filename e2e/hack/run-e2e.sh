@@ -21,3 +21,6 @@ else
   $TESTBED up --operator target/release/etcd-pilot --probe target/release/probe
 fi
 cargo test --locked -p etcd-pilot-e2e --test smoke -- --test-threads=3
+# After the smoke tests, whose own operator install is gone by then: one operator at a
+# time acts on the testbed's clusters.
+cargo test --locked -p etcd-pilot-e2e --test lifecycle -- --test-threads="${E2E_THREADS:-2}" --nocapture

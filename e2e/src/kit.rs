@@ -97,6 +97,32 @@ impl Kit {
     }
 }
 
+impl Kit {
+    /// Runs helm against the testbed; panics with its output when it fails.
+    pub fn helm(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(self.state.tools.join("helm"))
+            .args(args)
+            .env("KUBECONFIG", self.state.kubeconfig())
+            .env("HELM_CACHE_HOME", self.state.dir.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.state.dir.join("helm/config"))
+            .env("HELM_DATA_HOME", self.state.dir.join("helm/data"))
+            .output()
+            .expect("run helm");
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The chart in this tree.
+    pub fn chart() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").join("charts/etcd-pilot")
+    }
+}
+
 /// A pod spec fragment that pins a pod to one node (tolerating control-plane taints).
 pub fn on_node(node: &str) -> Value {
     json!({

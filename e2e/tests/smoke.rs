@@ -232,26 +232,8 @@ async fn a_pod_uploads_to_the_s3_server() {
 #[tokio::test]
 async fn the_chart_lints_strictly_and_installs() {
     let kit = Kit::connect().await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let chart = root.join("charts/etcd-pilot");
-    let helm = kit.state.tools.join("helm");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&helm)
-            .args(args)
-            .env("KUBECONFIG", kit.state.kubeconfig())
-            .env("HELM_CACHE_HOME", kit.state.dir.join("helm/cache"))
-            .env("HELM_CONFIG_HOME", kit.state.dir.join("helm/config"))
-            .env("HELM_DATA_HOME", kit.state.dir.join("helm/data"))
-            .output()
-            .expect("helm");
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let chart = Kit::chart();
+    let run = |args: &[&str]| kit.helm(args);
     run(&["lint", "--strict", chart.to_str().unwrap()]);
     let ns = "etcd-pilot-smoke";
     run(&[

@@ -86,6 +86,8 @@ impl From<&etcd_client::Member> for Member {
 pub struct EndpointStatus {
     pub endpoint: String,
     pub member_id: u64,
+    /// Id of the cluster the member belongs to.
+    pub cluster_id: u64,
     pub version: String,
     /// Size of the db file.
     pub db_size: i64,
@@ -317,6 +319,7 @@ impl EtcdAdmin {
             Ok(EndpointStatus {
                 endpoint: ep,
                 member_id: r.header().map(|h| h.member_id()).unwrap_or_default(),
+                cluster_id: r.header().map(|h| h.cluster_id()).unwrap_or_default(),
                 version: r.version().to_string(),
                 db_size: r.db_size(),
                 db_size_in_use: r.raft_used_db_size(),

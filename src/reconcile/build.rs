@@ -9,11 +9,12 @@ use k8s_openapi::api::core::v1::{
     VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Pod};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::api::cluster::{AntiAffinity, StorageMedium, TlsMode, Topology};
+use crate::api::cluster::{AntiAffinity, RetentionAction, StorageMedium, TlsMode, Topology};
 use crate::api::{EtcdCluster, EtcdClusterSpec};
 
 pub const CLIENT_PORT: i32 = 2379;
@@ -21,6 +22,12 @@ pub const PEER_PORT: i32 = 2380;
 pub const METRICS_PORT: i32 = 2381;
 pub const DATA_DIR: &str = "/var/lib/etcd";
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+/// Annotations of member pods: the etcd version, topology and storage medium they run.
+pub const VERSION_ANNOTATION: &str = "etcdpilot.io/version";
+pub const TOPOLOGY_ANNOTATION: &str = "etcdpilot.io/topology";
+pub const MEDIUM_ANNOTATION: &str = "etcdpilot.io/storage-medium";
+/// Annotation of member PVCs: uid of the EtcdCluster they were made for.
+pub const CLUSTER_UID_ANNOTATION: &str = "etcdpilot.io/cluster-uid";
 
 /// Names and addresses of one cluster's objects and members.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +163,20 @@ fn port(name: &str, port: i32) -> ServicePort {
     }
 }
 
+/// Lets voluntary disruptions (drains, evictions) take at most one member at a time.
+pub fn pod_disruption_budget(ec: &EtcdCluster) -> PodDisruptionBudget {
+    let n = Names::of(ec);
+    PodDisruptionBudget {
+        metadata: meta(ec, &n.cluster, &[]),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector(&n.cluster)), ..LabelSelector::default() }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
 /// The claim of a member's data volume (none for memory-backed members).
 pub fn member_pvc(ec: &EtcdCluster, member: &str) -> Option<PersistentVolumeClaim> {
     if ec.spec.storage.medium == StorageMedium::Memory {
@@ -163,9 +184,12 @@ pub fn member_pvc(ec: &EtcdCluster, member: &str) -> Option<PersistentVolumeClai
     }
     let n = Names::of(ec);
     let mut metadata = meta(ec, &n.pvc(member), &[("etcdpilot.io/member", member)]);
-    // PVCs outlive the cluster unless the user asked otherwise: no owner reference, the
-    // reconciler deletes them per `storage.retention`.
-    metadata.owner_references = None;
+    // Owned (and so collected with the cluster) only when the user asked for that; the
+    // reconciler keeps the reference in line when `storage.retention` changes.
+    metadata.owner_references = pvc_owner_references(ec);
+    // The cluster object it was made for: a later cluster of the same name must never
+    // start a member on an earlier cluster's data.
+    metadata.annotations = Some(BTreeMap::from([(CLUSTER_UID_ANNOTATION.to_string(), ec.uid().unwrap_or_default())]));
     Some(PersistentVolumeClaim {
         metadata,
         spec: Some(PersistentVolumeClaimSpec {
@@ -179,6 +203,11 @@ pub fn member_pvc(ec: &EtcdCluster, member: &str) -> Option<PersistentVolumeClai
         }),
         ..PersistentVolumeClaim::default()
     })
+}
+
+/// The owner references a member PVC should have under `storage.retention.whenDeleted`.
+pub fn pvc_owner_references(ec: &EtcdCluster) -> Option<Vec<OwnerReference>> {
+    (ec.spec.storage.retention.when_deleted == RetentionAction::Delete).then(|| owner(ec).into_iter().collect())
 }
 
 /// How a member starts: as part of a new cluster, or joining an existing one.
@@ -241,7 +270,12 @@ pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str)
     let n = Names::of(ec);
     let s = &ec.spec;
     let mut metadata = meta(ec, member, &[("etcdpilot.io/member", member), ("app.kubernetes.io/component", "member")]);
-    metadata.annotations = Some(BTreeMap::from([("etcdpilot.io/version".to_string(), s.version.clone())]));
+    // What a member was built with, so a later spec can be checked against what runs.
+    metadata.annotations = Some(BTreeMap::from([
+        (VERSION_ANNOTATION.to_string(), s.version.clone()),
+        (TOPOLOGY_ANNOTATION.to_string(), format!("{:?}", s.topology)),
+        (MEDIUM_ANNOTATION.to_string(), format!("{:?}", s.storage.medium)),
+    ]));
 
     let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];
     let mut volumes = vec![Volume {
@@ -252,11 +286,8 @@ pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str)
             .then(|| EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(s.storage.size.clone()) }),
         ..Volume::default()
     }];
-    if n.tls {
-        for (vol, dir, secret) in [
-            ("tls-server", "server", format!("{}-server-tls", n.cluster)),
-            ("tls-peer", "peer", format!("{}-peer-tls", n.cluster)),
-        ] {
+    if let Some(secrets) = super::tls::secret_names(ec) {
+        for (vol, dir, secret) in [("tls-server", "server", secrets.server), ("tls-peer", "peer", secrets.peer)] {
             mounts.push(VolumeMount {
                 name: vol.into(),
                 mount_path: format!("/etc/etcd/tls/{dir}"),
@@ -479,10 +510,17 @@ mod tests {
         let ec = cluster("{version: 3.4.23, storage: {size: 8Gi, storageClassName: fast}}");
         let pvc = member_pvc(&ec, "main-2").unwrap();
         assert_eq!(pvc.metadata.name.as_deref(), Some("data-main-2"));
-        assert!(pvc.metadata.owner_references.is_none(), "claims follow the retention policy, not GC");
+        assert!(pvc.metadata.owner_references.is_none(), "retained by default: not collected with the cluster");
+        let deleting = cluster("{version: 3.4.23, storage: {retention: {whenDeleted: Delete}}}");
+        let owned = member_pvc(&deleting, "main-0").unwrap().metadata.owner_references.unwrap();
+        assert_eq!(owned[0].kind, "EtcdCluster", "whenDeleted: Delete lets GC collect it");
         let spec = pvc.spec.unwrap();
         assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
         assert_eq!(spec.resources.unwrap().requests.unwrap()["storage"].0, "8Gi");
+
+        let pdb = pod_disruption_budget(&ec).spec.unwrap();
+        assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(pdb.selector.unwrap().match_labels.unwrap()["app.kubernetes.io/instance"], "main");
 
         let peers = peer_service(&ec).spec.unwrap();
         assert_eq!(peers.cluster_ip.as_deref(), Some("None"));

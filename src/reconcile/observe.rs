@@ -11,8 +11,10 @@ use super::build::Names;
 use super::plan::{MemberState, Observation, PodState, ordinal_of};
 use crate::etcd::{EndpointStatus, Member};
 
-/// Annotation holding the etcd version a member pod runs.
-pub const VERSION_ANNOTATION: &str = "etcdpilot.io/version";
+pub use super::build::VERSION_ANNOTATION;
+
+/// Annotation of a PVC kept after its member was removed.
+pub const REMOVED_ANNOTATION: &str = "etcdpilot.io/removed-member";
 
 /// What etcd said: the member list and each member's own status (by member id).
 #[derive(Clone, Debug, Default)]
@@ -59,8 +61,18 @@ pub fn observation(
             version: p.annotations().get(VERSION_ANNOTATION).cloned().unwrap_or_default(),
         })
         .collect();
-    let volumes: BTreeSet<String> =
-        pvcs.iter().filter_map(|c| c.name_any().strip_prefix("data-").map(str::to_string)).collect();
+    // A volume kept after its member was removed (retention `Retain`) is no member's:
+    // it only keeps its ordinal from being reused.
+    let retained: BTreeSet<String> = pvcs
+        .iter()
+        .filter(|c| c.annotations().contains_key(REMOVED_ANNOTATION))
+        .filter_map(|c| c.name_any().strip_prefix("data-").map(str::to_string))
+        .collect();
+    let volumes: BTreeSet<String> = pvcs
+        .iter()
+        .filter_map(|c| c.name_any().strip_prefix("data-").map(str::to_string))
+        .filter(|v| !retained.contains(v))
+        .collect();
     let members = etcd.map(|view| {
         view.members
             .iter()
@@ -88,7 +100,7 @@ pub fn observation(
     let highest_ordinal = pods
         .iter()
         .map(|p| p.name.as_str())
-        .chain(volumes.iter().map(String::as_str))
+        .chain(volumes.iter().chain(&retained).map(String::as_str))
         .chain(members.iter().flatten().map(|m| m.name.as_str()))
         .filter_map(ordinal_of)
         .max();
@@ -112,6 +124,7 @@ mod tests {
         EndpointStatus {
             endpoint: String::new(),
             member_id: id,
+            cluster_id: 7,
             version: "3.4.23".into(),
             db_size: 1,
             db_size_in_use: 1,
@@ -193,6 +206,20 @@ mod tests {
         assert_eq!((m[2].name.as_str(), m[2].learner, m[2].healthy), ("main-8", true, true), "named by its peer URL");
         assert_eq!(o.highest_ordinal, Some(8), "ordinals of pods, volumes and members are never reused");
         assert!(o.bootstrapped);
+    }
+
+    #[test]
+    fn a_volume_kept_after_removal_is_no_member_but_keeps_its_ordinal() {
+        let pvcs: Vec<PersistentVolumeClaim> = vec![
+            serde_json::from_value(json!({"metadata": {"name": "data-main-0"}})).unwrap(),
+            serde_json::from_value(
+                json!({"metadata": {"name": "data-main-9", "annotations": {REMOVED_ANNOTATION: "true"}}}),
+            )
+            .unwrap(),
+        ];
+        let o = observation(&names(), &[], &pvcs, None, true, &HashMap::new());
+        assert_eq!(o.volumes, BTreeSet::from(["main-0".into()]));
+        assert_eq!(o.highest_ordinal, Some(9));
     }
 
     #[test]

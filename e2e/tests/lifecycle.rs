@@ -1,0 +1,644 @@
+//! EtcdCluster lifecycle on the testbed, with etcd-pilot installed by `helm install` of
+//! `charts/etcd-pilot` and running in-cluster: create, scale under writes, heal,
+//! operator failover, upgrade under writes, bad input, deletion.
+//!
+//! The test process talks to etcd from the host through the client Service's ClusterIP
+//! (kube-proxy routes it), with the client certificate etcd-pilot issued.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_pilot::api::EtcdCluster;
+use etcd_pilot_e2e::images::ETCD_REPOSITORY;
+use etcd_pilot_e2e::kit::Kit;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret, Service};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const OPERATOR_NS: &str = "etcd-pilot-system";
+const WAIT: Duration = Duration::from_secs(240);
+
+/// Installs the operator once per test process (`helm upgrade --install`, so a testbed
+/// kept between runs gets the chart of this tree).
+fn operator(kit: &Kit) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let chart = Kit::chart();
+        kit.helm(&[
+            "upgrade",
+            "--install",
+            "etcd-pilot",
+            chart.to_str().expect("chart path"),
+            "--namespace",
+            OPERATOR_NS,
+            "--create-namespace",
+            "--set",
+            "image.tag=dev",
+            "--set",
+            &format!("etcdImageRepository={ETCD_REPOSITORY}"),
+            "--wait",
+            "--timeout",
+            "120s",
+        ]);
+    });
+}
+
+async fn setup(prefix: &str) -> (Kit, String) {
+    etcd_pilot::install_crypto_provider();
+    let kit = Kit::connect().await;
+    operator(&kit);
+    let ns = kit.namespace(prefix).await;
+    (kit, ns)
+}
+
+fn cluster_manifest(name: &str, size: i32, version: &str, extra: Value) -> Value {
+    let mut spec = json!({"size": size, "version": version});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster", "metadata": {"name": name}, "spec": spec})
+}
+
+fn clusters(kit: &Kit, ns: &str) -> Api<EtcdCluster> {
+    Api::namespaced(kit.client.clone(), ns)
+}
+
+async fn create_cluster(kit: &Kit, ns: &str, manifest: Value) -> EtcdCluster {
+    let ec: EtcdCluster = serde_json::from_value(manifest).expect("manifest");
+    clusters(kit, ns).create(&PostParams::default(), &ec).await.expect("create EtcdCluster")
+}
+
+async fn patch_spec(kit: &Kit, ns: &str, name: &str, spec: Value) {
+    clusters(kit, ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+        .await
+        .expect("patch spec");
+}
+
+fn condition(ec: &EtcdCluster, type_: &str) -> Option<(String, String, String)> {
+    let c = ec.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn member_pods(kit: &Kit, ns: &str, name: &str) -> Vec<Pod> {
+    let lp =
+        ListParams::default().labels(&format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=member"));
+    Api::<Pod>::namespaced(kit.client.clone(), ns).list(&lp).await.expect("list pods").items
+}
+
+/// Waits until the cluster is Available with exactly `n` healthy voting members, no
+/// learner, one pod per member and nothing else under way.
+async fn wait_ready(kit: &Kit, ns: &str, name: &str, n: usize) -> EtcdCluster {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ec = clusters(kit, ns).get(name).await.expect("get EtcdCluster");
+        let pods = member_pods(kit, ns, name).await;
+        if let Some(s) = &ec.status {
+            let voters = s.members.iter().filter(|m| !m.learner && !m.id.is_empty()).count();
+            let all_healthy = s.members.iter().all(|m| m.healthy && !m.learner && !m.id.is_empty());
+            if condition(&ec, "Available").is_some_and(|c| c.0 == "True")
+                && s.ready_members as usize == n
+                && voters == n
+                && all_healthy
+                && s.members.len() == n
+                && pods.len() == n
+                && pods.iter().all(|p| p.metadata.deletion_timestamp.is_none())
+                && s.observed_generation == ec.metadata.generation
+            {
+                return ec;
+            }
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{ns}/{name} not ready with {n} members after {WAIT:?}\nstatus: {:#?}\npods: {:?}\nevents:\n{}",
+                ec.status,
+                pods.iter()
+                    .map(|p| (p.name_any(), p.status.as_ref().and_then(|s| s.phase.clone())))
+                    .collect::<Vec<_>>(),
+                events(kit, ns, name).await.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `reason: message` of every Event about the cluster, oldest first.
+async fn events(kit: &Kit, ns: &str, name: &str) -> Vec<String> {
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    let mut list =
+        Api::<Event>::namespaced(kit.client.clone(), ns).list(&lp).await.map(|l| l.items).unwrap_or_default();
+    list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    list.iter()
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e.type_.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+                e.message.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// A client of the cluster through its client Service, with the operator-issued
+/// client certificate.
+async fn etcd(kit: &Kit, ns: &str, name: &str) -> Client {
+    let secret = Api::<Secret>::namespaced(kit.client.clone(), ns)
+        .get(&format!("{name}-client-tls"))
+        .await
+        .expect("client Secret");
+    let data = secret.data.expect("secret data");
+    let svc = Api::<Service>::namespaced(kit.client.clone(), ns)
+        .get(&format!("{name}-client"))
+        .await
+        .expect("client Service");
+    let ip = svc.spec.and_then(|s| s.cluster_ip).expect("ClusterIP");
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(&data["ca.crt"].0))
+        .identity(Identity::from_pem(&data["tls.crt"].0, &data["tls.key"].0))
+        .domain_name(format!("{name}-client.{ns}.svc"));
+    let opts = ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Client::connect([format!("https://{ip}:2379")], Some(opts.clone())).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("connect to {ns}/{name}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Writes `w/<n>` keys until stopped, recording every write etcd acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<String>, usize)>,
+}
+
+impl Writer {
+    async fn start(kit: &Kit, ns: &str, name: &str) -> Writer {
+        let mut client = etcd(kit, ns, name).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), 0);
+            let mut i = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let key = format!("w/{i:08}");
+                match client.put(key.clone(), format!("v{i}"), None).await {
+                    Ok(_) => acked.push(key),
+                    Err(_) => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, failed)
+        });
+        Writer { stop, task }
+    }
+
+    /// Stops and checks that every acknowledged write is there.
+    async fn finish(self, kit: &Kit, ns: &str, name: &str) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (acked, failed) = self.task.await.expect("writer");
+        let mut client = etcd(kit, ns, name).await;
+        let got = client
+            .get("w/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
+            .await
+            .expect("read back");
+        let have: BTreeSet<String> =
+            got.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect();
+        let lost: Vec<&String> = acked.iter().filter(|k| !have.contains(*k)).collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged writes lost, e.g. {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(5)]
+        );
+        assert!(acked.len() > 50, "the writer made progress: {} acknowledged, {failed} failed", acked.len());
+        (acked.len(), failed)
+    }
+}
+
+/// What a watcher saw of the membership while a change ran.
+#[derive(Debug, Default)]
+struct Seen {
+    max_learners: usize,
+    /// Members removed while they were the last known leader.
+    removed_leaders: Vec<String>,
+    /// Member pods that began terminating while their member led.
+    restarted_leaders: Vec<String>,
+    /// Member pod names in the order they began terminating.
+    terminated: Vec<String>,
+    removed: Vec<String>,
+}
+
+/// Polls etcd and the member pods every 100 ms until stopped.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    async fn start(kit: &Kit, ns: &str, name: &str) -> Watcher {
+        let mut client = etcd(kit, ns, name).await;
+        let pods_api: Api<Pod> = Api::namespaced(kit.client.clone(), ns);
+        let lp = ListParams::default()
+            .labels(&format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=member"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (flag, out) = (stop.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            let mut members: BTreeMap<u64, String> = BTreeMap::new();
+            let mut leader: Option<u64> = None;
+            let mut terminating: BTreeSet<String> = BTreeSet::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(list) = client.member_list().await {
+                    let now: BTreeMap<u64, String> = list
+                        .members()
+                        .iter()
+                        .map(|m| {
+                            let name = m
+                                .peer_urls()
+                                .first()
+                                .and_then(|u| u.split("//").nth(1))
+                                .and_then(|h| h.split('.').next());
+                            (m.id(), name.unwrap_or_default().to_string())
+                        })
+                        .collect();
+                    let learners = list.members().iter().filter(|m| m.is_learner()).count();
+                    let mut s = out.lock().unwrap();
+                    s.max_learners = s.max_learners.max(learners);
+                    for (id, n) in &members {
+                        if !now.contains_key(id) {
+                            s.removed.push(n.clone());
+                            if leader == Some(*id) {
+                                s.removed_leaders.push(n.clone());
+                            }
+                        }
+                    }
+                    members = now;
+                }
+                if let Ok(st) = client.status().await
+                    && st.leader() != 0
+                {
+                    leader = Some(st.leader());
+                }
+                if let Ok(pods) = pods_api.list(&lp).await {
+                    for p in pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+                        let pn = p.name_any();
+                        if terminating.insert(pn.clone()) {
+                            let mut s = out.lock().unwrap();
+                            s.terminated.push(pn.clone());
+                            if leader.and_then(|l| members.get(&l)) == Some(&pn) {
+                                s.restarted_leaders.push(pn);
+                            }
+                        }
+                    }
+                    let present: BTreeSet<String> = pods
+                        .items
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_some())
+                        .map(|p| p.name_any())
+                        .collect();
+                    terminating.retain(|t| present.contains(t));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Watcher { stop, seen, task }
+    }
+
+    async fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+fn nodes_of(pods: &[Pod]) -> BTreeSet<String> {
+    pods.iter().filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())).collect()
+}
+
+// 1. Create: Available with 3 healthy voters on 3 nodes; TLS client writes and reads
+// through the client Service.
+#[tokio::test]
+async fn a_new_cluster_is_available_and_serves_tls_clients() {
+    let (kit, ns) = setup("lc-create").await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    let ec = wait_ready(&kit, &ns, "main", 3).await;
+    let pods = member_pods(&kit, &ns, "main").await;
+    assert_eq!(nodes_of(&pods).len(), 3, "members spread over 3 nodes: {:?}", nodes_of(&pods));
+    let s = ec.status.as_ref().unwrap();
+    assert!(s.leader.is_some() && s.cluster_id.is_some());
+    assert_eq!(s.version.as_deref(), Some("3.4.23"));
+    assert_eq!(s.client_endpoints[0], format!("https://main-client.{ns}.svc:2379"));
+
+    let mut client = etcd(&kit, &ns, "main").await;
+    client.put("/registry/pods/default/x", "hello", None).await.expect("put");
+    let got = client.get("/registry/pods/default/x", None).await.expect("get");
+    assert_eq!(got.kvs()[0].value(), b"hello");
+
+    // Plain text and a certificate-less TLS client are refused: client-cert auth is on.
+    let svc = Api::<Service>::namespaced(kit.client.clone(), &ns).get("main-client").await.unwrap();
+    let ip = svc.spec.and_then(|s| s.cluster_ip).unwrap();
+    let plain = Client::connect(
+        [format!("http://{ip}:2379")],
+        Some(ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(3))),
+    )
+    .await;
+    if let Ok(mut c) = plain {
+        assert!(c.get("x", None).await.is_err(), "plain text must not be served");
+    }
+
+    // Owned objects and the policy/v1 warning (this Kubernetes is 1.20).
+    for p in &pods {
+        assert_eq!(p.owner_references()[0].kind, "EtcdCluster");
+        assert_eq!(p.labels()["app.kubernetes.io/managed-by"], "etcd-pilot");
+    }
+    let ev = events(&kit, &ns, "main").await;
+    assert!(ev.iter().any(|e| e.starts_with("Warning NoPodDisruptionBudget")), "{ev:#?}");
+    assert!(ev.iter().any(|e| e.contains("Bootstrapping")), "{ev:#?}");
+    kit.delete_namespace(&ns).await;
+}
+
+// 2. Scale 3 -> 5 -> 3 under writes.
+#[tokio::test]
+async fn scaling_up_and_down_under_writes_loses_nothing() {
+    let (kit, ns) = setup("lc-scale").await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let writer = Writer::start(&kit, &ns, "main").await;
+    let watcher = Watcher::start(&kit, &ns, "main").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    patch_spec(&kit, &ns, "main", json!({"size": 5})).await;
+    let ec = wait_ready(&kit, &ns, "main", 5).await;
+    let names: BTreeSet<String> = ec.status.unwrap().members.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(names, ["main-0", "main-1", "main-2", "main-3", "main-4"].map(String::from).into());
+
+    // Make the member to be removed the leader, so the scale-down must move it.
+    let mut client = etcd(&kit, &ns, "main").await;
+    let list = client.member_list().await.unwrap();
+    let victim = list.members().iter().find(|m| m.name() == "main-4").unwrap().id();
+    let status = client.status().await.unwrap();
+    if status.leader() != victim {
+        // Only the leader takes a move request: reconnect through the Service (a random
+        // member each time) until one lands on it.
+        for _ in 0..30 {
+            if client.move_leader(victim).await.is_ok() {
+                break;
+            }
+            client = etcd(&kit, &ns, "main").await;
+        }
+    }
+    patch_spec(&kit, &ns, "main", json!({"size": 3})).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+
+    let seen = watcher.finish().await;
+    let (acked, failed) = writer.finish(&kit, &ns, "main").await;
+    println!("scale 3->5->3: {acked} writes acknowledged, {failed} failed and retried; seen {seen:?}");
+    assert!(seen.max_learners <= 1, "never more than one learner: {seen:?}");
+    assert!(seen.removed_leaders.is_empty(), "a leader was removed without a transfer: {seen:?}");
+    assert_eq!(
+        seen.removed.iter().collect::<BTreeSet<_>>(),
+        ["main-3", "main-4"].iter().map(|s| s.to_string()).collect::<Vec<_>>().iter().collect()
+    );
+    // Scaled-away members' PVCs go by default (whenScaled: Delete).
+    let pvcs =
+        Api::<PersistentVolumeClaim>::namespaced(kit.client.clone(), &ns).list(&ListParams::default()).await.unwrap();
+    let mut pvc_names: Vec<String> = pvcs.items.iter().map(|p| p.name_any()).collect();
+    pvc_names.sort();
+    assert_eq!(pvc_names, ["data-main-0", "data-main-1", "data-main-2"]);
+    let ev = events(&kit, &ns, "main").await;
+    for reason in ["AddingLearner", "PromotingLearner", "RemovingMember"] {
+        assert!(ev.iter().any(|e| e.contains(reason)), "no {reason} Event: {ev:#?}");
+    }
+    kit.delete_namespace(&ns).await;
+}
+
+// 3. A deleted pod comes back with its data; a deleted pod + PVC is replaced.
+#[tokio::test]
+async fn lost_pods_return_with_data_and_lost_volumes_are_replaced() {
+    let (kit, ns) = setup("lc-heal").await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let mut client = etcd(&kit, &ns, "main").await;
+    client.put("keep", "me", None).await.unwrap();
+    let before = client.member_list().await.unwrap();
+    let id1 = before.members().iter().find(|m| m.name() == "main-1").unwrap().id();
+
+    let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
+    let old_uid = pods.get("main-1").await.unwrap().uid();
+    pods.delete("main-1", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while pods.get_opt("main-1").await.unwrap().is_none_or(|p| p.uid() == old_uid) {
+        assert!(Instant::now() < deadline, "pod main-1 not recreated");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_ready(&kit, &ns, "main", 3).await;
+    let mut client = etcd(&kit, &ns, "main").await;
+    let after = client.member_list().await.unwrap();
+    assert!(after.members().iter().any(|m| m.id() == id1), "the same member came back, with its data");
+
+    // Pod and PVC gone: main-2 is removed and a fresh member (main-3) replaces it.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kit.client.clone(), &ns);
+    pvcs.delete("data-main-2", &DeleteParams::default()).await.unwrap();
+    pods.delete("main-2", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ec = wait_ready(&kit, &ns, "main", 3).await;
+        let names: BTreeSet<String> = ec.status.unwrap().members.iter().map(|m| m.name.clone()).collect();
+        if names.contains("main-3") && !names.contains("main-2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "main-2 not replaced: {names:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut client = etcd(&kit, &ns, "main").await;
+    assert_eq!(client.get("keep", None).await.unwrap().kvs()[0].value(), b"me");
+    kit.delete_namespace(&ns).await;
+}
+
+// 4. The operator dies in the middle of a scale-up; the next one finishes it.
+#[tokio::test]
+async fn a_new_operator_finishes_a_scale_up_the_old_one_started() {
+    let (kit, ns) = setup("lc-failover").await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let mut client = etcd(&kit, &ns, "main").await;
+    patch_spec(&kit, &ns, "main", json!({"size": 5})).await;
+    // Wait for the first learner, then kill the operator without a grace period.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(l) = client.member_list().await
+            && l.members().iter().any(|m| m.is_learner())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no learner appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ops: Api<Pod> = Api::namespaced(kit.client.clone(), OPERATOR_NS);
+    let lp = ListParams::default().labels("app.kubernetes.io/name=etcd-pilot");
+    for p in ops.list(&lp).await.unwrap().items {
+        ops.delete(&p.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() })
+            .await
+            .unwrap();
+    }
+    let ec = wait_ready(&kit, &ns, "main", 5).await;
+    let members: BTreeSet<String> = ec.status.unwrap().members.iter().map(|m| m.name.clone()).collect();
+    let pods: BTreeSet<String> = member_pods(&kit, &ns, "main").await.iter().map(|p| p.name_any()).collect();
+    assert_eq!(members, pods, "one pod per member: no orphan member, no extra pod");
+    assert_eq!(members.len(), 5);
+    let list = client.member_list().await.unwrap();
+    assert_eq!(list.members().len(), 5, "etcd has exactly the 5 members");
+    kit.delete_namespace(&ns).await;
+}
+
+// 5. Upgrade 3.4.23 -> 3.5.1 under writes, leader last.
+#[tokio::test]
+async fn upgrading_a_minor_version_under_writes_loses_nothing_and_restarts_the_leader_last() {
+    let (kit, ns) = setup("lc-upgrade").await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let writer = Writer::start(&kit, &ns, "main").await;
+    let watcher = Watcher::start(&kit, &ns, "main").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    patch_spec(&kit, &ns, "main", json!({"version": "3.5.1"})).await;
+    let deadline = Instant::now() + WAIT;
+    let ec = loop {
+        let ec = wait_ready(&kit, &ns, "main", 3).await;
+        let s = ec.status.as_ref().unwrap();
+        if s.members.iter().all(|m| m.version.as_deref() == Some("3.5.1")) {
+            break ec;
+        }
+        assert!(Instant::now() < deadline, "not upgraded: {:?}", s.members);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let seen = watcher.finish().await;
+    let (acked, failed) = writer.finish(&kit, &ns, "main").await;
+    println!("upgrade: {acked} writes acknowledged, {failed} failed and retried; seen {seen:?}");
+    assert_eq!(ec.status.unwrap().version.as_deref(), Some("3.5.1"));
+    assert_eq!(seen.terminated.len(), 3, "each member restarted once: {seen:?}");
+    assert!(seen.restarted_leaders.is_empty(), "a member was restarted while leading: {seen:?}");
+    for p in member_pods(&kit, &ns, "main").await {
+        let image = p.spec.unwrap().containers[0].image.clone().unwrap();
+        assert_eq!(image, format!("{ETCD_REPOSITORY}:v3.5.1"));
+    }
+    kit.delete_namespace(&ns).await;
+}
+
+// 6. Bad input: refused by the API server, or reported and left alone.
+#[tokio::test]
+async fn bad_input_is_refused_or_reported_and_changes_nothing() {
+    let (kit, ns) = setup("lc-bad").await;
+    for size in [2, 4, 0, 9] {
+        let ec: EtcdCluster =
+            serde_json::from_value(cluster_manifest(&format!("bad-{size}"), size, "3.4.23", json!({}))).unwrap();
+        let err = clusters(&kit, &ns).create(&PostParams::default(), &ec).await.expect_err("size must be refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("spec.size") && msg.contains("supported values: \"1\", \"3\", \"5\", \"7\""),
+            "size {size}: {msg}"
+        );
+    }
+
+    create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.4.23", json!({}))).await;
+    let ready = wait_ready(&kit, &ns, "main", 1).await;
+    let pod_uid = member_pods(&kit, &ns, "main").await[0].uid();
+    for (spec, field, reason_text) in [
+        (json!({"version": "3.6.0"}), "spec.version", "minor"),
+        (json!({"topology": "Stacked"}), "spec.topology", "live cluster"),
+    ] {
+        patch_spec(&kit, &ns, "main", spec).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ec = loop {
+            let ec = clusters(&kit, &ns).get("main").await.unwrap();
+            if condition(&ec, "SpecValid").is_some_and(|c| c.0 == "False" && c.2.contains(field)) {
+                break ec;
+            }
+            assert!(Instant::now() < deadline, "no SpecValid=False for {field}: {:?}", ec.status);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let (_, _, message) = condition(&ec, "SpecValid").unwrap();
+        assert!(message.contains(reason_text), "{message}");
+        let ev = events(&kit, &ns, "main").await;
+        assert!(ev.iter().any(|e| e.starts_with("Warning InvalidSpec") && e.contains(field)), "{ev:#?}");
+        // Nothing changed: the same pod, the same version, still available.
+        let pods = member_pods(&kit, &ns, "main").await;
+        assert_eq!(pods.len(), 1);
+        assert_eq!(pods[0].uid(), pod_uid);
+        assert_eq!(ec.status.as_ref().unwrap().version, ready.status.as_ref().unwrap().version);
+        assert_eq!(condition(&ec, "Available").unwrap().0, "True");
+        // Put it back.
+        patch_spec(&kit, &ns, "main", json!({"version": "3.4.23", "topology": "External"})).await;
+    }
+    wait_ready(&kit, &ns, "main", 1).await;
+    kit.delete_namespace(&ns).await;
+}
+
+// 7. Deleting the cluster deletes what it owns; PVCs per retention.
+#[tokio::test]
+async fn deleting_a_cluster_removes_what_it_owns_and_pvcs_per_policy() {
+    let (kit, ns) = setup("lc-delete").await;
+    create_cluster(
+        &kit,
+        &ns,
+        cluster_manifest("gone", 1, "3.4.23", json!({"storage": {"retention": {"whenDeleted": "Delete"}}})),
+    )
+    .await;
+    create_cluster(&kit, &ns, cluster_manifest("kept", 1, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "gone", 1).await;
+    wait_ready(&kit, &ns, "kept", 1).await;
+    for name in ["gone", "kept"] {
+        clusters(&kit, &ns).delete(name, &DeleteParams::foreground()).await.unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(kit.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(kit.client.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kit.client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left_pods = pods.list(&ListParams::default()).await.unwrap().items.len();
+        let left_svcs = svcs.list(&ListParams::default()).await.unwrap().items.len();
+        let left_secrets: Vec<String> = secrets
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=etcd-pilot"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|s| s.name_any())
+            .collect();
+        let left_pvcs: Vec<String> =
+            pvcs.list(&ListParams::default()).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+        let clusters_left = clusters(&kit, &ns).list(&ListParams::default()).await.unwrap().items.len();
+        if left_pods == 0
+            && left_svcs == 0
+            && left_secrets.is_empty()
+            && left_pvcs == ["data-kept-0"]
+            && clusters_left == 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left: {left_pods} pods, {left_svcs} services, secrets {left_secrets:?}, PVCs {left_pvcs:?}, {clusters_left} clusters"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    kit.delete_namespace(&ns).await;
+}

@@ -1,0 +1,349 @@
+//! The status of an EtcdCluster, built from what was observed and the step planned:
+//! pure, so every condition is unit-tested.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+
+use super::build::Names;
+use super::observe::EtcdView;
+use super::plan::{Step, quorum};
+use crate::api::cluster::{EtcdClusterStatus, MemberStatus};
+
+pub const AVAILABLE: &str = "Available";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const SPEC_VALID: &str = "SpecValid";
+
+/// A short CamelCase reason and a sentence for a step.
+pub fn describe(step: &Step) -> (&'static str, String) {
+    match step {
+        Step::Idle => ("Idle", "nothing to do".into()),
+        Step::Wait(why) => ("Waiting", why.clone()),
+        Step::Bootstrap { members, create } => {
+            ("Bootstrapping", format!("starting {} as the initial cluster {}", create.join(", "), members.join(",")))
+        }
+        Step::RecreatePod { name } => ("RecreatingPod", format!("recreating the pod of {name} on its volume")),
+        Step::AddLearner { name } => ("AddingLearner", format!("adding {name} as a learner")),
+        Step::CreateLearnerPod { name } => ("StartingLearner", format!("starting learner {name}")),
+        Step::Promote { name, .. } => ("PromotingLearner", format!("promoting learner {name} to a voting member")),
+        Step::MoveLeader { to_name, reason, .. } => {
+            ("MovingLeader", format!("moving leadership to {to_name}: {reason}"))
+        }
+        Step::RemoveMember { name, reason, .. } => ("RemovingMember", format!("removing {name}: {reason}")),
+        Step::DeletePod { name, .. } => ("DeletingPod", format!("deleting the pod of removed member {name}")),
+        Step::Upgrade { name, version } => ("UpgradingMember", format!("restarting {name} on etcd {version}")),
+        Step::Blocked(why) => ("Blocked", why.clone()),
+    }
+}
+
+/// Everything the status is built from.
+pub struct Input<'a> {
+    pub names: &'a Names,
+    pub size: usize,
+    pub generation: Option<i64>,
+    pub pods: &'a [Pod],
+    pub etcd: Option<&'a EtcdView>,
+    pub step: &'a Step,
+    pub paused: bool,
+    /// Problems of the spec; non-empty means nothing was done.
+    pub problems: &'a [String],
+    pub previous: Option<&'a EtcdClusterStatus>,
+    pub now: Time,
+}
+
+/// The members as etcd and Kubernetes show them.
+pub fn members(names: &Names, pods: &[Pod], etcd: Option<&EtcdView>) -> Vec<MemberStatus> {
+    let mut out: Vec<MemberStatus> = Vec::new();
+    if let Some(view) = etcd {
+        for m in &view.members {
+            let name = m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u)).unwrap_or_else(|| m.name.clone());
+            let s = view.statuses.get(&m.id);
+            let mut errors: Vec<String> = s.map(|s| s.errors.clone()).unwrap_or_default();
+            if s.is_none() {
+                errors.push("does not answer".into());
+            }
+            out.push(MemberStatus {
+                name,
+                id: format!("{:x}", m.id),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: m.client_urls.clone(),
+                learner: m.is_learner,
+                leader: s.is_some_and(|s| s.is_leader()),
+                healthy: s.is_some_and(|s| if m.is_learner { s.errors.is_empty() } else { s.is_healthy() }),
+                db_size: s.map(|s| s.db_size),
+                db_size_in_use: s.map(|s| s.db_size_in_use),
+                version: s.map(|s| s.version.clone()),
+                errors,
+            });
+        }
+    }
+    for p in pods {
+        let name = p.name_any();
+        if !out.iter().any(|m| m.name == name) {
+            let why = if etcd.is_some() { "not a member of etcd" } else { "no etcd member answers" };
+            out.push(MemberStatus { name, errors: vec![why.into()], ..MemberStatus::default() });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn condition(
+    previous: Option<&EtcdClusterStatus>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_string();
+    // The transition time moves only when the status does.
+    let last_transition_time = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The whole status.
+pub fn build(i: &Input) -> EtcdClusterStatus {
+    let members = members(i.names, i.pods, i.etcd);
+    let voters: Vec<&MemberStatus> = members.iter().filter(|m| !m.learner && !m.id.is_empty()).collect();
+    let healthy = voters.iter().filter(|m| m.healthy).count();
+    let leader = members.iter().find(|m| m.leader).map(|m| m.name.clone());
+    let version = i
+        .etcd
+        .into_iter()
+        .flat_map(|v| v.statuses.values())
+        .filter_map(|s| semver::Version::parse(&s.version).ok())
+        .min()
+        .map(|v| v.to_string())
+        .or_else(|| i.previous.and_then(|p| p.version.clone()));
+    let cluster_id = i
+        .etcd
+        .into_iter()
+        .flat_map(|v| v.statuses.values())
+        .map(|s| s.cluster_id)
+        .find(|id| *id != 0)
+        .map(|id| format!("{id:x}"))
+        .or_else(|| i.previous.and_then(|p| p.cluster_id.clone()));
+    let mut client_endpoints = vec![i.names.client_service_url()];
+    client_endpoints.extend(voters.iter().map(|m| i.names.client_url(&m.name)));
+
+    let available = i.etcd.is_some() && leader.is_some() && !voters.is_empty() && healthy >= quorum(voters.len());
+    let (avail_reason, avail_msg) = if available {
+        (
+            "Quorum",
+            format!(
+                "{healthy} of {} voting members healthy, {} leads",
+                voters.len(),
+                leader.clone().unwrap_or_default()
+            ),
+        )
+    } else if i.etcd.is_none() {
+        ("NoAnswer", "no etcd member answers".to_string())
+    } else {
+        ("NoQuorum", format!("{healthy} of {} voting members healthy", voters.len()))
+    };
+    let (step_reason, step_msg) = describe(i.step);
+    let (prog_ok, prog_reason, prog_msg) = if !i.problems.is_empty() {
+        (false, "SpecInvalid", "the spec is invalid; nothing changes until it is fixed".to_string())
+    } else if i.paused {
+        (false, "Paused", "spec.paused is set: no action is taken".to_string())
+    } else {
+        match i.step {
+            Step::Idle => (false, "Idle", "the cluster matches its spec".to_string()),
+            Step::Blocked(_) => (false, step_reason, step_msg.clone()),
+            _ => (true, step_reason, step_msg.clone()),
+        }
+    };
+    let (deg, deg_reason, deg_msg) = if let Step::Blocked(why) = i.step {
+        (true, "Blocked", why.clone())
+    } else if healthy < i.size {
+        (true, "MembersUnhealthy", format!("{healthy} of {} desired voting members healthy", i.size))
+    } else {
+        (false, "AllHealthy", format!("{healthy} healthy voting members"))
+    };
+    let (valid, valid_reason, valid_msg) = if i.problems.is_empty() {
+        (true, "Valid", "the spec is valid".to_string())
+    } else {
+        (false, "Invalid", i.problems.join("; "))
+    };
+    let c = |t, ok, r, m| condition(i.previous, t, ok, r, m, i.generation, &i.now);
+    EtcdClusterStatus {
+        conditions: vec![
+            c(AVAILABLE, available, avail_reason, avail_msg),
+            c(PROGRESSING, prog_ok, prog_reason, prog_msg),
+            c(DEGRADED, deg, deg_reason, deg_msg),
+            c(SPEC_VALID, valid, valid_reason, valid_msg),
+        ],
+        observed_generation: i.generation,
+        ready_members: healthy as i32,
+        leader,
+        version,
+        cluster_id,
+        client_endpoints,
+        last_backup: i.previous.and_then(|p| p.last_backup.clone()),
+        members,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::etcd::{EndpointStatus, Member};
+
+    fn names() -> Names {
+        Names { cluster: "main".into(), namespace: "prod".into(), tls: true }
+    }
+
+    fn member(n: &Names, id: u64, name: &str, learner: bool) -> Member {
+        Member {
+            id,
+            name: name.into(),
+            peer_urls: vec![n.peer_url(name)],
+            client_urls: vec![n.client_url(name)],
+            is_learner: learner,
+        }
+    }
+
+    fn status(id: u64, leader: u64, version: &str) -> EndpointStatus {
+        EndpointStatus {
+            endpoint: String::new(),
+            member_id: id,
+            cluster_id: 0xabc,
+            version: version.into(),
+            db_size: 100,
+            db_size_in_use: 60,
+            leader,
+            raft_index: 1,
+            raft_term: 1,
+            raft_applied_index: 1,
+            is_learner: false,
+            errors: Vec::new(),
+        }
+    }
+
+    fn view3() -> EtcdView {
+        let n = names();
+        EtcdView {
+            members: vec![
+                member(&n, 1, "main-0", false),
+                member(&n, 2, "main-1", false),
+                member(&n, 3, "main-2", false),
+            ],
+            statuses: HashMap::from([
+                (1, status(1, 1, "3.5.1")),
+                (2, status(2, 1, "3.4.23")),
+                (3, status(3, 1, "3.5.1")),
+            ]),
+        }
+    }
+
+    fn input<'a>(
+        view: Option<&'a EtcdView>,
+        step: &'a Step,
+        problems: &'a [String],
+        prev: Option<&'a EtcdClusterStatus>,
+    ) -> Input<'a> {
+        static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+        Input {
+            names: NAMES.get_or_init(names),
+            size: 3,
+            generation: Some(4),
+            pods: &[],
+            etcd: view,
+            step,
+            paused: false,
+            problems,
+            previous: prev,
+            now: Time(jiff::Timestamp::from_second(1_000).unwrap()),
+        }
+    }
+
+    fn cond<'a>(s: &'a EtcdClusterStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn healthy_cluster() {
+        let v = view3();
+        let s = build(&input(Some(&v), &Step::Idle, &[], None));
+        assert_eq!(s.ready_members, 3);
+        assert_eq!(s.leader.as_deref(), Some("main-0"));
+        assert_eq!(s.version.as_deref(), Some("3.4.23"), "the lowest version running");
+        assert_eq!(s.cluster_id.as_deref(), Some("abc"));
+        assert_eq!(s.client_endpoints[0], "https://main-client.prod.svc:2379");
+        assert_eq!(s.client_endpoints.len(), 4);
+        assert_eq!(s.members[1].id, "2");
+        assert_eq!(s.members[1].db_size_in_use, Some(60));
+        assert_eq!(cond(&s, AVAILABLE).status, "True");
+        assert_eq!(cond(&s, PROGRESSING).status, "False");
+        assert_eq!(cond(&s, DEGRADED).status, "False");
+        assert_eq!(cond(&s, SPEC_VALID).status, "True");
+        assert_eq!(cond(&s, AVAILABLE).observed_generation, Some(4));
+    }
+
+    #[test]
+    fn a_dead_member_degrades_without_losing_availability() {
+        let mut v = view3();
+        v.statuses.remove(&3);
+        let s = build(&input(Some(&v), &Step::Wait("x".into()), &[], None));
+        assert_eq!(s.ready_members, 2);
+        assert_eq!(cond(&s, AVAILABLE).status, "True");
+        assert_eq!(cond(&s, DEGRADED).reason, "MembersUnhealthy");
+        assert_eq!(cond(&s, PROGRESSING).status, "True");
+        assert_eq!(s.members[2].errors, ["does not answer"]);
+        v.statuses.remove(&2);
+        let s = build(&input(Some(&v), &Step::Idle, &[], None));
+        assert_eq!(cond(&s, AVAILABLE).reason, "NoQuorum");
+    }
+
+    #[test]
+    fn no_answer_keeps_what_was_known() {
+        let prev = build(&input(Some(&view3()), &Step::Idle, &[], None));
+        let s = build(&input(None, &Step::Wait("w".into()), &[], Some(&prev)));
+        assert_eq!(cond(&s, AVAILABLE).reason, "NoAnswer");
+        assert_eq!(s.cluster_id.as_deref(), Some("abc"), "the cluster id says it was bootstrapped");
+        assert_eq!(s.version.as_deref(), Some("3.4.23"));
+    }
+
+    #[test]
+    fn invalid_spec_and_blocked_steps_say_why() {
+        let v = view3();
+        let problems = vec!["spec.version: cannot jump".to_string()];
+        let s = build(&input(Some(&v), &Step::Idle, &problems, None));
+        assert_eq!(cond(&s, SPEC_VALID).status, "False");
+        assert_eq!(cond(&s, SPEC_VALID).message, "spec.version: cannot jump");
+        assert_eq!(cond(&s, PROGRESSING).reason, "SpecInvalid");
+        let s = build(&input(Some(&v), &Step::Blocked("short of quorum".into()), &[], None));
+        assert_eq!(cond(&s, DEGRADED).reason, "Blocked");
+        assert_eq!(cond(&s, DEGRADED).message, "short of quorum");
+    }
+
+    #[test]
+    fn transition_time_moves_only_with_the_status() {
+        let v = view3();
+        let first = build(&input(Some(&v), &Step::Idle, &[], None));
+        let mut later = input(Some(&v), &Step::Idle, &[], Some(&first));
+        later.now = Time(jiff::Timestamp::from_second(2_000).unwrap());
+        let second = build(&later);
+        assert_eq!(cond(&second, AVAILABLE).last_transition_time, cond(&first, AVAILABLE).last_transition_time);
+        let step = Step::AddLearner { name: "main-3".into() };
+        later.step = &step;
+        let third = build(&later);
+        assert_eq!(cond(&third, PROGRESSING).last_transition_time.0.as_second(), 2_000);
+        assert_eq!(cond(&third, PROGRESSING).message, "adding main-3 as a learner");
+    }
+}

@@ -1,0 +1,297 @@
+//! Certificates of a cluster: which Secrets hold them, and, in mode `Operator`, what to
+//! write into them. Pure: the reconciler reads the Secrets, this decides, it applies.
+//!
+//! One CA per cluster (ten years) signs three leaf certificates shared by all members:
+//! peer (server + client auth, `*.<cluster>-peers.<ns>.svc`), server (the member names
+//! and the client Service) and client (what etcd-pilot and users present). etcd reads
+//! its certificate files on every TLS handshake, so a renewed leaf takes effect without
+//! restarting a member: rotation never costs quorum.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use time::OffsetDateTime;
+
+use super::build::{Names, labels};
+use crate::api::EtcdCluster;
+use crate::api::cluster::TlsMode;
+use crate::etcd::TlsMaterial;
+use crate::pki::{self, CertPair, PkiError, Usage};
+
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The Secrets (type `kubernetes.io/tls`: `tls.crt`, `tls.key`, `ca.crt`) members mount
+/// and etcd-pilot reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretNames {
+    pub peer: String,
+    pub server: String,
+    pub client: String,
+}
+
+/// `None` when TLS is disabled.
+pub fn secret_names(ec: &EtcdCluster) -> Option<SecretNames> {
+    let c = ec.name_any();
+    let tls = &ec.spec.tls;
+    match tls.mode {
+        TlsMode::Disabled => None,
+        TlsMode::Secrets => tls.secrets.as_ref().map(|s| SecretNames {
+            peer: s.peer.clone(),
+            server: s.server.clone(),
+            client: s.client.clone(),
+        }),
+        TlsMode::Operator | TlsMode::CertManager => Some(SecretNames {
+            peer: format!("{c}-peer-tls"),
+            server: format!("{c}-server-tls"),
+            client: format!("{c}-client-tls"),
+        }),
+    }
+}
+
+/// The Secret holding the operator's CA of a cluster.
+pub fn ca_secret_name(cluster: &str) -> String {
+    format!("{cluster}-ca")
+}
+
+/// Host names the server certificate is valid for.
+pub fn server_sans(n: &Names) -> Vec<String> {
+    let peers = format!("{}.{}.svc", n.peer_service(), n.namespace);
+    let client = n.client_service();
+    vec![
+        format!("*.{peers}"),
+        format!("*.{peers}.cluster.local"),
+        client.clone(),
+        format!("{client}.{}", n.namespace),
+        format!("{client}.{}.svc", n.namespace),
+        format!("{client}.{}.svc.cluster.local", n.namespace),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ]
+}
+
+/// Host names the peer certificate is valid for.
+pub fn peer_sans(n: &Names) -> Vec<String> {
+    let peers = format!("{}.{}.svc", n.peer_service(), n.namespace);
+    vec![format!("*.{peers}"), format!("*.{peers}.cluster.local")]
+}
+
+fn get(secret: &Secret, key: &str) -> Option<String> {
+    let b = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(b.0.clone()).ok()
+}
+
+/// The CA kept in its Secret, if it is whole.
+fn ca_of(secret: Option<&Secret>) -> Option<CertPair> {
+    let s = secret?;
+    Some(CertPair { cert_pem: get(s, "tls.crt")?, key_pem: get(s, "tls.key")? })
+}
+
+/// When a PEM certificate stops being valid.
+pub fn not_after(cert_pem: &str) -> Option<OffsetDateTime> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.to_datetime())
+}
+
+/// Why a leaf certificate must be (re)issued, or `None` when it is good.
+pub fn leaf_needs_issue(
+    secret: Option<&Secret>,
+    ca_cert_pem: &str,
+    now: OffsetDateTime,
+    renew_before: Duration,
+) -> Option<&'static str> {
+    let Some(s) = secret else { return Some("missing") };
+    let (Some(cert), Some(_), Some(ca)) = (get(s, "tls.crt"), get(s, "tls.key"), get(s, "ca.crt")) else {
+        return Some("incomplete");
+    };
+    if ca != ca_cert_pem {
+        return Some("signed by another CA");
+    }
+    match not_after(&cert) {
+        None => Some("unreadable"),
+        Some(end) if end - now < renew_before => Some("expiring"),
+        Some(_) => None,
+    }
+}
+
+fn tls_secret(ec: &EtcdCluster, name: &str, ca_cert_pem: &str, pair: &CertPair) -> Secret {
+    let mut data = BTreeMap::from([
+        ("tls.crt".to_string(), ByteString(pair.cert_pem.clone().into_bytes())),
+        ("tls.key".to_string(), ByteString(pair.key_pem.clone().into_bytes())),
+    ]);
+    data.insert("ca.crt".into(), ByteString(ca_cert_pem.as_bytes().to_vec()));
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: ec.namespace(),
+            labels: Some(labels(&ec.name_any())),
+            owner_references: ec.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// A Secret to write and why.
+#[derive(Clone, Debug)]
+pub struct SecretWrite {
+    pub secret: Secret,
+    pub reason: String,
+}
+
+/// In mode `Operator`: the Secrets to (re)write given the ones that exist, by name. A
+/// missing CA is generated (and then every leaf reissued); a leaf is reissued when it is
+/// missing, incomplete, signed by another CA, or within `renewBeforeDays` of expiry.
+pub fn operator_secrets(
+    ec: &EtcdCluster,
+    existing: &BTreeMap<String, Secret>,
+    now: OffsetDateTime,
+) -> Result<Vec<SecretWrite>, PkiError> {
+    let Some(names) = secret_names(ec) else { return Ok(Vec::new()) };
+    if ec.spec.tls.mode != TlsMode::Operator {
+        return Ok(Vec::new());
+    }
+    let n = Names::of(ec);
+    let ca_name = ca_secret_name(&n.cluster);
+    let mut out = Vec::new();
+    let ca = match ca_of(existing.get(&ca_name)) {
+        Some(ca) => ca,
+        None => {
+            let ca = pki::generate_ca(&format!("etcd-pilot {}/{} CA", n.namespace, n.cluster), CA_VALIDITY)?;
+            let mut secret = tls_secret(ec, &ca_name, &ca.cert_pem, &ca);
+            secret.type_ = Some("Opaque".into());
+            out.push(SecretWrite { secret, reason: "generated the cluster CA".into() });
+            ca
+        }
+    };
+    let validity = DAY * ec.spec.tls.certificate_validity_days.max(1) as u32;
+    let renew_before = DAY * ec.spec.tls.renew_before_days.max(1) as u32;
+    let leaves = [
+        (&names.peer, "etcd-peer", peer_sans(&n), Usage::Peer),
+        (&names.server, "etcd-server", server_sans(&n), Usage::Server),
+        (&names.client, "etcd-pilot", Vec::new(), Usage::Client),
+    ];
+    for (name, cn, sans, usage) in leaves {
+        if let Some(why) = leaf_needs_issue(existing.get(name), &ca.cert_pem, now, renew_before) {
+            let pair = pki::issue(&ca, cn, &sans, usage, validity)?;
+            out.push(SecretWrite {
+                secret: tls_secret(ec, name, &ca.cert_pem, &pair),
+                reason: format!("issued certificate {name} ({why})"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What etcd-pilot presents to etcd, from the client Secret.
+pub fn client_material(secret: &Secret) -> Option<TlsMaterial> {
+    Some(TlsMaterial {
+        ca_pem: get(secret, "ca.crt")?.into_bytes(),
+        cert_pem: get(secret, "tls.crt")?.into_bytes(),
+        key_pem: get(secret, "tls.key")?.into_bytes(),
+        server_name: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(tls: &str) -> EtcdCluster {
+        let mut ec: EtcdCluster = serde_norway::from_str(&format!(
+            "apiVersion: etcdpilot.io/v1alpha1\nkind: EtcdCluster\nmetadata: {{name: main, namespace: prod, uid: u1}}\nspec: {{version: 3.4.23, tls: {tls}}}\n"
+        ))
+        .unwrap();
+        ec.metadata.uid = Some("u1".into());
+        ec
+    }
+
+    fn by_name(writes: Vec<SecretWrite>) -> BTreeMap<String, Secret> {
+        writes.into_iter().map(|w| (w.secret.name_any(), w.secret)).collect()
+    }
+
+    #[test]
+    fn names_per_mode() {
+        assert_eq!(secret_names(&cluster("{mode: Disabled}")), None);
+        let op = secret_names(&cluster("{}")).unwrap();
+        assert_eq!(
+            (op.peer.as_str(), op.server.as_str(), op.client.as_str()),
+            ("main-peer-tls", "main-server-tls", "main-client-tls")
+        );
+        let own = secret_names(&cluster("{mode: Secrets, secrets: {peer: p, server: s, client: c}}")).unwrap();
+        assert_eq!((own.peer.as_str(), own.server.as_str(), own.client.as_str()), ("p", "s", "c"));
+    }
+
+    #[test]
+    fn first_pass_writes_ca_and_three_leaves_then_nothing() {
+        let ec = cluster("{}");
+        let now = OffsetDateTime::now_utc();
+        let first = operator_secrets(&ec, &BTreeMap::new(), now).unwrap();
+        let names: Vec<String> = first.iter().map(|w| w.secret.name_any()).collect();
+        assert_eq!(names, ["main-ca", "main-peer-tls", "main-server-tls", "main-client-tls"]);
+        for w in &first {
+            assert_eq!(w.secret.owner_references().len(), 1, "owned by the cluster");
+        }
+        let existing = by_name(first);
+        assert!(operator_secrets(&ec, &existing, now).unwrap().is_empty());
+        let client = client_material(&existing["main-client-tls"]).unwrap();
+        assert!(String::from_utf8(client.cert_pem).unwrap().contains("BEGIN CERTIFICATE"));
+        // Other modes write nothing.
+        assert!(operator_secrets(&cluster("{mode: Disabled}"), &BTreeMap::new(), now).unwrap().is_empty());
+        assert!(
+            operator_secrets(
+                &cluster("{mode: Secrets, secrets: {peer: p, server: s, client: c}}"),
+                &BTreeMap::new(),
+                now
+            )
+            .unwrap()
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn leaves_are_renewed_before_expiry_with_the_same_ca() {
+        let ec = cluster("{certificateValidityDays: 365, renewBeforeDays: 30}");
+        let now = OffsetDateTime::now_utc();
+        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now).unwrap());
+        // 340 days on: 25 days left, inside the 30-day window.
+        let later = now + time::Duration::days(340);
+        let renewed = operator_secrets(&ec, &existing, later).unwrap();
+        let names: Vec<String> = renewed.iter().map(|w| w.secret.name_any()).collect();
+        assert_eq!(names, ["main-peer-tls", "main-server-tls", "main-client-tls"], "the CA stays");
+        assert!(renewed.iter().all(|w| w.reason.contains("expiring")));
+        // 300 days on: 65 days left, nothing to do.
+        assert!(operator_secrets(&ec, &existing, now + time::Duration::days(300)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_lost_ca_reissues_every_leaf() {
+        let ec = cluster("{}");
+        let now = OffsetDateTime::now_utc();
+        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now).unwrap());
+        existing.remove("main-ca");
+        let writes = operator_secrets(&ec, &existing, now).unwrap();
+        assert_eq!(writes.len(), 4);
+        assert!(
+            writes[1..].iter().all(|w| w.reason.contains("another CA")),
+            "{:?}",
+            writes.iter().map(|w| &w.reason).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn sans_cover_members_and_the_client_service() {
+        let n = Names { cluster: "main".into(), namespace: "prod".into(), tls: true };
+        let s = server_sans(&n);
+        assert!(s.contains(&"*.main-peers.prod.svc".to_string()));
+        assert!(s.contains(&"main-client.prod.svc".to_string()));
+        assert_eq!(peer_sans(&n), ["*.main-peers.prod.svc", "*.main-peers.prod.svc.cluster.local"]);
+    }
+}
