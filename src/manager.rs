@@ -129,7 +129,7 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
         etcd_image_repository: config.etcd_image_repository.clone(),
         policy_v1: controller::serves_policy_v1(&client).await,
     };
-    let ctx = Arc::new(Context::new(client, health.metrics.clone(), settings, Some(config.identity.clone())));
+    let ctx = Arc::new(Context::new(client, health.metrics.clone(), settings, config.identity.clone()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let controller = tokio::spawn(controller::run(ctx, async move {
         let _ = stop_rx.wait_for(|s| *s).await;

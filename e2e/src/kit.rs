@@ -35,7 +35,11 @@ impl Kit {
     }
 
     pub async fn delete_namespace(&self, ns: &str) {
-        let _ = Api::<Namespace>::all(self.client.clone()).delete(ns, &DeleteParams::background()).await;
+        match Api::<Namespace>::all(self.client.clone()).delete(ns, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => panic!("delete namespace {ns}: {e}"),
+        }
     }
 
     pub async fn create<K>(&self, ns: &str, obj: Value) -> K
@@ -111,6 +115,22 @@ impl Kit {
         assert!(
             out.status.success(),
             "helm {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl against the testbed; panics with its output when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(self.state.tools.join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", self.state.kubeconfig())
+            .output()
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret, Serv
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 const OPERATOR_NS: &str = "etcd-pilot-system";
 const WAIT: Duration = Duration::from_secs(240);
@@ -28,6 +29,15 @@ fn operator(kit: &Kit) {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let chart = Kit::chart();
+        // helm installs CRDs only on first install: a testbed kept between runs gets the
+        // CRDs of this tree the way users upgrade them.
+        let crds = chart.join("crds");
+        kit.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().expect("crds path")]);
+        // The operator image is rebuilt from this tree with the same tag: an annotation
+        // with the binary's hash rolls the Deployment when it changed.
+        let binary = chart.join("../../target/release/etcd-pilot");
+        let build = std::fs::read(&binary).map(|b| hex::encode(&Sha256::digest(&b)[..8])).unwrap_or_default();
+        let annotation = format!("podAnnotations.etcdpilot\\.io/build=x{build}");
         kit.helm(&[
             "upgrade",
             "--install",
@@ -40,6 +50,8 @@ fn operator(kit: &Kit) {
             "image.tag=dev",
             "--set",
             &format!("etcdImageRepository={ETCD_REPOSITORY}"),
+            "--set",
+            &annotation,
             "--wait",
             "--timeout",
             "120s",
@@ -167,9 +179,15 @@ async fn etcd(kit: &Kit, ns: &str, name: &str) -> Client {
         .with_tls(tls)
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // The Service answers once kube-proxy has the ready members as endpoints, a moment
+    // after the pods turn ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match Client::connect([format!("https://{ip}:2379")], Some(opts.clone())).await {
+        let answer = match Client::connect([format!("https://{ip}:2379")], Some(opts.clone())).await {
+            Ok(mut c) => c.get("probe", None).await.map(|_| c),
+            Err(e) => Err(e),
+        };
+        match answer {
             Ok(c) => return c,
             Err(e) if Instant::now() > deadline => panic!("connect to {ns}/{name}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,

@@ -567,6 +567,10 @@ pub struct EtcdClusterStatus {
     /// Client URLs: the client Service first, then each voting member.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_endpoints: Vec<String>,
+    /// Highest member ordinal ever used. New members take the next one, so a member
+    /// name (and DNS name) is never given twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highest_ordinal: Option<i64>,
     /// The newest successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupRef>,

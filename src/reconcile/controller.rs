@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::events;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -31,6 +32,8 @@ use crate::pki::PkiError;
 
 /// Field manager of everything this controller applies.
 pub const FIELD_MANAGER: &str = "etcd-pilot";
+/// `reportingController` of its Events.
+const REPORTING_CONTROLLER: &str = "etcdpilot.io/etcd-pilot";
 /// Field manager of the status it applies.
 const STATUS_MANAGER: &str = "etcd-pilot-status";
 
@@ -97,25 +100,26 @@ pub struct Settings {
     pub policy_v1: bool,
 }
 
+/// Normal or Warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
 /// Shared by every pass.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// This replica, as the `reportingInstance` of its Events.
+    pub instance: String,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     memory: Mutex<HashMap<(String, String), Memory>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings, instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: "etcd-pilot".into(), instance };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            metrics,
-            settings,
-            memory: Mutex::new(HashMap::new()),
-        }
+    pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings, instance: String) -> Self {
+        Self { instance, client, metrics, settings, memory: Mutex::new(HashMap::new()) }
     }
 
     fn with_memory<T>(&self, key: &(String, String), f: impl FnOnce(&mut Memory) -> T) -> T {
@@ -171,9 +175,24 @@ pub async fn reconcile(ec: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action
     result
 }
 
+/// Publishes an Event about the cluster. Each is its own object (kube's recorder folds
+/// Events of one reason into a series, which would hide which member a change was about).
 async fn publish(ctx: &Context, ec: &EtcdCluster, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &ec.object_ref(&())).await {
+    let api: Api<events::v1::Event> = Api::namespaced(ctx.client.clone(), &ec.namespace().unwrap_or_default());
+    let event = events::v1::Event {
+        metadata: ObjectMeta { generate_name: Some(format!("{}-", ec.name_any())), ..ObjectMeta::default() },
+        event_time: Some(MicroTime(jiff::Timestamp::now())),
+        reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        reporting_instance: Some(ctx.instance.clone()),
+        action: Some(reason.into()),
+        reason: Some(reason.into()),
+        // The API caps a note at 1 kB.
+        note: Some(note.chars().take(1000).collect()),
+        type_: Some(if type_ == EventType::Warning { "Warning" } else { "Normal" }.into()),
+        regarding: Some(ec.object_ref(&())),
+        ..events::v1::Event::default()
+    };
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
         tracing::warn!(error = %e, reason, "cannot publish an Event");
     }
 }
@@ -379,7 +398,14 @@ where
     }
 }
 
-/// Does the one step. Returns whether it changed anything.
+/// etcd refuses membership changes for a few seconds after a member (re)connects
+/// ("unhealthy cluster"), and promotion of a learner still catching up: both mean "not
+/// yet", not failure.
+fn not_yet(e: &EtcdError) -> bool {
+    e.etcd_message().is_some_and(|m| m.contains("unhealthy cluster") || m.contains("in sync"))
+}
+
+/// Does the one step. Returns whether it was done (false: etcd said not yet).
 async fn act(
     ec: &EtcdCluster,
     ctx: &Context,
@@ -388,13 +414,13 @@ async fn act(
     view: Option<&EtcdView>,
     volumes: &[String],
     admin: &EtcdAdmin,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let ns = names.namespace.as_str();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     let (reason, note) = status::describe(step);
     match step {
-        Step::Idle | Step::Wait(_) | Step::Blocked(_) => return Ok(()),
+        Step::Idle | Step::Wait(_) | Step::Blocked(_) => return Ok(false),
         Step::Bootstrap { members, create } => {
             let join = Join {
                 initial_cluster: members.iter().map(|m| (m.clone(), names.peer_url(m))).collect(),
@@ -407,28 +433,27 @@ async fn act(
         Step::RecreatePod { name } => {
             create_member(ec, ctx, ns, name, &join_existing(names, view, volumes)).await?;
         }
-        Step::AddLearner { name } => {
-            admin.add_learner(vec![names.peer_url(name)]).await.map_err(etcd_err(format!("add learner {name}")))?;
-        }
+        Step::AddLearner { name } => match admin.add_learner(vec![names.peer_url(name)]).await {
+            Ok(_) => {}
+            Err(e) if not_yet(&e) => return Ok(false),
+            Err(e) => return Err(etcd_err(format!("add learner {name}"))(e)),
+        },
         Step::CreateLearnerPod { name } => {
             create_member(ec, ctx, ns, name, &join_existing(names, view, volumes)).await?;
         }
-        Step::Promote { id, name } => {
-            if let Err(e) = admin.promote(*id).await {
-                // etcd refuses while the learner is behind: not an error, look again.
-                if e.etcd_message().is_some_and(|m| m.contains("in sync")) {
-                    tracing::info!(member = %name, "learner not in sync yet");
-                    return Ok(());
-                }
-                return Err(etcd_err(format!("promote {name}"))(e));
-            }
-        }
+        Step::Promote { id, name } => match admin.promote(*id).await {
+            Ok(_) => {}
+            Err(e) if not_yet(&e) => return Ok(false),
+            Err(e) => return Err(etcd_err(format!("promote {name}"))(e)),
+        },
         Step::MoveLeader { to, to_name, .. } => {
             admin.move_leader(*to).await.map_err(etcd_err(format!("move leadership to {to_name}")))?;
         }
-        Step::RemoveMember { id, name, .. } => {
-            admin.remove(*id).await.map_err(etcd_err(format!("remove member {name}")))?;
-        }
+        Step::RemoveMember { id, name, .. } => match admin.remove(*id).await {
+            Ok(_) => {}
+            Err(e) if not_yet(&e) => return Ok(false),
+            Err(e) => return Err(etcd_err(format!("remove member {name}"))(e)),
+        },
         Step::DeletePod { name, delete_volume } => {
             delete_ignoring_absent(&pods, name).await.map_err(kube_err(format!("delete pod {name}")))?;
             let pvc = names.pvc(name);
@@ -451,7 +476,16 @@ async fn act(
     }
     tracing::info!(cluster = %names.cluster, namespace = %ns, reason, "{note}");
     publish(ctx, ec, EventType::Normal, reason, note).await;
-    Ok(())
+    Ok(true)
+}
+
+/// The ordinal a step gives a new member, if it does.
+fn step_ordinal(step: &Step) -> Option<u32> {
+    match step {
+        Step::AddLearner { name } => plan::ordinal_of(name),
+        Step::Bootstrap { members, .. } => members.iter().filter_map(|m| plan::ordinal_of(m)).max(),
+        _ => None,
+    }
 }
 
 fn requeue_after(step: &Step) -> Duration {
@@ -535,7 +569,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     });
 
     let bootstrapped = ec.status.as_ref().is_some_and(|s| s.cluster_id.is_some());
-    let obs = observe::observation(&names, &pods, &pvcs, view.as_ref(), bootstrapped, &unhealthy_for);
+    let mut obs = observe::observation(&names, &pods, &pvcs, view.as_ref(), bootstrapped, &unhealthy_for);
+    // Ordinals of members gone without a trace (pod, volume and membership) live on in
+    // the status: a name is never given twice.
+    let recorded = ec.status.as_ref().and_then(|s| s.highest_ordinal).and_then(|o| u32::try_from(o).ok());
+    obs.highest_ordinal = obs.highest_ordinal.max(recorded);
     let want = Desired {
         size: usize::try_from(ec.spec.size).unwrap_or(0),
         version: ec.spec.version.clone(),
@@ -552,6 +590,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
     let volumes: Vec<String> = obs.volumes.iter().cloned().collect();
     let acted = act(ec, ctx, &names, &step, view.as_ref(), &volumes, &admin).await;
+    let highest_ordinal = obs.highest_ordinal.max(step_ordinal(&step));
 
     // Status, whatever the step did.
     let previous = ec.status.as_ref();
@@ -567,11 +606,15 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         previous,
         now: Time(jiff::Timestamp::now()),
     });
+    let new_status = EtcdClusterStatus { highest_ordinal: highest_ordinal.map(i64::from), ..new_status };
     record_metrics(ctx, ec, &key, &new_status, view.as_ref());
     if previous != Some(&new_status) {
         write_status(ctx, ec, &ns, new_status).await?;
     }
-    acted?;
+    if !acted? && !matches!(step, Step::Idle | Step::Wait(_) | Step::Blocked(_)) {
+        tracing::info!(cluster = %names.cluster, namespace = %ns, ?step, "etcd says not yet; looking again shortly");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     if !problems.is_empty() {
         return Ok(Action::requeue(Duration::from_secs(60)));
     }

@@ -61,11 +61,11 @@ pub fn observation(
             version: p.annotations().get(VERSION_ANNOTATION).cloned().unwrap_or_default(),
         })
         .collect();
-    // A volume kept after its member was removed (retention `Retain`) is no member's:
-    // it only keeps its ordinal from being reused.
+    // A volume kept after its member was removed (retention `Retain`) is no member's,
+    // and one being deleted is gone already: both only keep their ordinals from reuse.
     let retained: BTreeSet<String> = pvcs
         .iter()
-        .filter(|c| c.annotations().contains_key(REMOVED_ANNOTATION))
+        .filter(|c| c.annotations().contains_key(REMOVED_ANNOTATION) || c.metadata.deletion_timestamp.is_some())
         .filter_map(|c| c.name_any().strip_prefix("data-").map(str::to_string))
         .collect();
     let volumes: BTreeSet<String> = pvcs
@@ -209,16 +209,20 @@ mod tests {
     }
 
     #[test]
-    fn a_volume_kept_after_removal_is_no_member_but_keeps_its_ordinal() {
+    fn volumes_kept_after_removal_or_being_deleted_are_no_members_but_keep_their_ordinals() {
         let pvcs: Vec<PersistentVolumeClaim> = vec![
             serde_json::from_value(json!({"metadata": {"name": "data-main-0"}})).unwrap(),
             serde_json::from_value(
                 json!({"metadata": {"name": "data-main-9", "annotations": {REMOVED_ANNOTATION: "true"}}}),
             )
             .unwrap(),
+            serde_json::from_value(
+                json!({"metadata": {"name": "data-main-4", "deletionTimestamp": "2026-11-22T10:00:00Z"}}),
+            )
+            .unwrap(),
         ];
         let o = observation(&names(), &[], &pvcs, None, true, &HashMap::new());
-        assert_eq!(o.volumes, BTreeSet::from(["main-0".into()]));
+        assert_eq!(o.volumes, BTreeSet::from(["main-0".into()]), "retained and terminating volumes are no member's");
         assert_eq!(o.highest_ordinal, Some(9));
     }
 

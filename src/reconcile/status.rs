@@ -193,6 +193,7 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
         cluster_id,
         client_endpoints,
         last_backup: i.previous.and_then(|p| p.last_backup.clone()),
+        highest_ordinal: i.previous.and_then(|p| p.highest_ordinal),
         members,
     }
 }
