@@ -60,6 +60,8 @@ testbed-status: ## What runs on the testbed, and how to use it
 demo: testbed-tools testbed-build ## The main job: testbed (unless KUBECONFIG is set), chart installed, an EtcdCluster applied
 	bash e2e/hack/demo.sh
 
-bench: deps ## Benchmarks with real servers; the table goes into docs/benchmarks.md
+bench: deps testbed-tools testbed-build ## Benchmarks with real servers and the testbed; tables go into docs/benchmarks.md
 	$(CARGO) bench --locked --bench backup > target/bench-backup.md
 	python3 hack/record-bench.py docs/benchmarks.md backup target/bench-backup.md
+	bash e2e/hack/run-e2e.sh bench
+	python3 hack/record-bench.py docs/benchmarks.md lifecycle target/bench-lifecycle.md

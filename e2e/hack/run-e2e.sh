@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Runs the end-to-end tests on the testbed. A healthy running testbed is reused (with
-# the operator image rebuilt from this tree); otherwise one is brought up for the run
-# and taken down afterwards, also when a test fails.
+# Runs the end-to-end tests (or, with `bench`, the lifecycle benchmarks) on the testbed.
+# A healthy running testbed is reused (with the operator image rebuilt from this tree);
+# otherwise one is brought up for the run and taken down afterwards, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+mode=${1:-test}
 TESTBED=target/release/testbed
 started=""
 cleanup() {
   if [ -n "$started" ]; then $TESTBED down || true; fi
 }
 trap cleanup EXIT
-# Refusals first: they need no testbed and never disturb one.
-cargo test --locked -p etcd-pilot-e2e --test refusals
+if [ "$mode" = test ]; then
+  # Refusals first: they need no testbed and never disturb one.
+  cargo test --locked -p etcd-pilot-e2e --test refusals
+fi
 if $TESTBED status --check >/dev/null 2>&1; then
   echo "e2e: reusing the running testbed at $ETCD_PILOT_TESTBED_DIR"
   $TESTBED load-operator target/release/etcd-pilot
@@ -19,6 +22,10 @@ else
   $TESTBED down >/dev/null 2>&1 || true
   started=1
   $TESTBED up --operator target/release/etcd-pilot --probe target/release/probe
+fi
+if [ "$mode" = bench ]; then
+  cargo bench --locked -p etcd-pilot-e2e --bench lifecycle > target/bench-lifecycle.md
+  exit 0
 fi
 cargo test --locked -p etcd-pilot-e2e --test smoke -- --test-threads=3
 # After the smoke tests, whose own operator install is gone by then: one operator at a

@@ -1,13 +1,20 @@
 //! Helpers for end-to-end tests on a running testbed.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::images::ETCD_REPOSITORY;
 use crate::layout::State;
+
+/// Namespace the e2e tests and benchmarks install etcd-pilot into.
+pub const OPERATOR_NS: &str = "etcd-pilot-system";
 
 /// A connection to the running testbed.
 pub struct Kit {
@@ -135,6 +142,43 @@ impl Kit {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Installs etcd-pilot from the chart of this tree, once per process, the way users
+    /// do (`helm upgrade --install`), with the testbed's images.
+    pub fn install_operator(&self) {
+        static DONE: OnceLock<()> = OnceLock::new();
+        DONE.get_or_init(|| {
+            let chart = Kit::chart();
+            // helm installs CRDs only on first install: a testbed kept between runs gets
+            // the CRDs of this tree the way users upgrade them.
+            let crds = chart.join("crds");
+            self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().expect("crds path")]);
+            // The operator image is rebuilt from this tree with the same tag: an
+            // annotation with the binary's hash rolls the Deployment when it changed.
+            let binary = chart.join("../../target/release/etcd-pilot");
+            let build = std::fs::read(&binary).map(|b| hex::encode(&Sha256::digest(&b)[..8])).unwrap_or_default();
+            let annotation = format!("podAnnotations.etcdpilot\\.io/build=x{build}");
+            let repository = format!("etcdImageRepository={ETCD_REPOSITORY}");
+            self.helm(&[
+                "upgrade",
+                "--install",
+                "etcd-pilot",
+                chart.to_str().expect("chart path"),
+                "--namespace",
+                OPERATOR_NS,
+                "--create-namespace",
+                "--set",
+                "image.tag=dev",
+                "--set",
+                &repository,
+                "--set",
+                &annotation,
+                "--wait",
+                "--timeout",
+                "120s",
+            ]);
+        });
     }
 
     /// The chart in this tree.

@@ -7,62 +7,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use etcd_pilot::api::EtcdCluster;
 use etcd_pilot_e2e::images::ETCD_REPOSITORY;
-use etcd_pilot_e2e::kit::Kit;
+use etcd_pilot_e2e::kit::{Kit, OPERATOR_NS};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-const OPERATOR_NS: &str = "etcd-pilot-system";
 const WAIT: Duration = Duration::from_secs(240);
-
-/// Installs the operator once per test process (`helm upgrade --install`, so a testbed
-/// kept between runs gets the chart of this tree).
-fn operator(kit: &Kit) {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let chart = Kit::chart();
-        // helm installs CRDs only on first install: a testbed kept between runs gets the
-        // CRDs of this tree the way users upgrade them.
-        let crds = chart.join("crds");
-        kit.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().expect("crds path")]);
-        // The operator image is rebuilt from this tree with the same tag: an annotation
-        // with the binary's hash rolls the Deployment when it changed.
-        let binary = chart.join("../../target/release/etcd-pilot");
-        let build = std::fs::read(&binary).map(|b| hex::encode(&Sha256::digest(&b)[..8])).unwrap_or_default();
-        let annotation = format!("podAnnotations.etcdpilot\\.io/build=x{build}");
-        kit.helm(&[
-            "upgrade",
-            "--install",
-            "etcd-pilot",
-            chart.to_str().expect("chart path"),
-            "--namespace",
-            OPERATOR_NS,
-            "--create-namespace",
-            "--set",
-            "image.tag=dev",
-            "--set",
-            &format!("etcdImageRepository={ETCD_REPOSITORY}"),
-            "--set",
-            &annotation,
-            "--wait",
-            "--timeout",
-            "120s",
-        ]);
-    });
-}
 
 async fn setup(prefix: &str) -> (Kit, String) {
     etcd_pilot::install_crypto_provider();
     let kit = Kit::connect().await;
-    operator(&kit);
+    kit.install_operator();
     let ns = kit.namespace(prefix).await;
     (kit, ns)
 }

@@ -479,13 +479,15 @@ async fn act(
     Ok(true)
 }
 
-/// The ordinal a step gives a new member, if it does.
-fn step_ordinal(step: &Step) -> Option<u32> {
-    match step {
-        Step::AddLearner { name } => plan::ordinal_of(name),
-        Step::Bootstrap { members, .. } => members.iter().filter_map(|m| plan::ordinal_of(m)).max(),
+/// The highest ordinal to record: the observed one, or the one a step gave a new member
+/// once it was done (an add etcd refused took none).
+fn highest_ordinal(observed: Option<u32>, step: &Step, done: bool) -> Option<u32> {
+    let given = match step {
+        Step::AddLearner { name } if done => plan::ordinal_of(name),
+        Step::Bootstrap { members, .. } if done => members.iter().filter_map(|m| plan::ordinal_of(m)).max(),
         _ => None,
-    }
+    };
+    observed.max(given)
 }
 
 fn requeue_after(step: &Step) -> Duration {
@@ -590,7 +592,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
     let volumes: Vec<String> = obs.volumes.iter().cloned().collect();
     let acted = act(ec, ctx, &names, &step, view.as_ref(), &volumes, &admin).await;
-    let highest_ordinal = obs.highest_ordinal.max(step_ordinal(&step));
+    let highest_ordinal = highest_ordinal(obs.highest_ordinal, &step, matches!(acted, Ok(true)));
 
     // Status, whatever the step did.
     let previous = ec.status.as_ref();
@@ -672,5 +674,33 @@ fn record_metrics(
         let l = MemberLabels { namespace: key.0.clone(), cluster: key.1.clone(), member: g };
         m.db_size_bytes.remove(&l);
         m.db_size_in_use_bytes.remove(&l);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_count_once_given() {
+        let add = Step::AddLearner { name: "main-5".into() };
+        assert_eq!(highest_ordinal(Some(4), &add, true), Some(5));
+        assert_eq!(highest_ordinal(Some(4), &add, false), Some(4), "a refused add takes no ordinal");
+        let boot = Step::Bootstrap { members: vec!["main-0".into(), "main-1".into(), "main-2".into()], create: vec![] };
+        assert_eq!(highest_ordinal(None, &boot, true), Some(2));
+        assert_eq!(highest_ordinal(Some(7), &Step::Idle, true), Some(7));
+        assert_eq!(highest_ordinal(None, &Step::Wait("w".into()), false), None);
+    }
+
+    #[test]
+    fn not_yet_answers_are_waits() {
+        let refusal = |msg: &str| EtcdError::Rpc {
+            op: "member add",
+            endpoint: "e".into(),
+            source: etcd_client::Error::GRpcStatus(tonic::Status::unavailable(msg)),
+        };
+        assert!(not_yet(&refusal("etcdserver: unhealthy cluster")));
+        assert!(not_yet(&refusal("etcdserver: can only promote a learner member which is in sync with leader")));
+        assert!(!not_yet(&refusal("etcdserver: member not found")));
     }
 }

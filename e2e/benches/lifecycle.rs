@@ -1,0 +1,188 @@
+//! Lifecycle benchmarks on the testbed, with etcd-pilot installed from the chart:
+//! apply -> Available for 1, 3 and 5 members; pod + PVC deletion -> 3 healthy members
+//! again; the operator's memory idle and while it manages 3 clusters. Prints a Markdown
+//! table (recorded into docs/benchmarks.md by `make bench`). Figures, not assertions.
+
+use std::time::{Duration, Instant};
+
+use etcd_pilot::api::EtcdCluster;
+use etcd_pilot_e2e::kit::{Kit, OPERATOR_NS};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+const RUNS: usize = 3;
+
+fn manifest(name: &str, size: i32) -> EtcdCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster",
+        "metadata": {"name": name},
+        "spec": {"size": size, "version": "3.4.23", "storage": {"retention": {"whenDeleted": "Delete"}}},
+    }))
+    .expect("manifest")
+}
+
+/// Available, `n` healthy voters, nothing else.
+fn ready(ec: &EtcdCluster, n: usize) -> bool {
+    let Some(s) = &ec.status else { return false };
+    s.conditions.iter().any(|c| c.type_ == "Available" && c.status == "True")
+        && s.ready_members as usize == n
+        && s.members.len() == n
+        && s.members.iter().all(|m| m.healthy && !m.learner && !m.id.is_empty())
+}
+
+async fn wait_ready(api: &Api<EtcdCluster>, name: &str, n: usize, not_before: Option<&str>) -> Duration {
+    let start = Instant::now();
+    loop {
+        if let Ok(ec) = api.get(name).await
+            && ready(&ec, n)
+            && not_before
+                .is_none_or(|gone| ec.status.as_ref().is_some_and(|s| s.members.iter().all(|m| m.name != gone)))
+        {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "{name} not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// RSS and peak RSS (MiB) of the operator process, found in /proc: the testbed's pods are
+/// processes of this machine.
+fn operator_memory() -> Option<(f64, f64)> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() > 1 && args[0].ends_with(b"etcd-pilot") && args[1] == b"run" {
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let kb = |key: &str| -> Option<f64> {
+                let line = status.lines().find(|l| l.starts_with(key))?;
+                line.split_whitespace().nth(1)?.parse::<f64>().ok()
+            };
+            return Some((kb("VmRSS:")? / 1024.0, kb("VmHWM:")? / 1024.0));
+        }
+    }
+    None
+}
+
+async fn fresh_operator(kit: &Kit) {
+    // Restart it, so the idle figure is not what an earlier run left behind.
+    let pods: Api<Pod> = Api::namespaced(kit.client.clone(), OPERATOR_NS);
+    for p in pods.list(&Default::default()).await.expect("operator pods").items {
+        let _ = pods.delete(&p.name_any(), &DeleteParams::default()).await;
+    }
+    let start = Instant::now();
+    loop {
+        let list = pods.list(&Default::default()).await.expect("operator pods").items;
+        let ready = list.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).any(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        });
+        if ready && list.len() == 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "operator not back");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    etcd_pilot::install_crypto_provider();
+    let kit = Kit::connect().await;
+    kit.install_operator();
+    fresh_operator(&kit).await;
+    let mut rows =
+        vec!["| Measure | Min | Median | Max | Runs | Target |".to_string(), "|---|---|---|---|---|---|".to_string()];
+
+    // Idle operator: leading, no cluster, after it settled.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let idle = operator_memory();
+
+    for size in [1, 3, 5] {
+        let mut times = Vec::new();
+        for run in 0..RUNS {
+            let ns = kit.namespace(&format!("bench-create-{size}")).await;
+            let api: Api<EtcdCluster> = Api::namespaced(kit.client.clone(), &ns);
+            let start = Instant::now();
+            api.create(&PostParams::default(), &manifest("main", size)).await.expect("create");
+            wait_ready(&api, "main", size as usize, None).await;
+            times.push(start.elapsed());
+            eprintln!("apply -> Available, {size} members, run {run}: {:?}", start.elapsed());
+            kit.delete_namespace(&ns).await;
+        }
+        let (min, med, max) = median(times);
+        let target = if size == 3 { "< 30 s" } else { "" };
+        rows.push(format!(
+            "| apply -> Available, {size} member(s) | {} | {} | {} | {RUNS} | {target} |",
+            secs(min),
+            secs(med),
+            secs(max)
+        ));
+    }
+
+    // Heal: delete a member's pod and PVC; time until 3 healthy members, the lost one
+    // replaced.
+    let ns = kit.namespace("bench-heal").await;
+    let api: Api<EtcdCluster> = Api::namespaced(kit.client.clone(), &ns);
+    api.create(&PostParams::default(), &manifest("main", 3)).await.expect("create");
+    wait_ready(&api, "main", 3, None).await;
+    let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kit.client.clone(), &ns);
+    let mut times = Vec::new();
+    for run in 0..RUNS {
+        let ec = api.get("main").await.expect("get");
+        let victim = ec.status.and_then(|s| s.members.into_iter().find(|m| !m.leader)).expect("a follower").name;
+        let start = Instant::now();
+        pvcs.delete(&format!("data-{victim}"), &DeleteParams::default()).await.expect("delete PVC");
+        pods.delete(&victim, &DeleteParams::default()).await.expect("delete pod");
+        wait_ready(&api, "main", 3, Some(&victim)).await;
+        times.push(start.elapsed());
+        eprintln!("pod + PVC deleted -> 3 healthy, run {run}: {:?}", start.elapsed());
+    }
+    let (min, med, max) = median(times);
+    rows.push(format!(
+        "| pod + PVC deleted -> 3 healthy members | {} | {} | {} | {RUNS} | < 60 s |",
+        secs(min),
+        secs(med),
+        secs(max)
+    ));
+    kit.delete_namespace(&ns).await;
+
+    // Memory while managing 3 clusters of 3, after they settled.
+    let mut spaces = Vec::new();
+    for i in 0..3 {
+        let ns = kit.namespace(&format!("bench-mem-{i}")).await;
+        let api: Api<EtcdCluster> = Api::namespaced(kit.client.clone(), &ns);
+        api.create(&PostParams::default(), &manifest("main", 3)).await.expect("create");
+        spaces.push((ns, api));
+    }
+    for (_, api) in &spaces {
+        wait_ready(api, "main", 3, None).await;
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let busy = operator_memory();
+    for (ns, _) in &spaces {
+        kit.delete_namespace(ns).await;
+    }
+    let mib = |m: Option<(f64, f64)>| {
+        m.map_or(("?".to_string(), "?".to_string()), |(r, p)| (format!("{r:.1} MiB"), format!("{p:.1} MiB")))
+    };
+    let (idle_rss, _) = mib(idle);
+    let (busy_rss, busy_peak) = mib(busy);
+    rows.push(format!("| operator RSS, idle (leading, no cluster) | | {idle_rss} | | 1 | < 30 MiB |"));
+    rows.push(format!("| operator RSS, managing 3 clusters of 3 (after 60 s) | | {busy_rss} | | 1 | < 30 MiB |"));
+    rows.push(format!("| operator peak RSS since start (whole run) | | {busy_peak} | | 1 | |"));
+    println!("{}", rows.join("\n"));
+}
