@@ -23,8 +23,15 @@ else
 fi
 
 echo "demo: helm install etcd-pilot (charts/etcd-pilot)"
+if [ -n "$on_testbed" ]; then
+  # The testbed's nodes have the etcd images under etcd-pilot.local/etcd.
+  set -- --set etcdImageRepository=etcd-pilot.local/etcd
+else
+  set --
+fi
+kubectl apply --server-side --force-conflicts -f charts/etcd-pilot/crds/ >/dev/null
 helm upgrade --install etcd-pilot charts/etcd-pilot --namespace etcd-pilot --create-namespace \
-  --set image.tag=dev --wait --timeout 180s
+  --set image.tag=dev "$@" --wait --timeout 180s
 kubectl -n etcd-pilot get deploy,pods -o wide
 
 if [ -n "$on_testbed" ]; then
@@ -35,15 +42,30 @@ if [ -n "$on_testbed" ]; then
 fi
 echo "demo: kubectl apply -f examples/etcdcluster.yaml"
 kubectl apply -f examples/etcdcluster.yaml
-kubectl get etcdclusters -A
+echo "demo: waiting for the cluster to be Available with 3 healthy members"
+kubectl -n default wait etcdcluster/main --for=condition=Available --timeout=180s
+for _ in $(seq 1 60); do
+  [ "$(kubectl -n default get etcdcluster main -o jsonpath='{.status.readyMembers}')" = 3 ] && break
+  sleep 2
+done
+kubectl -n default get etcdclusters main
+kubectl -n default get pods,pvc,svc -l app.kubernetes.io/instance=main -o wide
+echo
+echo "demo: the member table:"
+kubectl -n default get etcdcluster main \
+  -o jsonpath='{range .status.members[*]}{.name}{"\t"}{.id}{"\tleader="}{.leader}{"\thealthy="}{.healthy}{"\t"}{.version}{"\n"}{end}'
 echo
 echo "demo: bad input is refused by the API server:"
 sed 's/^  size: 3$/  size: 4/; s/name: main$/name: main-even/' examples/etcdcluster.yaml | kubectl apply -f - 2>&1 | sed 's/^/  /' || true
 echo
+echo "demo: what etcd-pilot did (Events):"
+kubectl -n default get events --field-selector involvedObject.name=main --sort-by=.metadata.creationTimestamp \
+  -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
+echo
 cat <<'MSG'
-demo: NOT DONE YET: etcd-pilot accepts and validates EtcdClusters, but the lifecycle
-reconciler (provision, scale, heal, upgrade) and backups are not implemented yet, so the
-cluster above gets no members and no backup is taken. See the open issues.
+demo: NOT DONE YET: backups. The cluster above runs, scales, heals and upgrades
+(docs/user-guide.md); EtcdBackup / EtcdBackupSchedule / EtcdRestore are validated but not
+reconciled by this version, so no backup is taken. See the open issues.
 MSG
 if [ -n "$on_testbed" ]; then
   echo "The testbed stays up: export KUBECONFIG=$KUBECONFIG; make testbed-down when done."

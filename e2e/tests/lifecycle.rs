@@ -385,6 +385,8 @@ async fn scaling_up_and_down_under_writes_loses_nothing() {
             client = etcd(&kit, &ns, "main").await;
         }
     }
+    let victim_leads = client.status().await.is_ok_and(|s| s.leader() == victim);
+    println!("main-4 leads before the scale-down: {victim_leads}");
     patch_spec(&kit, &ns, "main", json!({"size": 3})).await;
     wait_ready(&kit, &ns, "main", 3).await;
 
@@ -406,6 +408,15 @@ async fn scaling_up_and_down_under_writes_loses_nothing() {
     let ev = events(&kit, &ns, "main").await;
     for reason in ["AddingLearner", "PromotingLearner", "RemovingMember"] {
         assert!(ev.iter().any(|e| e.contains(reason)), "no {reason} Event: {ev:#?}");
+    }
+    // One Event per change: two learners added, two promoted, two members removed.
+    assert_eq!(ev.iter().filter(|e| e.contains("AddingLearner")).count(), 2, "{ev:#?}");
+    assert_eq!(ev.iter().filter(|e| e.contains("RemovingMember")).count(), 2, "{ev:#?}");
+    if victim_leads {
+        assert!(
+            ev.iter().any(|e| e.contains("MovingLeader: moving leadership")),
+            "the leader was moved first: {ev:#?}"
+        );
     }
     kit.delete_namespace(&ns).await;
 }

@@ -262,8 +262,9 @@ pub enum AntiAffinity {
 pub struct TlsSpec {
     /// `Operator` (the default: etcd-pilot generates a CA per cluster and issues and
     /// rotates peer, server and client certificates), `Secrets` (you provide them),
-    /// `CertManager` (cert-manager issues them from `certManager.issuerRef`) or `Disabled`
-    /// (plain text; for tests only).
+    /// `CertManager` (cert-manager issues them from `certManager.issuerRef`; not supported
+    /// by this version yet: refused with a condition) or `Disabled` (plain text; for tests
+    /// only).
     #[serde(default)]
     pub mode: TlsMode,
     /// Your Secrets, for mode `Secrets`.

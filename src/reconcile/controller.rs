@@ -247,6 +247,12 @@ fn problems(ec: &EtcdCluster, pods: &[Pod], pvcs: &[PersistentVolumeClaim]) -> V
         _ => {}
     }
     out.extend(validation::validate_cluster_change(&live, spec).iter().map(ToString::to_string));
+    if spec.tls.mode == crate::api::cluster::TlsMode::CertManager {
+        out.push(
+            "spec.tls.mode: CertManager is not supported by this version of etcd-pilot yet; use Operator (the default) or Secrets"
+                .into(),
+        );
+    }
     let uid = ec.uid().unwrap_or_default();
     for pvc in pvcs {
         if let Some(other) = pvc.annotations().get(build::CLUSTER_UID_ANNOTATION)
