@@ -633,3 +633,45 @@ async fn deleting_a_cluster_removes_what_it_owns_and_pvcs_per_policy() {
     }
     kit.delete_namespace(&ns).await;
 }
+
+// spec.paused: no action, status still updated; unpaused, the change goes through.
+#[tokio::test]
+async fn a_paused_cluster_is_left_alone_and_resumes() {
+    let (kit, ns) = setup("lc-paused").await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 1).await;
+    patch_spec(&kit, &ns, "main", json!({"paused": true, "size": 3})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ec = clusters(&kit, &ns).get("main").await.unwrap();
+        if condition(&ec, "Progressing").is_some_and(|c| c.1 == "Paused")
+            && ec.status.as_ref().and_then(|s| s.observed_generation) == ec.metadata.generation
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "status does not say Paused: {:?}", ec.status);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Long enough for several passes.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let pods = member_pods(&kit, &ns, "main").await;
+    assert_eq!(pods.len(), 1, "paused: no member added");
+    let client_members = etcd(&kit, &ns, "main").await.member_list().await.unwrap().members().len();
+    assert_eq!(client_members, 1);
+    patch_spec(&kit, &ns, "main", json!({"paused": false})).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    kit.delete_namespace(&ns).await;
+}
+
+// Stacked: one member on each control-plane node.
+#[tokio::test]
+async fn a_stacked_cluster_runs_one_member_on_each_control_plane_node() {
+    let (kit, ns) = setup("lc-stacked").await;
+    create_cluster(&kit, &ns, cluster_manifest("cp", 3, "3.4.23", json!({"topology": "Stacked"}))).await;
+    wait_ready(&kit, &ns, "cp", 3).await;
+    let nodes = nodes_of(&member_pods(&kit, &ns, "cp").await);
+    let control_planes: BTreeSet<String> =
+        kit.state.nodes.iter().filter(|n| n.control_plane).map(|n| n.name.clone()).collect();
+    assert_eq!(nodes, control_planes, "one member on each control-plane node");
+    kit.delete_namespace(&ns).await;
+}
