@@ -497,6 +497,22 @@ async fn a_new_operator_finishes_a_scale_up_the_old_one_started() {
     assert_eq!(members.len(), 5);
     let list = client.member_list().await.unwrap();
     assert_eq!(list.members().len(), 5, "etcd has exactly the 5 members");
+    // The one acting now is the one holding the leader-election Lease.
+    let running: Vec<String> = ops
+        .list(&lp)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .collect();
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kit.client.clone(), OPERATOR_NS)
+        .get("etcd-pilot-leader")
+        .await
+        .expect("leader-election Lease");
+    let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    assert_eq!(running, [holder], "the Lease is held by the running operator");
     kit.delete_namespace(&ns).await;
 }
 

@@ -145,8 +145,30 @@ pub async fn serves_policy_v1(client: &Client) -> bool {
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let clusters: Api<EtcdCluster> = Api::all(ctx.client.clone());
     let pods: Api<Pod> = Api::all(ctx.client.clone());
-    Controller::new(clusters, watcher::Config::default().any_semantic())
-        .owns(pods, watcher::Config::default().labels("app.kubernetes.io/managed-by=etcd-pilot").any_semantic())
+    let controller = Controller::new(clusters, watcher::Config::default().any_semantic())
+        .owns(pods, watcher::Config::default().labels("app.kubernetes.io/managed-by=etcd-pilot").any_semantic());
+    // A deleted cluster gets no last pass (nothing to finalize: owner references clean
+    // up): forget it, and drop its metric series, once it is gone from the cache.
+    let store = controller.store();
+    let pruner = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let live: Vec<(String, String)> =
+                    store.state().iter().map(|ec| (ec.namespace().unwrap_or_default(), ec.name_any())).collect();
+                let keys: Vec<(String, String)> = {
+                    let all = ctx.memory.lock().unwrap_or_else(|p| p.into_inner());
+                    all.keys().filter(|k| !live.contains(k)).cloned().collect()
+                };
+                for key in keys {
+                    let members = ctx.forget(&key);
+                    ctx.metrics.forget_cluster(&key.0, &key.1, &members);
+                }
+            }
+        })
+    };
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -155,6 +177,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
         .await;
+    pruner.abort();
 }
 
 fn error_policy(ec: Arc<EtcdCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -539,7 +562,17 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         Vec::new()
     };
 
-    let problems = problems(ec, &pods, &pvcs);
+    let mut problems = problems(ec, &pods, &pvcs);
+    if ec.spec.tls.mode == crate::api::cluster::TlsMode::Secrets
+        && let Some(names) = tls::secret_names(ec)
+    {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        for name in [names.peer, names.server, names.client] {
+            if secrets.get_opt(&name).await.map_err(kube_err(format!("read Secret {name}")))?.is_none() {
+                problems.push(format!("spec.tls.secrets: Secret {name} does not exist in namespace {ns}"));
+            }
+        }
+    }
     let act_allowed = problems.is_empty() && !ec.spec.paused;
     if act_allowed {
         ensure_fixed_objects(ec, ctx, &key).await?;
@@ -560,6 +593,9 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         let Some(v) = &view else { return HashMap::new() };
         let now = Instant::now();
         let mut out = HashMap::new();
+        let current: Vec<String> =
+            v.members.iter().filter_map(|m| m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u))).collect();
+        m.unhealthy_since.retain(|name, _| current.contains(name));
         for member in &v.members {
             let name = member.peer_urls.iter().find_map(|u| names.member_of_peer_url(u)).unwrap_or_default();
             let healthy = v
@@ -696,6 +732,54 @@ mod tests {
         assert_eq!(highest_ordinal(None, &boot, true), Some(2));
         assert_eq!(highest_ordinal(Some(7), &Step::Idle, true), Some(7));
         assert_eq!(highest_ordinal(None, &Step::Wait("w".into()), false), None);
+    }
+
+    fn cluster(spec: serde_json::Value) -> EtcdCluster {
+        let mut ec: EtcdCluster = serde_json::from_value(json!({
+            "apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster",
+            "metadata": {"name": "main", "namespace": "prod", "uid": "uid-now"},
+            "spec": spec,
+        }))
+        .unwrap();
+        ec.metadata.uid = Some("uid-now".into());
+        ec
+    }
+
+    fn pod(version: &str, topology: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "main-0", "annotations": {
+            VERSION_ANNOTATION: version, TOPOLOGY_ANNOTATION: topology, MEDIUM_ANNOTATION: "Persistent"}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn problems_compare_the_spec_with_what_runs() {
+        let ok = cluster(json!({"size": 3, "version": "3.5.1"}));
+        assert!(problems(&ok, &[pod("3.4.23", "External")], &[]).is_empty(), "one minor up is fine");
+        let jump = cluster(json!({"size": 3, "version": "3.6.0"}));
+        let p = problems(&jump, &[pod("3.4.23", "External"), pod("3.5.1", "External")], &[]);
+        assert!(p.len() == 1 && p[0].starts_with("spec.version"), "measured from the lowest running: {p:?}");
+        let stacked = cluster(json!({"size": 3, "version": "3.4.23", "topology": "Stacked"}));
+        let p = problems(&stacked, &[pod("3.4.23", "External")], &[]);
+        assert!(p.len() == 1 && p[0].starts_with("spec.topology"), "{p:?}");
+        assert!(problems(&stacked, &[], &[]).is_empty(), "a new cluster may pick any topology");
+        let cm = cluster(
+            json!({"size": 3, "version": "3.4.23", "tls": {"mode": "CertManager", "certManager": {"issuerRef": {"name": "ca"}}}}),
+        );
+        assert!(problems(&cm, &[], &[])[0].contains("CertManager is not supported"));
+    }
+
+    #[test]
+    fn a_pvc_of_an_earlier_cluster_of_the_same_name_is_refused() {
+        let ec = cluster(json!({"size": 1, "version": "3.4.23"}));
+        let pvc = |uid: &str| -> PersistentVolumeClaim {
+            serde_json::from_value(
+                json!({"metadata": {"name": "data-main-0", "annotations": {build::CLUSTER_UID_ANNOTATION: uid}}}),
+            )
+            .unwrap()
+        };
+        assert!(problems(&ec, &[], &[pvc("uid-now")]).is_empty());
+        let p = problems(&ec, &[], &[pvc("uid-old")]);
+        assert!(p[0].contains("PVC data-main-0 holds data of an earlier EtcdCluster"), "{p:?}");
     }
 
     #[test]
