@@ -9,7 +9,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 
 use crate::crdgen;
 use crate::http_server::{self, Health};
-use crate::reconcile::controller::{self, Context, Settings};
+use crate::reconcile::controller::{self, Context, LeaseRef, Settings};
 
 /// Why the manager stopped.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +128,11 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
     let settings = Settings {
         etcd_image_repository: config.etcd_image_repository.clone(),
         policy_v1: controller::serves_policy_v1(&client).await,
+        lease: Some(LeaseRef {
+            namespace: config.lease_namespace.clone(),
+            name: config.lease_name.clone(),
+            identity: config.identity.clone(),
+        }),
     };
     let ctx = Arc::new(Context::new(client, health.metrics.clone(), settings, config.identity.clone()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

@@ -49,9 +49,20 @@ async fn member_list_and_status_come_from_each_member() {
     let cluster = Cluster::start(3).await;
     let admin = cluster.admin();
 
-    let members = admin.member_list().await.expect("member list");
+    // Each member publishes its name and client URLs through raft shortly after it
+    // starts; until then the list shows it without them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let members = loop {
+        let members = admin.member_list().await.expect("member list");
+        if members.iter().all(|m| !m.name.is_empty() && !m.client_urls.is_empty())
+            || std::time::Instant::now() > deadline
+        {
+            break members;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(members.len(), 3);
-    assert!(members.iter().all(|m| !m.is_learner && !m.name.is_empty() && !m.client_urls.is_empty()));
+    assert!(members.iter().all(|m| !m.is_learner && !m.name.is_empty() && !m.client_urls.is_empty()), "{members:?}");
 
     let statuses = admin.statuses().await;
     let mut ids = Vec::new();

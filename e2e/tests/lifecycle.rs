@@ -123,10 +123,11 @@ async fn events(kit: &Kit, ns: &str, name: &str) -> Vec<String> {
 /// A client of the cluster through its client Service, with the operator-issued
 /// client certificate.
 async fn etcd(kit: &Kit, ns: &str, name: &str) -> Client {
-    let secret = Api::<Secret>::namespaced(kit.client.clone(), ns)
-        .get(&format!("{name}-client-tls"))
-        .await
-        .expect("client Secret");
+    etcd_with(kit, ns, name, &format!("{name}-client-tls")).await
+}
+
+async fn etcd_with(kit: &Kit, ns: &str, name: &str, client_secret: &str) -> Client {
+    let secret = Api::<Secret>::namespaced(kit.client.clone(), ns).get(client_secret).await.expect("client Secret");
     let data = secret.data.expect("secret data");
     let svc = Api::<Service>::namespaced(kit.client.clone(), ns)
         .get(&format!("{name}-client"))
@@ -689,5 +690,163 @@ async fn a_stacked_cluster_runs_one_member_on_each_control_plane_node() {
     let control_planes: BTreeSet<String> =
         kit.state.nodes.iter().filter(|n| n.control_plane).map(|n| n.name.clone()).collect();
     assert_eq!(nodes, control_planes, "one member on each control-plane node");
+    kit.delete_namespace(&ns).await;
+}
+
+/// The certificate (DER) a TLS server presents, from a fresh handshake. etcd asks for a
+/// client certificate and the handshake then fails, after the server's was received.
+fn served_certificate(addr: &str) -> Option<Vec<u8>> {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    #[derive(Debug)]
+    struct Capture(Mutex<Option<Vec<u8>>>);
+    impl ServerCertVerifier for Capture {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            *self.0.lock().unwrap() = Some(end_entity.to_vec());
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let capture = Arc::new(Capture(Mutex::new(None)));
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(capture.clone())
+        .with_no_client_auth();
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("etcd").ok()?.to_owned()).ok()?;
+    let mut sock = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(3)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    for _ in 0..10 {
+        if conn.complete_io(&mut sock).is_err() || !conn.is_handshaking() {
+            break;
+        }
+    }
+    capture.0.lock().unwrap().take()
+}
+
+fn pem_der(pem: &[u8]) -> Vec<u8> {
+    etcd_pilot::reconcile::tls::pem_to_der(&String::from_utf8_lossy(pem)).expect("a PEM certificate")
+}
+
+async fn secret_data(kit: &Kit, ns: &str, name: &str) -> std::collections::BTreeMap<String, k8s_openapi::ByteString> {
+    Api::<Secret>::namespaced(kit.client.clone(), ns).get(name).await.expect("Secret").data.expect("data")
+}
+
+fn restarts(pods: &[Pod]) -> BTreeMap<String, (String, i32)> {
+    pods.iter()
+        .map(|p| {
+            let r = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map_or(0, |c| c[0].restart_count);
+            (p.name_any(), (p.uid().unwrap_or_default(), r))
+        })
+        .collect()
+}
+
+// TLS rotation: renewed leaf certificates reach etcd without a restart and without a
+// failed write.
+#[tokio::test]
+async fn renewed_certificates_are_served_without_restarting_a_member() {
+    let (kit, ns) = setup("lc-rotate").await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let before = restarts(&member_pods(&kit, &ns, "main").await);
+    let svc = Api::<Service>::namespaced(kit.client.clone(), &ns).get("main-client").await.unwrap();
+    let addr = format!("{}:2379", svc.spec.and_then(|s| s.cluster_ip).unwrap());
+    let old = secret_data(&kit, &ns, "main-server-tls").await;
+    assert_eq!(served_certificate(&addr), Some(pem_der(&old["tls.crt"].0)), "etcd serves the issued certificate");
+
+    let writer = Writer::start(&kit, &ns, "main").await;
+    // Certificates now live 400 days and are renewed 366 days before expiry: today's,
+    // with 365 days left, are due.
+    patch_spec(&kit, &ns, "main", json!({"tls": {"certificateValidityDays": 400, "renewBeforeDays": 366}})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new = loop {
+        let now = secret_data(&kit, &ns, "main-server-tls").await;
+        if now["tls.crt"] != old["tls.crt"] {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the server certificate was not renewed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(new["ca.crt"], old["ca.crt"], "renewed by the same CA");
+    // The kubelet refreshes the mounted Secret within its sync period; etcd reads the
+    // files at each handshake.
+    let want = pem_der(&new["tls.crt"].0);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while served_certificate(&addr).as_ref() != Some(&want) {
+        assert!(Instant::now() < deadline, "etcd does not serve the renewed certificate");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // New connections (fresh handshakes with the renewed client certificate) work.
+    let mut client = etcd(&kit, &ns, "main").await;
+    client.put("after-rotation", "yes", None).await.expect("write after rotation");
+    let (acked, failed) = writer.finish(&kit, &ns, "main").await;
+    println!("rotation: {acked} writes acknowledged, {failed} failed");
+    assert_eq!(failed, 0, "no write failed while certificates rotated");
+    wait_ready(&kit, &ns, "main", 3).await;
+    assert_eq!(restarts(&member_pods(&kit, &ns, "main").await), before, "no member pod restarted or replaced");
+    let ev = events(&kit, &ns, "main").await;
+    assert!(ev.iter().any(|e| e.contains("CertificateIssued") && e.contains("expiring")), "{ev:#?}");
+    kit.delete_namespace(&ns).await;
+}
+
+// tls.mode Secrets: the user's own certificates.
+#[tokio::test]
+async fn a_cluster_runs_on_certificates_the_user_provides() {
+    use etcd_pilot::pki::{self, Usage};
+    let (kit, ns) = setup("lc-usertls").await;
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let ca = pki::generate_ca("my own etcd CA", year).unwrap();
+    let peers = format!("*.user-peers.{ns}.svc");
+    let server_sans = vec![peers.clone(), format!("user-client.{ns}.svc")];
+    let certs = [
+        ("my-peer", pki::issue(&ca, "peer", std::slice::from_ref(&peers), Usage::Peer, year).unwrap()),
+        ("my-server", pki::issue(&ca, "server", &server_sans, Usage::Server, year).unwrap()),
+        ("my-client", pki::issue(&ca, "me", &[], Usage::Client, year).unwrap()),
+    ];
+    for (name, pair) in &certs {
+        let _: Secret = kit
+            .create(
+                &ns,
+                json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": name},
+                       "stringData": {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, "ca.crt": ca.cert_pem}}),
+            )
+            .await;
+    }
+    let tls = json!({"tls": {"mode": "Secrets", "secrets": {"peer": "my-peer", "server": "my-server", "client": "my-client"}}});
+    create_cluster(&kit, &ns, cluster_manifest("user", 3, "3.4.23", tls)).await;
+    wait_ready(&kit, &ns, "user", 3).await;
+    let mut client = etcd_with(&kit, &ns, "user", "my-client").await;
+    client.put("mine", "yes", None).await.expect("put with the user's client certificate");
+    let svc = Api::<Service>::namespaced(kit.client.clone(), &ns).get("user-client").await.unwrap();
+    let addr = format!("{}:2379", svc.spec.and_then(|s| s.cluster_ip).unwrap());
+    assert_eq!(served_certificate(&addr), Some(pem_der(certs[1].1.cert_pem.as_bytes())));
+    let generated = Api::<Secret>::namespaced(kit.client.clone(), &ns).get_opt("user-ca").await.unwrap();
+    assert!(generated.is_none(), "no operator CA in mode Secrets");
     kit.delete_namespace(&ns).await;
 }

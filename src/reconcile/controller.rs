@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::events;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -98,6 +99,36 @@ pub struct Settings {
     pub etcd_image_repository: String,
     /// The API server serves `policy/v1` PodDisruptionBudgets.
     pub policy_v1: bool,
+    /// The leader-election Lease this replica must hold to act.
+    pub lease: Option<LeaseRef>,
+}
+
+/// A leader-election Lease, by namespace and name, and who must hold it.
+#[derive(Clone, Debug)]
+pub struct LeaseRef {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+}
+
+/// Is the Lease held by `identity` and not expired by this machine's clock? Checked
+/// before every pass acts: the election task learns of a lost Lease only when it can
+/// reach the API server, while etcd may still be reachable.
+pub fn lease_valid(lease: &Lease, identity: &str, now: jiff::Timestamp) -> bool {
+    let Some(spec) = &lease.spec else { return false };
+    let (Some(holder), Some(renewed), Some(secs)) =
+        (spec.holder_identity.as_deref(), spec.renew_time.as_ref(), spec.lease_duration_seconds)
+    else {
+        return false;
+    };
+    holder == identity && renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs)) > now
+}
+
+async fn holds_lease(ctx: &Context) -> Result<bool, Error> {
+    let Some(l) = &ctx.settings.lease else { return Ok(true) };
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &l.namespace);
+    let lease = api.get_opt(&l.name).await.map_err(kube_err(format!("read Lease {}", l.name)))?;
+    Ok(lease.is_some_and(|lease| lease_valid(&lease, &l.identity, jiff::Timestamp::now())))
 }
 
 /// Normal or Warning.
@@ -538,6 +569,10 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         ctx.metrics.forget_cluster(&key.0, &key.1, &members);
         return Ok(Action::await_change());
     }
+    if !holds_lease(ctx).await? {
+        tracing::warn!(cluster = %key.1, namespace = %ns, "not holding the leader-election Lease: not acting");
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let names = Names::of(ec);
     let uid = ec.uid();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -625,7 +660,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         replace_unhealthy_after_secs: u64::try_from(ec.spec.healing.replace_unhealthy_after_seconds).unwrap_or(300),
     };
     let delete_on_scale = ec.spec.storage.retention.when_scaled == RetentionAction::Delete;
-    let step = if act_allowed { plan::plan(&names.cluster, &want, &obs, delete_on_scale) } else { Step::Idle };
+    let step = if problems.is_empty() { plan::plan(&names.cluster, &want, &obs, delete_on_scale) } else { Step::Idle };
     if !matches!(step, Step::Idle | Step::Wait(_)) {
         tracing::debug!(cluster = %names.cluster, ?step, "planned");
     }
@@ -780,6 +815,21 @@ mod tests {
         assert!(problems(&ec, &[], &[pvc("uid-now")]).is_empty());
         let p = problems(&ec, &[], &[pvc("uid-old")]);
         assert!(p[0].contains("PVC data-main-0 holds data of an earlier EtcdCluster"), "{p:?}");
+    }
+
+    #[test]
+    fn a_lease_counts_while_held_and_fresh() {
+        let lease = |holder: &str, renewed: i64| -> Lease {
+            serde_json::from_value(json!({"metadata": {"name": "l"}, "spec": {
+                "holderIdentity": holder, "leaseDurationSeconds": 15,
+                "renewTime": jiff::Timestamp::from_second(renewed).unwrap().to_string()}}))
+            .unwrap()
+        };
+        let now = jiff::Timestamp::from_second(1_000).unwrap();
+        assert!(lease_valid(&lease("me", 990), "me", now));
+        assert!(!lease_valid(&lease("me", 980), "me", now), "expired by this clock");
+        assert!(!lease_valid(&lease("other", 999), "me", now), "held by another replica");
+        assert!(!lease_valid(&serde_json::from_value(json!({"metadata": {"name": "l"}})).unwrap(), "me", now));
     }
 
     #[test]

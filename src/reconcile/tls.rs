@@ -91,6 +91,12 @@ fn ca_of(secret: Option<&Secret>) -> Option<CertPair> {
     Some(CertPair { cert_pem: get(s, "tls.crt")?, key_pem: get(s, "tls.key")? })
 }
 
+/// The DER bytes of a PEM certificate.
+pub fn pem_to_der(cert_pem: &str) -> Option<Vec<u8>> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    Some(pem.contents)
+}
+
 /// When a PEM certificate stops being valid.
 pub fn not_after(cert_pem: &str) -> Option<OffsetDateTime> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
