@@ -37,6 +37,9 @@ enum Command {
         /// This replica's identity in the Lease (in-cluster: the pod name).
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+        /// The cluster's DNS domain (fully qualified names in member certificates).
+        #[arg(long, default_value = "cluster.local", env = "ETCD_PILOT_CLUSTER_DOMAIN")]
+        cluster_domain: String,
     },
     /// Print every CRD as YAML, or write one file per CRD into a directory.
     Crds {
@@ -92,9 +95,16 @@ async fn main() -> ExitCode {
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Crds { out_dir, api_doc } => crds(out_dir, api_doc),
-        Command::Run { listen, etcd_image_repository, lease_namespace, lease_name, identity } => {
+        Command::Run { listen, etcd_image_repository, lease_namespace, lease_name, identity, cluster_domain } => {
             let identity = identity.unwrap_or_else(default_identity);
-            let config = manager::RunConfig { listen, etcd_image_repository, lease_namespace, lease_name, identity };
+            let config = manager::RunConfig {
+                listen,
+                etcd_image_repository,
+                lease_namespace,
+                lease_name,
+                identity,
+                cluster_domain,
+            };
             manager::run(config).await.map_err(Into::into)
         }
     };

@@ -50,6 +50,8 @@ pub struct RunConfig {
     pub lease_name: String,
     /// This replica's identity in the Lease.
     pub identity: String,
+    /// The cluster's DNS domain.
+    pub cluster_domain: String,
 }
 
 /// Checks that every CRD this build serves is installed with the version it uses.
@@ -128,6 +130,7 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
     let settings = Settings {
         etcd_image_repository: config.etcd_image_repository.clone(),
         policy_v1: controller::serves_policy_v1(&client).await,
+        cluster_domain: config.cluster_domain.clone(),
         lease: Some(LeaseRef {
             namespace: config.lease_namespace.clone(),
             name: config.lease_name.clone(),

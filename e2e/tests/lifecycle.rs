@@ -822,10 +822,12 @@ async fn a_cluster_runs_on_certificates_the_user_provides() {
     let (kit, ns) = setup("lc-usertls").await;
     let year = Duration::from_secs(365 * 24 * 3600);
     let ca = pki::generate_ca("my own etcd CA", year).unwrap();
-    let peers = format!("*.user-peers.{ns}.svc");
-    let server_sans = vec![peers.clone(), format!("user-client.{ns}.svc")];
+    // etcd checks a peer's certificate against the reverse DNS name of its IP: the
+    // fully qualified name must be there.
+    let peers = vec![format!("*.user-peers.{ns}.svc"), format!("*.user-peers.{ns}.svc.cluster.local")];
+    let server_sans = vec![peers[0].clone(), format!("user-client.{ns}.svc")];
     let certs = [
-        ("my-peer", pki::issue(&ca, "peer", std::slice::from_ref(&peers), Usage::Peer, year).unwrap()),
+        ("my-peer", pki::issue(&ca, "peer", &peers, Usage::Peer, year).unwrap()),
         ("my-server", pki::issue(&ca, "server", &server_sans, Usage::Server, year).unwrap()),
         ("my-client", pki::issue(&ca, "me", &[], Usage::Client, year).unwrap()),
     ];

@@ -323,9 +323,13 @@ pub enum TlsMode {
 #[serde(rename_all = "camelCase")]
 pub struct TlsSecrets {
     /// Secret with the certificate members present to each other. Must be valid for
-    /// client and server auth and name every member's peer DNS name.
+    /// client and server auth and name every member's peer DNS name, fully qualified too
+    /// (`*.<cluster>-peers.<namespace>.svc` and `*.<cluster>-peers.<namespace>.svc.cluster.local`):
+    /// etcd checks a peer's certificate against the reverse DNS name of its IP.
     pub peer: String,
-    /// Secret with the certificate members serve to clients.
+    /// Secret with the certificate members serve to clients. Must name every member
+    /// (`*.<cluster>-peers.<namespace>.svc`, which etcd-pilot connects to) and the names
+    /// your clients use (e.g. `<cluster>-client.<namespace>.svc`).
     pub server: String,
     /// Secret with the client certificate etcd-pilot (and you) use to talk to etcd.
     pub client: String,

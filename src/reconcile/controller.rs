@@ -99,6 +99,8 @@ pub struct Settings {
     pub etcd_image_repository: String,
     /// The API server serves `policy/v1` PodDisruptionBudgets.
     pub policy_v1: bool,
+    /// The cluster's DNS domain, for the fully qualified names in certificates.
+    pub cluster_domain: String,
     /// The leader-election Lease this replica must hold to act.
     pub lease: Option<LeaseRef>,
 }
@@ -343,7 +345,7 @@ async fn ensure_fixed_objects(ec: &EtcdCluster, ctx: &Context, key: &(String, St
                 existing.insert(name, s);
             }
         }
-        for w in tls::operator_secrets(ec, &existing, time::OffsetDateTime::now_utc())? {
+        for w in tls::operator_secrets(ec, &existing, time::OffsetDateTime::now_utc(), &ctx.settings.cluster_domain)? {
             let name = w.secret.name_any();
             apply(&secrets, &w.secret).await.map_err(kube_err(format!("write Secret {name}")))?;
             publish(ctx, ec, EventType::Normal, "CertificateIssued", w.reason).await;

@@ -59,25 +59,26 @@ pub fn ca_secret_name(cluster: &str) -> String {
 }
 
 /// Host names the server certificate is valid for.
-pub fn server_sans(n: &Names) -> Vec<String> {
+pub fn server_sans(n: &Names, domain: &str) -> Vec<String> {
     let peers = format!("{}.{}.svc", n.peer_service(), n.namespace);
     let client = n.client_service();
     vec![
         format!("*.{peers}"),
-        format!("*.{peers}.cluster.local"),
+        format!("*.{peers}.{domain}"),
         client.clone(),
         format!("{client}.{}", n.namespace),
         format!("{client}.{}.svc", n.namespace),
-        format!("{client}.{}.svc.cluster.local", n.namespace),
+        format!("{client}.{}.svc.{domain}", n.namespace),
         "localhost".into(),
         "127.0.0.1".into(),
     ]
 }
 
-/// Host names the peer certificate is valid for.
-pub fn peer_sans(n: &Names) -> Vec<String> {
+/// Host names the peer certificate is valid for. etcd checks a peer's certificate
+/// against the reverse DNS name of its IP, which is the fully qualified one.
+pub fn peer_sans(n: &Names, domain: &str) -> Vec<String> {
     let peers = format!("{}.{}.svc", n.peer_service(), n.namespace);
-    vec![format!("*.{peers}"), format!("*.{peers}.cluster.local")]
+    vec![format!("*.{peers}"), format!("*.{peers}.{domain}")]
 }
 
 fn get(secret: &Secret, key: &str) -> Option<String> {
@@ -159,6 +160,7 @@ pub fn operator_secrets(
     ec: &EtcdCluster,
     existing: &BTreeMap<String, Secret>,
     now: OffsetDateTime,
+    domain: &str,
 ) -> Result<Vec<SecretWrite>, PkiError> {
     let Some(names) = secret_names(ec) else { return Ok(Vec::new()) };
     if ec.spec.tls.mode != TlsMode::Operator {
@@ -180,8 +182,8 @@ pub fn operator_secrets(
     let validity = DAY * ec.spec.tls.certificate_validity_days.max(1) as u32;
     let renew_before = DAY * ec.spec.tls.renew_before_days.max(1) as u32;
     let leaves = [
-        (&names.peer, "etcd-peer", peer_sans(&n), Usage::Peer),
-        (&names.server, "etcd-server", server_sans(&n), Usage::Server),
+        (&names.peer, "etcd-peer", peer_sans(&n, domain), Usage::Peer),
+        (&names.server, "etcd-server", server_sans(&n, domain), Usage::Server),
         (&names.client, "etcd-pilot", Vec::new(), Usage::Client),
     ];
     for (name, cn, sans, usage) in leaves {
@@ -239,23 +241,26 @@ mod tests {
     fn first_pass_writes_ca_and_three_leaves_then_nothing() {
         let ec = cluster("{}");
         let now = OffsetDateTime::now_utc();
-        let first = operator_secrets(&ec, &BTreeMap::new(), now).unwrap();
+        let first = operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local").unwrap();
         let names: Vec<String> = first.iter().map(|w| w.secret.name_any()).collect();
         assert_eq!(names, ["main-ca", "main-peer-tls", "main-server-tls", "main-client-tls"]);
         for w in &first {
             assert_eq!(w.secret.owner_references().len(), 1, "owned by the cluster");
         }
         let existing = by_name(first);
-        assert!(operator_secrets(&ec, &existing, now).unwrap().is_empty());
+        assert!(operator_secrets(&ec, &existing, now, "cluster.local").unwrap().is_empty());
         let client = client_material(&existing["main-client-tls"]).unwrap();
         assert!(String::from_utf8(client.cert_pem).unwrap().contains("BEGIN CERTIFICATE"));
         // Other modes write nothing.
-        assert!(operator_secrets(&cluster("{mode: Disabled}"), &BTreeMap::new(), now).unwrap().is_empty());
+        assert!(
+            operator_secrets(&cluster("{mode: Disabled}"), &BTreeMap::new(), now, "cluster.local").unwrap().is_empty()
+        );
         assert!(
             operator_secrets(
                 &cluster("{mode: Secrets, secrets: {peer: p, server: s, client: c}}"),
                 &BTreeMap::new(),
-                now
+                now,
+                "cluster.local"
             )
             .unwrap()
             .is_empty()
@@ -266,24 +271,24 @@ mod tests {
     fn leaves_are_renewed_before_expiry_with_the_same_ca() {
         let ec = cluster("{certificateValidityDays: 365, renewBeforeDays: 30}");
         let now = OffsetDateTime::now_utc();
-        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now).unwrap());
+        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local").unwrap());
         // 340 days on: 25 days left, inside the 30-day window.
         let later = now + time::Duration::days(340);
-        let renewed = operator_secrets(&ec, &existing, later).unwrap();
+        let renewed = operator_secrets(&ec, &existing, later, "cluster.local").unwrap();
         let names: Vec<String> = renewed.iter().map(|w| w.secret.name_any()).collect();
         assert_eq!(names, ["main-peer-tls", "main-server-tls", "main-client-tls"], "the CA stays");
         assert!(renewed.iter().all(|w| w.reason.contains("expiring")));
         // 300 days on: 65 days left, nothing to do.
-        assert!(operator_secrets(&ec, &existing, now + time::Duration::days(300)).unwrap().is_empty());
+        assert!(operator_secrets(&ec, &existing, now + time::Duration::days(300), "cluster.local").unwrap().is_empty());
     }
 
     #[test]
     fn a_lost_ca_reissues_every_leaf() {
         let ec = cluster("{}");
         let now = OffsetDateTime::now_utc();
-        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now).unwrap());
+        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local").unwrap());
         existing.remove("main-ca");
-        let writes = operator_secrets(&ec, &existing, now).unwrap();
+        let writes = operator_secrets(&ec, &existing, now, "cluster.local").unwrap();
         assert_eq!(writes.len(), 4);
         assert!(
             writes[1..].iter().all(|w| w.reason.contains("another CA")),
@@ -295,9 +300,10 @@ mod tests {
     #[test]
     fn sans_cover_members_and_the_client_service() {
         let n = Names { cluster: "main".into(), namespace: "prod".into(), tls: true };
-        let s = server_sans(&n);
+        let s = server_sans(&n, "cluster.local");
         assert!(s.contains(&"*.main-peers.prod.svc".to_string()));
         assert!(s.contains(&"main-client.prod.svc".to_string()));
-        assert_eq!(peer_sans(&n), ["*.main-peers.prod.svc", "*.main-peers.prod.svc.cluster.local"]);
+        assert_eq!(peer_sans(&n, "cluster.local"), ["*.main-peers.prod.svc", "*.main-peers.prod.svc.cluster.local"]);
+        assert_eq!(peer_sans(&n, "corp.example")[1], "*.main-peers.prod.svc.corp.example");
     }
 }
