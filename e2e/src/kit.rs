@@ -111,33 +111,28 @@ impl Kit {
 impl Kit {
     /// Runs helm against the testbed; panics with its output when it fails.
     pub fn helm(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(self.state.tools.join("helm"))
-            .args(args)
-            .env("KUBECONFIG", self.state.kubeconfig())
-            .env("HELM_CACHE_HOME", self.state.dir.join("helm/cache"))
-            .env("HELM_CONFIG_HOME", self.state.dir.join("helm/config"))
-            .env("HELM_DATA_HOME", self.state.dir.join("helm/data"))
-            .output()
-            .expect("run helm");
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let helm_dirs =
+            [("HELM_CACHE_HOME", "helm/cache"), ("HELM_CONFIG_HOME", "helm/config"), ("HELM_DATA_HOME", "helm/data")];
+        let envs: Vec<(&str, std::path::PathBuf)> =
+            helm_dirs.iter().map(|(k, d)| (*k, self.state.dir.join(d))).collect();
+        self.tool("helm", args, &envs)
     }
 
     /// Runs kubectl against the testbed; panics with its output when it fails.
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(self.state.tools.join("kubectl"))
+        self.tool("kubectl", args, &[])
+    }
+
+    fn tool(&self, tool: &str, args: &[&str], envs: &[(&str, std::path::PathBuf)]) -> String {
+        let out = std::process::Command::new(self.state.tools.join(tool))
             .args(args)
             .env("KUBECONFIG", self.state.kubeconfig())
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_os_str())))
             .output()
-            .expect("run kubectl");
+            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
         assert!(
             out.status.success(),
-            "kubectl {args:?}: {}{}",
+            "{tool} {args:?}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -310,6 +310,17 @@ impl Watcher {
     }
 }
 
+/// A ready 3-member cluster `main` on 3.4.23, a writer on it and a watcher of it.
+async fn three_members_under_writes(prefix: &str) -> (Kit, String, Writer, Watcher) {
+    let (kit, ns) = setup(prefix).await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let writer = Writer::start(&kit, &ns, "main").await;
+    let watcher = Watcher::start(&kit, &ns, "main").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (kit, ns, writer, watcher)
+}
+
 fn nodes_of(pods: &[Pod]) -> BTreeSet<String> {
     pods.iter().filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())).collect()
 }
@@ -359,12 +370,7 @@ async fn a_new_cluster_is_available_and_serves_tls_clients() {
 // 2. Scale 3 -> 5 -> 3 under writes.
 #[tokio::test]
 async fn scaling_up_and_down_under_writes_loses_nothing() {
-    let (kit, ns) = setup("lc-scale").await;
-    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
-    wait_ready(&kit, &ns, "main", 3).await;
-    let writer = Writer::start(&kit, &ns, "main").await;
-    let watcher = Watcher::start(&kit, &ns, "main").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (kit, ns, writer, watcher) = three_members_under_writes("lc-scale").await;
 
     patch_spec(&kit, &ns, "main", json!({"size": 5})).await;
     let ec = wait_ready(&kit, &ns, "main", 5).await;
@@ -520,12 +526,7 @@ async fn a_new_operator_finishes_a_scale_up_the_old_one_started() {
 // 5. Upgrade 3.4.23 -> 3.5.1 under writes, leader last.
 #[tokio::test]
 async fn upgrading_a_minor_version_under_writes_loses_nothing_and_restarts_the_leader_last() {
-    let (kit, ns) = setup("lc-upgrade").await;
-    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
-    wait_ready(&kit, &ns, "main", 3).await;
-    let writer = Writer::start(&kit, &ns, "main").await;
-    let watcher = Watcher::start(&kit, &ns, "main").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (kit, ns, writer, watcher) = three_members_under_writes("lc-upgrade").await;
     patch_spec(&kit, &ns, "main", json!({"version": "3.5.1"})).await;
     let deadline = Instant::now() + WAIT;
     let ec = loop {
@@ -750,6 +751,19 @@ fn served_certificate(addr: &str) -> Option<Vec<u8>> {
     capture.0.lock().unwrap().take()
 }
 
+/// [`served_certificate`], once the Service answers (kube-proxy routes a ClusterIP a
+/// moment after its pods turn ready).
+async fn served(addr: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(cert) = served_certificate(addr) {
+            return cert;
+        }
+        assert!(Instant::now() < deadline, "no TLS answer from {addr}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn pem_der(pem: &[u8]) -> Vec<u8> {
     etcd_pilot::reconcile::tls::pem_to_der(&String::from_utf8_lossy(pem)).expect("a PEM certificate")
 }
@@ -778,7 +792,7 @@ async fn renewed_certificates_are_served_without_restarting_a_member() {
     let svc = Api::<Service>::namespaced(kit.client.clone(), &ns).get("main-client").await.unwrap();
     let addr = format!("{}:2379", svc.spec.and_then(|s| s.cluster_ip).unwrap());
     let old = secret_data(&kit, &ns, "main-server-tls").await;
-    assert_eq!(served_certificate(&addr), Some(pem_der(&old["tls.crt"].0)), "etcd serves the issued certificate");
+    assert_eq!(served(&addr).await, pem_der(&old["tls.crt"].0), "etcd serves the issued certificate");
 
     let writer = Writer::start(&kit, &ns, "main").await;
     // Certificates now live 400 days and are renewed 366 days before expiry: today's,
@@ -847,7 +861,7 @@ async fn a_cluster_runs_on_certificates_the_user_provides() {
     client.put("mine", "yes", None).await.expect("put with the user's client certificate");
     let svc = Api::<Service>::namespaced(kit.client.clone(), &ns).get("user-client").await.unwrap();
     let addr = format!("{}:2379", svc.spec.and_then(|s| s.cluster_ip).unwrap());
-    assert_eq!(served_certificate(&addr), Some(pem_der(certs[1].1.cert_pem.as_bytes())));
+    assert_eq!(served(&addr).await, pem_der(certs[1].1.cert_pem.as_bytes()));
     let generated = Api::<Secret>::namespaced(kit.client.clone(), &ns).get_opt("user-ca").await.unwrap();
     assert!(generated.is_none(), "no operator CA in mode Secrets");
     kit.delete_namespace(&ns).await;
