@@ -48,6 +48,7 @@ for _ in $(seq 1 60); do
   [ "$(kubectl -n default get etcdcluster main -o jsonpath='{.status.readyMembers}')" = 3 ] && break
   sleep 2
 done
+kubectl -n default wait pod -l app.kubernetes.io/instance=main --for=condition=Ready --timeout=60s >/dev/null
 kubectl -n default get etcdclusters main
 kubectl -n default get pods,pvc,svc -l app.kubernetes.io/instance=main -o wide
 echo
