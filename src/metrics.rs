@@ -120,3 +120,30 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_series_render_and_go_with_the_cluster() {
+        let m = Metrics::default();
+        let c = ClusterLabels { namespace: "prod".into(), cluster: "main".into() };
+        m.members.get_or_create(&c).set(3);
+        m.leader_changes.get_or_create(&c).inc();
+        let l = MemberLabels { namespace: "prod".into(), cluster: "main".into(), member: "main-0".into() };
+        m.db_size_bytes.get_or_create(&l).set(4096);
+        m.reconcile_duration.get_or_create(&c).observe(0.2);
+        let text = m.render();
+        for want in [
+            "etcdpilot_cluster_members{namespace=\"prod\",cluster=\"main\"} 3",
+            "etcdpilot_cluster_leader_changes_total{namespace=\"prod\",cluster=\"main\"} 1",
+            "etcdpilot_member_db_size_bytes{namespace=\"prod\",cluster=\"main\",member=\"main-0\"} 4096",
+            "etcdpilot_reconcile_duration_seconds_count{namespace=\"prod\",cluster=\"main\"} 1",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        m.forget_cluster("prod", "main", &["main-0".to_string()]);
+        assert!(!m.render().contains("cluster=\"main\""), "series of a deleted cluster are dropped");
+    }
+}

@@ -102,6 +102,30 @@ async fn wait_ready(kit: &Kit, ns: &str, name: &str, n: usize) -> EtcdCluster {
     }
 }
 
+/// `/metrics` of the running operator, by plain HTTP to its pod IP.
+async fn operator_metrics(kit: &Kit) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ops: Api<Pod> = Api::namespaced(kit.client.clone(), OPERATOR_NS);
+    let lp = ListParams::default().labels("app.kubernetes.io/name=etcd-pilot");
+    let ip = ops
+        .list(&lp)
+        .await
+        .expect("operator pods")
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .find_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()))
+        .expect("a running operator pod");
+    let Ok(mut conn) = tokio::net::TcpStream::connect(format!("{ip}:8080")).await else { return String::new() };
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+    if conn.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut body = String::new();
+    let _ = conn.read_to_string(&mut body).await;
+    body
+}
+
 /// `reason: message` of every Event about the cluster, oldest first.
 async fn events(kit: &Kit, ns: &str, name: &str) -> Vec<String> {
     let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
@@ -364,6 +388,22 @@ async fn a_new_cluster_is_available_and_serves_tls_clients() {
     let ev = events(&kit, &ns, "main").await;
     assert!(ev.iter().any(|e| e.starts_with("Warning NoPodDisruptionBudget")), "{ev:#?}");
     assert!(ev.iter().any(|e| e.contains("Bootstrapping")), "{ev:#?}");
+
+    // The operator's metrics show the cluster (its pod IP is reachable from the host).
+    let want = format!("etcdpilot_cluster_healthy_members{{namespace=\"{ns}\",cluster=\"main\"}} 3");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = operator_metrics(&kit).await;
+        if metrics.contains(&want)
+            && metrics.contains(&format!("etcdpilot_cluster_members{{namespace=\"{ns}\",cluster=\"main\"}} 3"))
+            && metrics.contains("etcdpilot_member_db_size_bytes{")
+            && metrics.contains("etcdpilot_leader 1")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {want} in:\n{metrics}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     kit.delete_namespace(&ns).await;
 }
 
