@@ -114,10 +114,15 @@ impl Metrics {
         self.leader_changes.remove(&c);
         self.reconcile_duration.remove(&c);
         for m in members {
-            let l = MemberLabels { namespace: namespace.into(), cluster: cluster.into(), member: m.clone() };
-            self.db_size_bytes.remove(&l);
-            self.db_size_in_use_bytes.remove(&l);
+            self.forget_member(namespace, cluster, m);
         }
+    }
+
+    /// Drops the series of a member that is gone.
+    pub fn forget_member(&self, namespace: &str, cluster: &str, member: &str) {
+        let l = MemberLabels { namespace: namespace.into(), cluster: cluster.into(), member: member.into() };
+        self.db_size_bytes.remove(&l);
+        self.db_size_in_use_bytes.remove(&l);
     }
 }
 

@@ -750,9 +750,7 @@ fn record_metrics(
         gone
     });
     for g in gone {
-        let l = MemberLabels { namespace: key.0.clone(), cluster: key.1.clone(), member: g };
-        m.db_size_bytes.remove(&l);
-        m.db_size_in_use_bytes.remove(&l);
+        m.forget_member(&key.0, &key.1, &g);
     }
 }
 
