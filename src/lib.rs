@@ -7,13 +7,14 @@
 pub mod api;
 pub mod apidoc;
 pub mod backup_store;
+pub mod controllers;
 pub mod crdgen;
 pub mod etcd;
 pub mod http_server;
 pub mod manager;
 pub mod metrics;
 pub mod pki;
-pub mod reconcile;
+pub mod runtime;
 
 /// Picks rustls' process-wide crypto provider. Two are linked in (ring through kube,
 /// aws-lc-rs through the AWS SDK), and rustls refuses to guess: every binary calls this

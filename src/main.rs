@@ -40,6 +40,11 @@ enum Command {
         /// The cluster's DNS domain (fully qualified names in member certificates).
         #[arg(long, default_value = "cluster.local", env = "ETCD_PILOT_CLUSTER_DOMAIN")]
         cluster_domain: String,
+        /// Watch and act only in these namespaces (comma-separated); unset: every
+        /// namespace. With the chart's `watchNamespaces` the operator needs Roles in
+        /// those namespaces only.
+        #[arg(long, env = "ETCD_PILOT_WATCH_NAMESPACES", value_delimiter = ',')]
+        watch_namespaces: Vec<String>,
     },
     /// Print every CRD as YAML, or write one file per CRD into a directory.
     Crds {
@@ -95,7 +100,15 @@ async fn main() -> ExitCode {
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Crds { out_dir, api_doc } => crds(out_dir, api_doc),
-        Command::Run { listen, etcd_image_repository, lease_namespace, lease_name, identity, cluster_domain } => {
+        Command::Run {
+            listen,
+            etcd_image_repository,
+            lease_namespace,
+            lease_name,
+            identity,
+            cluster_domain,
+            watch_namespaces,
+        } => {
             let identity = identity.unwrap_or_else(default_identity);
             let config = manager::RunConfig {
                 listen,
@@ -104,6 +117,7 @@ async fn main() -> ExitCode {
                 lease_name,
                 identity,
                 cluster_domain,
+                watch_namespaces: watch_namespaces.into_iter().filter(|n| !n.trim().is_empty()).collect(),
             };
             manager::run(config).await.map_err(Into::into)
         }

@@ -7,9 +7,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 
+use crate::controllers::cluster::{self, Context, Settings};
 use crate::crdgen;
 use crate::http_server::{self, Health};
-use crate::reconcile::controller::{self, Context, LeaseRef, Settings};
+use crate::runtime::{LeaseGuard, LeaseRef, Runtime};
 
 /// Why the manager stopped.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,8 @@ pub struct RunConfig {
     pub identity: String,
     /// The cluster's DNS domain.
     pub cluster_domain: String,
+    /// Namespaces to watch; empty: all.
+    pub watch_namespaces: Vec<String>,
 }
 
 /// Checks that every CRD this build serves is installed with the version it uses.
@@ -126,22 +129,41 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
         }
     }
     health.metrics.leader.set(1);
-    tracing::info!(identity = %config.identity, "leading: starting the EtcdCluster controller");
-    let settings = Settings {
-        etcd_image_repository: config.etcd_image_repository.clone(),
-        policy_v1: controller::serves_policy_v1(&client).await,
-        cluster_domain: config.cluster_domain.clone(),
-        lease: Some(LeaseRef {
+    tracing::info!(identity = %config.identity, "leading: starting the controllers");
+    // One runtime for every controller; `leading_tx` is the one switch that stops them
+    // all acting the moment the Lease is lost, before the process exits.
+    let (leading_tx, leading_rx) = tokio::sync::watch::channel(true);
+    let guard = LeaseGuard::new(
+        LeaseRef {
             namespace: config.lease_namespace.clone(),
             name: config.lease_name.clone(),
             identity: config.identity.clone(),
-        }),
+        },
+        leading_rx,
+    );
+    let rt = Arc::new(Runtime::new(client.clone(), health.metrics.clone(), config.identity.clone(), guard));
+    let (policy_v1, policy_v1beta1) = cluster::served_pdb_apis(&client).await;
+    let settings = Settings {
+        etcd_image_repository: config.etcd_image_repository.clone(),
+        policy_v1,
+        policy_v1beta1,
+        cluster_domain: config.cluster_domain.clone(),
     };
-    let ctx = Arc::new(Context::new(client, health.metrics.clone(), settings, config.identity.clone()));
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let controller = tokio::spawn(controller::run(ctx, async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let cluster_ctx = Arc::new(Context::new(rt, settings));
+    // One controller per watched namespace (or one for all), sharing one context.
+    let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers: Vec<_> = scopes
+        .into_iter()
+        .map(|ns| tokio::spawn(cluster::run(cluster_ctx.clone(), ns, stopped(stop_rx.clone()))))
+        .collect();
     let lost = loop {
         tokio::select! {
             changed = leading.changed() => {
@@ -150,13 +172,20 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
             _ = &mut shutdown => break false,
         }
     };
+    // The one shutdown path: no controller acts from here on, each is asked to stop
+    // and given a moment to finish its current call.
+    let _ = leading_tx.send(false);
     health.metrics.leader.set(0);
+    let _ = stop_tx.send(true);
+    for c in controllers {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(LEASE_GRACE_SECONDS), c).await;
+    }
     if lost {
-        tracing::error!("lost the leader-election Lease; exiting so that only the new leader acts");
+        tracing::error!(
+            "lost the leader-election Lease; controllers stopped; exiting so that only the new leader acts"
+        );
         return Err(RunError::LeaseLost);
     }
-    let _ = stop_tx.send(true);
-    let _ = controller.await;
     // Dropping the receiver makes the lease task release the Lease for a quick handover.
     drop(leading);
     let _ = lease_task.await;

@@ -32,6 +32,8 @@ pub struct MemberLabels {
 pub struct ErrorLabels {
     pub namespace: String,
     pub cluster: String,
+    /// The controller (`cluster`, later `backup`, `restore`, ...).
+    pub controller: String,
     pub step: String,
 }
 
@@ -91,7 +93,7 @@ impl Default for Metrics {
             m.db_size_in_use_bytes.clone(),
         );
         registry.register("reconcile_duration_seconds", "Duration of one reconcile", m.reconcile_duration.clone());
-        registry.register("reconcile_errors", "Failed reconciles, by step", m.reconcile_errors.clone());
+        registry.register("reconcile_errors", "Failed reconciles, by controller and step", m.reconcile_errors.clone());
         Metrics { registry, ..m }
     }
 }

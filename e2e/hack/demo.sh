@@ -7,6 +7,12 @@ TESTBED=target/release/testbed
 TOOLS=${ETCD_PILOT_TOOLS:-${ETCD_PILOT_CACHE:-$HOME/.cache/etcd-pilot}/bin}
 export PATH="$TOOLS:$PATH"
 
+# The testbed's own kubeconfig (as the demo tells users to export) is the testbed, not
+# a foreign cluster: run again in that shell, the demo must still use the testbed's images.
+testbed_kubeconfig="$ETCD_PILOT_TESTBED_DIR/kubeconfig"
+if [ -n "${KUBECONFIG:-}" ] && [ "$(realpath -m "$KUBECONFIG")" = "$(realpath -m "$testbed_kubeconfig")" ]; then
+  unset KUBECONFIG
+fi
 if [ -n "${KUBECONFIG:-}" ] && kubectl version >/dev/null 2>&1; then
   echo "demo: using the cluster KUBECONFIG points at ($KUBECONFIG)"
   on_testbed=""
@@ -18,14 +24,17 @@ else
     $TESTBED down >/dev/null 2>&1 || true
     $TESTBED up --operator target/release/etcd-pilot --probe target/release/probe
   fi
-  export KUBECONFIG="$ETCD_PILOT_TESTBED_DIR/kubeconfig"
+  export KUBECONFIG="$testbed_kubeconfig"
   on_testbed=1
 fi
 
 echo "demo: helm install etcd-pilot (charts/etcd-pilot)"
 if [ -n "$on_testbed" ]; then
-  # The testbed's nodes have the etcd images under etcd-pilot.local/etcd.
-  set -- --set etcdImageRepository=etcd-pilot.local/etcd
+  # The testbed's nodes have the etcd images under etcd-pilot.local/etcd; the operator
+  # image is rebuilt from this tree under the same tag, so a hash of the binary rolls
+  # the Deployment when it changed (the e2e installs the same release the same way).
+  build=$(sha256sum target/release/etcd-pilot | cut -c1-16)
+  set -- --set etcdImageRepository=etcd-pilot.local/etcd --set "podAnnotations.etcdpilot\\.io/build=x$build"
 else
   set --
 fi

@@ -13,8 +13,10 @@ use serde_json::{Value, json};
 use crate::images::ETCD_REPOSITORY;
 use crate::layout::State;
 
-/// Namespace the e2e tests and benchmarks install etcd-pilot into.
-pub const OPERATOR_NS: &str = "etcd-pilot-system";
+/// Namespace the e2e tests and benchmarks install etcd-pilot into: the same release
+/// (`etcd-pilot`) and namespace as `make demo`, so the demo and the tests share one
+/// operator on one testbed, in either order.
+pub const OPERATOR_NS: &str = "etcd-pilot";
 
 /// A connection to the running testbed.
 pub struct Kit {

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod certs;
 pub mod cluster;
 pub mod error;
+pub mod fixtures;
 pub mod images;
 pub mod layout;
 pub mod nodes;

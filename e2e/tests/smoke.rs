@@ -230,12 +230,16 @@ async fn a_pod_uploads_to_the_s3_server() {
 }
 
 #[tokio::test]
-async fn the_chart_lints_strictly_and_installs() {
+async fn the_chart_lints_strictly_and_installs_scoped_to_namespaces() {
     let kit = Kit::connect().await;
     let chart = Kit::chart();
     let run = |args: &[&str]| kit.helm(args);
     run(&["lint", "--strict", chart.to_str().unwrap()]);
+    // A namespace-scoped install (watchNamespaces), beside whatever cluster-wide
+    // release the testbed already runs (the demo's, the e2e's): no name collides.
     let ns = "etcd-pilot-smoke";
+    let watched = kit.namespace("smoke-watched").await;
+    let watch = format!("watchNamespaces={{{watched}}}");
     run(&[
         "install",
         "smoke",
@@ -245,6 +249,8 @@ async fn the_chart_lints_strictly_and_installs() {
         "--create-namespace",
         "--set",
         "image.tag=dev",
+        "--set",
+        &watch,
         "--wait",
         "--timeout",
         "120s",
@@ -253,6 +259,33 @@ async fn the_chart_lints_strictly_and_installs() {
     let deploy: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(kit.client.clone(), ns);
     let d = deploy.get("smoke-etcd-pilot").await.unwrap();
     assert_eq!(d.status.and_then(|s| s.available_replicas), Some(1));
+    // What the API server's authorizer grants its ServiceAccount: member pods and
+    // Secrets in the watched namespace, nothing elsewhere.
+    let sa = format!("system:serviceaccount:{ns}:smoke-etcd-pilot");
+    let can = |verb: &str, what: &str, in_ns: &str| -> bool {
+        let out = std::process::Command::new(kit.state.tools.join("kubectl"))
+            .args(["auth", "can-i", verb, what, "-n", in_ns, "--as", &sa])
+            .env("KUBECONFIG", kit.state.kubeconfig())
+            .output()
+            .expect("kubectl auth can-i");
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    assert!(
+        can("create", "pods", &watched)
+            && can("patch", "secrets", &watched)
+            && can("list", "etcdclusters.etcdpilot.io", &watched)
+    );
+    assert!(
+        !can("create", "pods", "default") && !can("get", "secrets", "default"),
+        "no rights outside watchNamespaces"
+    );
+    assert!(!can("list", "etcdclusters.etcdpilot.io", "default"));
+    let crs: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(kit.client.clone());
+    let cr = crs.get(&format!("smoke-etcd-pilot-{ns}")).await.expect("the release's ClusterRole, named per namespace");
+    let resources: Vec<String> =
+        cr.rules.iter().flatten().flat_map(|r| r.resources.clone().unwrap_or_default()).collect();
+    assert_eq!(resources, ["customresourcedefinitions"], "cluster-wide: CRDs only");
     run(&["uninstall", "smoke", "--namespace", ns, "--wait"]);
     kit.delete_namespace(ns).await;
+    kit.delete_namespace(&watched).await;
 }

@@ -153,6 +153,11 @@ pub struct StorageSpec {
     /// What happens to member PVCs when members go away.
     #[serde(default)]
     pub retention: PvcRetention,
+    /// `Memory` only: accept that restarting the only member of a single-member cluster
+    /// (for an upgrade or a spec change) loses all its data. Without it such a restart
+    /// is refused with a condition.
+    #[serde(default)]
+    pub allow_data_loss: bool,
 }
 
 impl Default for StorageSpec {
@@ -162,6 +167,7 @@ impl Default for StorageSpec {
             size: default_storage_size(),
             storage_class_name: None,
             retention: PvcRetention::default(),
+            allow_data_loss: false,
         }
     }
 }
@@ -525,9 +531,11 @@ pub struct GroupResource {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealingPolicy {
-    /// Replace a member (remove it, add a fresh learner) when its pod or volume is gone,
-    /// it crash-loops, or it stays unhealthy this long. Only when the rest keep quorum,
-    /// and never two at once.
+    /// Replace a member (remove it, add a fresh learner) when its pod and volume are gone,
+    /// or when etcd and its pod agree it is down (etcd gets no healthy answer from it and
+    /// its pod is not ready or failed) for this long; a learner not healthy within this
+    /// long is removed and retried a minute later. Only when the rest keep quorum, and
+    /// never two at once.
     #[serde(default = "default_unhealthy_seconds")]
     #[schemars(range(min = 30))]
     pub replace_unhealthy_after_seconds: i32,
@@ -548,8 +556,10 @@ fn default_unhealthy_seconds() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct EtcdClusterStatus {
     /// `Available` (quorum and a leader), `Progressing` (a change under way), `Degraded`
-    /// (a member unhealthy or missing), and others with reasons.
+    /// (a member unhealthy or missing), `Alarm` (NOSPACE or CORRUPT raised), `SpecValid`,
+    /// and others with reasons. A map by type: each controller applies only its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -576,7 +586,7 @@ pub struct EtcdClusterStatus {
     /// name (and DNS name) is never given twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub highest_ordinal: Option<i64>,
-    /// The newest successful backup.
+    /// The newest successful backup (written by the backup controller alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupRef>,
 }

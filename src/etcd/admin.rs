@@ -109,9 +109,33 @@ impl EndpointStatus {
         self.leader != 0 && self.leader == self.member_id
     }
 
-    /// Answered, knows a leader, and reports no errors.
+    /// The one definition of member health, used by the planner, the status and the
+    /// timers: answered, knows a leader, and reports no error of its own. Alarms are
+    /// not member health: etcd puts every active alarm of the cluster (NOSPACE, CORRUPT)
+    /// into every member's errors, so they are cluster state ([`Self::alarms`]).
     pub fn is_healthy(&self) -> bool {
-        self.leader != 0 && self.errors.is_empty()
+        self.leader != 0 && self.own_errors().next().is_none()
+    }
+
+    /// A learner is healthy when it answers with no error of its own (it may not know a
+    /// leader yet while it catches up).
+    pub fn is_healthy_learner(&self) -> bool {
+        self.own_errors().next().is_none()
+    }
+
+    /// Errors that are not alarms.
+    pub fn own_errors(&self) -> impl Iterator<Item = &String> {
+        self.errors.iter().filter(|e| !e.contains("alarm:"))
+    }
+
+    /// The alarms this member reports (`NOSPACE`, `CORRUPT`), which are the cluster's.
+    pub fn alarms(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .filter_map(|e| e.split("alarm:").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
     }
 }
 

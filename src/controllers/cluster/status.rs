@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use super::build::Names;
-use super::observe::EtcdView;
+use super::observe::{self, EtcdView};
 use super::plan::{Step, quorum};
 use crate::api::cluster::{EtcdClusterStatus, MemberStatus};
 
@@ -14,6 +14,8 @@ pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const SPEC_VALID: &str = "SpecValid";
+pub const ALARM: &str = "Alarm";
+pub const CERTIFICATES_READY: &str = "CertificatesReady";
 
 /// A short CamelCase reason and a sentence for a step.
 pub fn describe(step: &Step) -> (&'static str, String) {
@@ -32,7 +34,7 @@ pub fn describe(step: &Step) -> (&'static str, String) {
         }
         Step::RemoveMember { name, reason, .. } => ("RemovingMember", format!("removing {name}: {reason}")),
         Step::DeletePod { name, .. } => ("DeletingPod", format!("deleting the pod of removed member {name}")),
-        Step::Upgrade { name, version } => ("UpgradingMember", format!("restarting {name} on etcd {version}")),
+        Step::Restart { name, reason } => ("RestartingMember", format!("restarting {name}: {reason}")),
         Step::Blocked(why) => ("Blocked", why.clone()),
     }
 }
@@ -48,6 +50,8 @@ pub struct Input<'a> {
     pub paused: bool,
     /// Problems of the spec; non-empty means nothing was done.
     pub problems: &'a [String],
+    /// Why the operator's CA is lost, if it is.
+    pub ca_lost: Option<&'a str>,
     pub previous: Option<&'a EtcdClusterStatus>,
     pub now: Time,
 }
@@ -59,7 +63,8 @@ pub fn members(names: &Names, pods: &[Pod], etcd: Option<&EtcdView>) -> Vec<Memb
         for m in &view.members {
             let name = m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u)).unwrap_or_else(|| m.name.clone());
             let s = view.statuses.get(&m.id);
-            let mut errors: Vec<String> = s.map(|s| s.errors.clone()).unwrap_or_default();
+            // Alarms are the cluster's (condition `Alarm`), not this member's.
+            let mut errors: Vec<String> = s.map(|s| s.own_errors().cloned().collect()).unwrap_or_default();
             if s.is_none() {
                 errors.push("does not answer".into());
             }
@@ -70,7 +75,7 @@ pub fn members(names: &Names, pods: &[Pod], etcd: Option<&EtcdView>) -> Vec<Memb
                 client_urls: m.client_urls.clone(),
                 learner: m.is_learner,
                 leader: s.is_some_and(|s| s.is_leader()),
-                healthy: s.is_some_and(|s| if m.is_learner { s.errors.is_empty() } else { s.is_healthy() }),
+                healthy: observe::member_healthy(s, m.is_learner),
                 db_size: s.map(|s| s.db_size),
                 db_size_in_use: s.map(|s| s.db_size_in_use),
                 version: s.map(|s| s.version.clone()),
@@ -80,9 +85,16 @@ pub fn members(names: &Names, pods: &[Pod], etcd: Option<&EtcdView>) -> Vec<Memb
     }
     for p in pods {
         let name = p.name_any();
+        if let Some(problem) = observe::pod_problem(p)
+            && let Some(m) = out.iter_mut().find(|m| m.name == name)
+        {
+            m.errors.push(format!("pod: {problem}"));
+        }
         if !out.iter().any(|m| m.name == name) {
             let why = if etcd.is_some() { "not a member of etcd" } else { "no etcd member answers" };
-            out.push(MemberStatus { name, errors: vec![why.into()], ..MemberStatus::default() });
+            let mut errors = vec![why.to_string()];
+            errors.extend(observe::pod_problem(p).map(|problem| format!("pod: {problem}")));
+            out.push(MemberStatus { name, errors, ..MemberStatus::default() });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -166,8 +178,12 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
             _ => (true, step_reason, step_msg.clone()),
         }
     };
+    let pod_problems: Vec<String> =
+        i.pods.iter().filter_map(|p| observe::pod_problem(p).map(|why| format!("{}: {why}", p.name_any()))).collect();
     let (deg, deg_reason, deg_msg) = if let Step::Blocked(why) = i.step {
         (true, "Blocked", why.clone())
+    } else if !pod_problems.is_empty() {
+        (true, "MembersNotRunning", pod_problems.join("; "))
     } else if healthy < i.size {
         (true, "MembersUnhealthy", format!("{healthy} of {} desired voting members healthy", i.size))
     } else {
@@ -178,6 +194,26 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
     } else {
         (false, "Invalid", i.problems.join("; "))
     };
+    let alarms = i.etcd.map(observe::alarms).unwrap_or_default();
+    let (alarm_reason, alarm_msg) = if alarms.is_empty() {
+        ("None", "no alarm is raised".to_string())
+    } else if alarms.iter().any(|a| a == "CORRUPT") {
+        (
+            "CORRUPT",
+            format!(
+                "alarms raised: {}; a member's data may be corrupt: find it and replace it, never disarm blindly",
+                alarms.join(", ")
+            ),
+        )
+    } else {
+        (
+            "NOSPACE",
+            format!(
+                "alarms raised: {}; etcd refuses writes (reads are served) until space is freed (compact, defragment) and the alarm disarmed",
+                alarms.join(", ")
+            ),
+        )
+    };
     let c = |t, ok, r, m| condition(i.previous, t, ok, r, m, i.generation, &i.now);
     EtcdClusterStatus {
         conditions: vec![
@@ -185,6 +221,11 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
             c(PROGRESSING, prog_ok, prog_reason, prog_msg),
             c(DEGRADED, deg, deg_reason, deg_msg),
             c(SPEC_VALID, valid, valid_reason, valid_msg),
+            c(ALARM, !alarms.is_empty(), alarm_reason, alarm_msg),
+            match i.ca_lost {
+                Some(why) => c(CERTIFICATES_READY, false, "CALost", why.to_string()),
+                None => c(CERTIFICATES_READY, true, "Ready", "certificates are issued and renewed".to_string()),
+            },
         ],
         observed_generation: i.generation,
         ready_members: healthy as i32,
@@ -192,7 +233,8 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
         version,
         cluster_id,
         client_endpoints,
-        last_backup: i.previous.and_then(|p| p.last_backup.clone()),
+        // The backup controller's field: never written here.
+        last_backup: None,
         highest_ordinal: i.previous.and_then(|p| p.highest_ordinal),
         members,
     }
@@ -268,6 +310,7 @@ mod tests {
             step,
             paused: false,
             problems,
+            ca_lost: None,
             previous: prev,
             now: Time(jiff::Timestamp::from_second(1_000).unwrap()),
         }
@@ -331,6 +374,29 @@ mod tests {
         let s = build(&input(Some(&v), &Step::Blocked("short of quorum".into()), &[], None));
         assert_eq!(cond(&s, DEGRADED).reason, "Blocked");
         assert_eq!(cond(&s, DEGRADED).message, "short of quorum");
+    }
+
+    #[test]
+    fn an_alarm_is_a_condition_and_leaves_members_healthy() {
+        let mut v = view3();
+        for s in v.statuses.values_mut() {
+            s.errors.push("memberID:2 alarm:NOSPACE ".into());
+        }
+        let s = build(&input(Some(&v), &Step::Idle, &[], None));
+        assert_eq!(s.ready_members, 3, "NOSPACE does not make members unhealthy");
+        assert!(s.members.iter().all(|m| m.healthy && m.errors.is_empty()), "{:?}", s.members);
+        assert_eq!((cond(&s, ALARM).status.as_str(), cond(&s, ALARM).reason.as_str()), ("True", "NOSPACE"));
+        assert_eq!(cond(&s, AVAILABLE).status, "True");
+        let clear = build(&input(Some(&view3()), &Step::Idle, &[], None));
+        assert_eq!(cond(&clear, ALARM).status, "False");
+    }
+
+    #[test]
+    fn the_backup_controllers_field_is_left_to_it() {
+        let mut prev = build(&input(Some(&view3()), &Step::Idle, &[], None));
+        prev.last_backup = Some(Default::default());
+        let s = build(&input(Some(&view3()), &Step::Idle, &[], Some(&prev)));
+        assert_eq!(s.last_backup, None, "not in what this controller applies");
     }
 
     #[test]

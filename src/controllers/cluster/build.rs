@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSpec, Probe, Service, ServicePort, ServiceSpec, Toleration, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    Affinity, Capabilities, Container, ContainerPort, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, SeccompProfile, SecurityContext, Service,
+    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Pod};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -22,12 +22,28 @@ pub const PEER_PORT: i32 = 2380;
 pub const METRICS_PORT: i32 = 2381;
 pub const DATA_DIR: &str = "/var/lib/etcd";
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+/// The control-plane taint before Kubernetes 1.24.
+pub const MASTER_LABEL: &str = "node-role.kubernetes.io/master";
 /// Annotations of member pods: the etcd version, topology and storage medium they run.
 pub const VERSION_ANNOTATION: &str = "etcdpilot.io/version";
 pub const TOPOLOGY_ANNOTATION: &str = "etcdpilot.io/topology";
 pub const MEDIUM_ANNOTATION: &str = "etcdpilot.io/storage-medium";
 /// Annotation of member PVCs: uid of the EtcdCluster they were made for.
 pub const CLUSTER_UID_ANNOTATION: &str = "etcdpilot.io/cluster-uid";
+/// Annotation of member PVCs and of the EtcdCluster: the etcd cluster id, recorded once
+/// the cluster formed. Durable evidence that it did: a cluster that formed is never
+/// bootstrapped again, whatever happens to its status.
+pub const CLUSTER_ID_ANNOTATION: &str = "etcdpilot.io/cluster-id";
+/// Annotation of the EtcdCluster: the members of a bootstrap, recorded before its first
+/// pod is created.
+pub const BOOTSTRAP_ANNOTATION: &str = "etcdpilot.io/bootstrap";
+/// Annotation of member pods: hash of everything in the pod that follows from the spec;
+/// a pod with another hash is restarted (one at a time, the leader last).
+pub const SPEC_HASH_ANNOTATION: &str = "etcdpilot.io/spec-hash";
+/// What member pods' health probes ask etcd: `/health` with NOSPACE excluded, since
+/// etcd reports every alarm in every member and a full cluster must keep serving reads
+/// (etcd 3.4.16+ and 3.5 take `exclude`).
+pub const HEALTH_PATH: &str = "/health?exclude=NOSPACE";
 
 /// Names and addresses of one cluster's objects and members.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,8 +281,41 @@ pub fn etcd_args(ec: &EtcdCluster, member: &str, join: &Join) -> Vec<String> {
     args
 }
 
-/// A member's pod.
+/// Hash of everything in a member pod that follows from the spec (image, resources,
+/// etcd tuning, scheduling, TLS): the pod of a placeholder member, so a member's own
+/// name and join flags do not count.
+pub fn spec_hash(ec: &EtcdCluster, repository: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let pod = pod_of(ec, "member", &Join { initial_cluster: Vec::new(), existing: true }, repository);
+    let bytes = serde_json::to_vec(&pod.spec).unwrap_or_default();
+    hex::encode(&Sha256::digest(&bytes)[..8])
+}
+
+/// A member's pod, annotated with the spec hash it was built from.
 pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod {
+    let mut pod = pod_of(ec, member, join, repository);
+    pod.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(SPEC_HASH_ANNOTATION.into(), spec_hash(ec, repository));
+    pod
+}
+
+fn health_probe(period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(HEALTH_PATH.into()),
+            port: IntOrString::Int(METRICS_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn pod_of(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod {
     let n = Names::of(ec);
     let s = &ec.spec;
     let mut metadata = meta(ec, member, &[("etcdpilot.io/member", member), ("app.kubernetes.io/component", "member")]);
@@ -316,19 +365,20 @@ pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str)
             container_port("peer", PEER_PORT),
             container_port("metrics", METRICS_PORT),
         ]),
-        // /health answers 200 once the member has a leader and no alarm.
-        readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/health".into()),
-                port: IntOrString::Int(METRICS_PORT),
-                ..HTTPGetAction::default()
-            }),
-            period_seconds: Some(5),
-            failure_threshold: Some(3),
-            ..Probe::default()
-        }),
-        resources: s.resources.clone(),
+        // /health answers 200 once the member has a leader (alarms but NOSPACE count).
+        // Ready: in the client Service. Started: up to 5 minutes to join and catch up.
+        // Alive: restarted only after 80 s without an answer.
+        readiness_probe: Some(health_probe(5, 3)),
+        startup_probe: Some(health_probe(5, 60)),
+        liveness_probe: Some(health_probe(10, 8)),
+        // Without requests a member is BestEffort: the first pod evicted under pressure.
+        resources: Some(s.resources.clone().unwrap_or_else(default_resources)),
         volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            ..SecurityContext::default()
+        }),
         ..Container::default()
     };
 
@@ -337,12 +387,15 @@ pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str)
     let mut anti = s.scheduling.anti_affinity;
     if s.topology == Topology::Stacked {
         node_selector.insert(CONTROL_PLANE_LABEL.into(), String::new());
-        tolerations.push(Toleration {
-            key: Some(CONTROL_PLANE_LABEL.into()),
-            operator: Some("Exists".into()),
-            effect: Some("NoSchedule".into()),
-            ..Toleration::default()
-        });
+        // Control-plane nodes are tainted with one or (before Kubernetes 1.24) the other.
+        for key in [CONTROL_PLANE_LABEL, MASTER_LABEL] {
+            tolerations.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoSchedule".into()),
+                ..Toleration::default()
+            });
+        }
         // One member per control-plane node, by definition.
         anti = AntiAffinity::Required;
     }
@@ -360,12 +413,30 @@ pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str)
             topology_spread_constraints: (!s.scheduling.topology_spread_constraints.is_empty())
                 .then(|| s.scheduling.topology_spread_constraints.clone()),
             priority_class_name: s.scheduling.priority_class_name.clone(),
+            // etcd needs no Kubernetes API access.
+            automount_service_account_token: Some(false),
+            security_context: Some(PodSecurityContext {
+                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+                ..PodSecurityContext::default()
+            }),
             // etcd flushes on SIGTERM; give it time.
             termination_grace_period_seconds: Some(30),
             restart_policy: Some("Always".into()),
             ..PodSpec::default()
         }),
         ..Pod::default()
+    }
+}
+
+/// Requests of a member that names none: enough to schedule it as Burstable.
+fn default_resources() -> k8s_openapi::api::core::v1::ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".into())),
+            ("memory".to_string(), Quantity("128Mi".into())),
+        ])),
+        ..Default::default()
     }
 }
 

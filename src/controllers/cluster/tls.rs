@@ -153,15 +153,35 @@ pub struct SecretWrite {
     pub reason: String,
 }
 
+/// Why the operator's CA is lost, when it is: its Secret is gone (or broken) while
+/// members exist that trust it. etcd loads trusted CAs only at start, so a new CA would
+/// make every member refuse every reissued certificate: it is never generated then.
+pub fn ca_lost(ec: &EtcdCluster, existing: &BTreeMap<String, Secret>, members_exist: bool) -> Option<String> {
+    if ec.spec.tls.mode != TlsMode::Operator || !members_exist {
+        return None;
+    }
+    let name = ca_secret_name(&ec.name_any());
+    ca_of(existing.get(&name)).is_none().then(|| {
+        format!(
+            "the CA Secret {name} is missing or incomplete while members trust that CA: no new CA is generated (members would refuse it) and certificates are not renewed; the members keep serving with the certificates they have. Restore the Secret {name} (tls.crt, tls.key) from a backup to resume renewals"
+        )
+    })
+}
+
 /// In mode `Operator`: the Secrets to (re)write given the ones that exist, by name. A
-/// missing CA is generated (and then every leaf reissued); a leaf is reissued when it is
-/// missing, incomplete, signed by another CA, or within `renewBeforeDays` of expiry.
+/// missing CA is generated only for a cluster with no members yet (see [`ca_lost`]);
+/// a leaf is reissued when it is missing, incomplete, signed by another CA, or within
+/// `renewBeforeDays` of expiry.
 pub fn operator_secrets(
     ec: &EtcdCluster,
     existing: &BTreeMap<String, Secret>,
     now: OffsetDateTime,
     domain: &str,
+    members_exist: bool,
 ) -> Result<Vec<SecretWrite>, PkiError> {
+    if ca_lost(ec, existing, members_exist).is_some() {
+        return Ok(Vec::new());
+    }
     let Some(names) = secret_names(ec) else { return Ok(Vec::new()) };
     if ec.spec.tls.mode != TlsMode::Operator {
         return Ok(Vec::new());
@@ -241,26 +261,29 @@ mod tests {
     fn first_pass_writes_ca_and_three_leaves_then_nothing() {
         let ec = cluster("{}");
         let now = OffsetDateTime::now_utc();
-        let first = operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local").unwrap();
+        let first = operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap();
         let names: Vec<String> = first.iter().map(|w| w.secret.name_any()).collect();
         assert_eq!(names, ["main-ca", "main-peer-tls", "main-server-tls", "main-client-tls"]);
         for w in &first {
             assert_eq!(w.secret.owner_references().len(), 1, "owned by the cluster");
         }
         let existing = by_name(first);
-        assert!(operator_secrets(&ec, &existing, now, "cluster.local").unwrap().is_empty());
+        assert!(operator_secrets(&ec, &existing, now, "cluster.local", false).unwrap().is_empty());
         let client = client_material(&existing["main-client-tls"]).unwrap();
         assert!(String::from_utf8(client.cert_pem).unwrap().contains("BEGIN CERTIFICATE"));
         // Other modes write nothing.
         assert!(
-            operator_secrets(&cluster("{mode: Disabled}"), &BTreeMap::new(), now, "cluster.local").unwrap().is_empty()
+            operator_secrets(&cluster("{mode: Disabled}"), &BTreeMap::new(), now, "cluster.local", false)
+                .unwrap()
+                .is_empty()
         );
         assert!(
             operator_secrets(
                 &cluster("{mode: Secrets, secrets: {peer: p, server: s, client: c}}"),
                 &BTreeMap::new(),
                 now,
-                "cluster.local"
+                "cluster.local",
+                false
             )
             .unwrap()
             .is_empty()
@@ -271,24 +294,41 @@ mod tests {
     fn leaves_are_renewed_before_expiry_with_the_same_ca() {
         let ec = cluster("{certificateValidityDays: 365, renewBeforeDays: 30}");
         let now = OffsetDateTime::now_utc();
-        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local").unwrap());
+        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
         // 340 days on: 25 days left, inside the 30-day window.
         let later = now + time::Duration::days(340);
-        let renewed = operator_secrets(&ec, &existing, later, "cluster.local").unwrap();
+        let renewed = operator_secrets(&ec, &existing, later, "cluster.local", false).unwrap();
         let names: Vec<String> = renewed.iter().map(|w| w.secret.name_any()).collect();
         assert_eq!(names, ["main-peer-tls", "main-server-tls", "main-client-tls"], "the CA stays");
         assert!(renewed.iter().all(|w| w.reason.contains("expiring")));
         // 300 days on: 65 days left, nothing to do.
-        assert!(operator_secrets(&ec, &existing, now + time::Duration::days(300), "cluster.local").unwrap().is_empty());
+        assert!(
+            operator_secrets(&ec, &existing, now + time::Duration::days(300), "cluster.local", false)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
-    fn a_lost_ca_reissues_every_leaf() {
+    fn a_lost_ca_is_never_replaced_while_members_trust_it() {
         let ec = cluster("{}");
         let now = OffsetDateTime::now_utc();
-        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local").unwrap());
+        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
         existing.remove("main-ca");
-        let writes = operator_secrets(&ec, &existing, now, "cluster.local").unwrap();
+        let writes = operator_secrets(&ec, &existing, now + time::Duration::days(3000), "cluster.local", true).unwrap();
+        assert!(writes.is_empty(), "no new CA, no leaf signed by one, even when renewal is due");
+        let why = ca_lost(&ec, &existing, true).expect("lost");
+        assert!(why.contains("main-ca") && why.contains("keep serving"), "{why}");
+        assert_eq!(ca_lost(&ec, &existing, false), None, "no member yet: a CA is simply generated");
+    }
+
+    #[test]
+    fn a_lost_ca_before_any_member_reissues_every_leaf() {
+        let ec = cluster("{}");
+        let now = OffsetDateTime::now_utc();
+        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
+        existing.remove("main-ca");
+        let writes = operator_secrets(&ec, &existing, now, "cluster.local", false).unwrap();
         assert_eq!(writes.len(), 4);
         assert!(
             writes[1..].iter().all(|w| w.reason.contains("another CA")),

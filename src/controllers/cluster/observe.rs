@@ -11,7 +11,7 @@ use super::build::Names;
 use super::plan::{MemberState, Observation, PodState, ordinal_of};
 use crate::etcd::{EndpointStatus, Member};
 
-pub use super::build::VERSION_ANNOTATION;
+pub use super::build::{CLUSTER_ID_ANNOTATION, SPEC_HASH_ANNOTATION, VERSION_ANNOTATION};
 
 /// Annotation of a PVC kept after its member was removed.
 pub const REMOVED_ANNOTATION: &str = "etcdpilot.io/removed-member";
@@ -34,11 +34,63 @@ pub fn pod_failed(pod: &Pod) -> bool {
     })
 }
 
+/// Why a member pod does not run, in words a user can act on: an image that cannot be
+/// pulled, a pod that cannot be scheduled, a volume that does not mount, a container
+/// that keeps crashing (with its last words).
+pub fn pod_problem(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    for c in status.container_statuses.iter().flatten() {
+        if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.as_deref().unwrap_or_default();
+            if reason == "ContainerCreating" || reason == "PodInitializing" {
+                continue;
+            }
+            let msg = w.message.clone().unwrap_or_default();
+            let last = c
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| {
+                    format!(
+                        " (last exit {}{})",
+                        t.exit_code,
+                        t.message.as_deref().map(|m| format!(": {}", m.trim())).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            return Some(format!("{reason}: {msg}{last}").trim_end_matches([' ', ':']).to_string());
+        }
+    }
+    for c in status.conditions.iter().flatten() {
+        if c.type_ == "PodScheduled" && c.status == "False" {
+            return Some(format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or("Unschedulable"),
+                c.message.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(format!("Failed: {}", status.message.as_deref().unwrap_or_default()));
+    }
+    None
+}
+
 pub fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether a cluster formed, and what bootstrap was begun, as recorded durably: on the
+/// EtcdCluster (annotations, and its status) and on the member volumes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Records {
+    /// A cluster id is recorded on the EtcdCluster (annotation or status).
+    pub cluster_id_recorded: bool,
+    /// The members of a bootstrap recorded before its first pod was created.
+    pub bootstrap: Option<Vec<String>>,
 }
 
 /// Builds the planner's view. `unhealthy_for` says, by member name, how long a member
@@ -48,7 +100,7 @@ pub fn observation(
     pods: &[Pod],
     pvcs: &[PersistentVolumeClaim],
     etcd: Option<&EtcdView>,
-    bootstrapped: bool,
+    records: &Records,
     unhealthy_for: &HashMap<String, u64>,
 ) -> Observation {
     let pods: Vec<PodState> = pods
@@ -59,6 +111,7 @@ pub fn observation(
             terminating: p.metadata.deletion_timestamp.is_some(),
             failed: pod_failed(p),
             version: p.annotations().get(VERSION_ANNOTATION).cloned().unwrap_or_default(),
+            spec_hash: p.annotations().get(SPEC_HASH_ANNOTATION).cloned(),
         })
         .collect();
     // A volume kept after its member was removed (retention `Retain`) is no member's,
@@ -81,11 +134,7 @@ pub fn observation(
                 let name =
                     m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u)).unwrap_or_else(|| m.name.clone());
                 let status = view.statuses.get(&m.id);
-                let healthy = match status {
-                    Some(s) if m.is_learner => s.errors.is_empty(),
-                    Some(s) => s.is_healthy(),
-                    None => false,
-                };
+                let healthy = member_healthy(status, m.is_learner);
                 MemberState {
                     id: m.id,
                     leader: status.is_some_and(EndpointStatus::is_leader),
@@ -104,7 +153,34 @@ pub fn observation(
         .chain(members.iter().flatten().map(|m| m.name.as_str()))
         .filter_map(ordinal_of)
         .max();
-    Observation { pods, volumes, members, bootstrapped, highest_ordinal }
+    let formed =
+        records.cluster_id_recorded || pvcs.iter().any(|c| c.annotations().contains_key(CLUSTER_ID_ANNOTATION));
+    Observation {
+        pods,
+        volumes,
+        members,
+        formed,
+        bootstrap: records.bootstrap.clone(),
+        highest_ordinal,
+        ..Observation::default()
+    }
+}
+
+/// Member health, as the planner, the status and the timers all read it.
+pub fn member_healthy(status: Option<&EndpointStatus>, learner: bool) -> bool {
+    match status {
+        Some(s) if learner => s.is_healthy_learner(),
+        Some(s) => s.is_healthy(),
+        None => false,
+    }
+}
+
+/// The alarms active in the cluster (every member reports all of them).
+pub fn alarms(view: &EtcdView) -> Vec<String> {
+    let mut out: Vec<String> = view.statuses.values().flat_map(EndpointStatus::alarms).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -181,7 +257,8 @@ mod tests {
             statuses: HashMap::from([(1, status(1, 1, false)), (3, status(3, 1, true))]),
         };
         let unhealthy = HashMap::from([("main-2".to_string(), 42)]);
-        let o = observation(&n, &pods, &pvcs, Some(&view), true, &unhealthy);
+        let records = Records { cluster_id_recorded: true, bootstrap: None };
+        let o = observation(&n, &pods, &pvcs, Some(&view), &records, &unhealthy);
 
         assert_eq!(
             o.pods[0],
@@ -190,7 +267,8 @@ mod tests {
                 ready: true,
                 terminating: false,
                 failed: false,
-                version: "3.4.23".into()
+                version: "3.4.23".into(),
+                spec_hash: None,
             }
         );
         assert!(o.pods[1].terminating && !o.pods[1].ready);
@@ -205,7 +283,7 @@ mod tests {
         );
         assert_eq!((m[2].name.as_str(), m[2].learner, m[2].healthy), ("main-8", true, true), "named by its peer URL");
         assert_eq!(o.highest_ordinal, Some(8), "ordinals of pods, volumes and members are never reused");
-        assert!(o.bootstrapped);
+        assert!(o.formed);
     }
 
     #[test]
@@ -221,15 +299,72 @@ mod tests {
             )
             .unwrap(),
         ];
-        let o = observation(&names(), &[], &pvcs, None, true, &HashMap::new());
+        let o = observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new());
         assert_eq!(o.volumes, BTreeSet::from(["main-0".into()]), "retained and terminating volumes are no member's");
         assert_eq!(o.highest_ordinal, Some(9));
     }
 
     #[test]
+    fn a_cluster_id_on_any_member_volume_means_formed_whatever_the_status_says() {
+        let pvcs: Vec<PersistentVolumeClaim> = vec![
+            serde_json::from_value(json!({"metadata": {"name": "data-main-0"}})).unwrap(),
+            serde_json::from_value(
+                json!({"metadata": {"name": "data-main-1", "annotations": {CLUSTER_ID_ANNOTATION: "abc"}}}),
+            )
+            .unwrap(),
+        ];
+        let o = observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new());
+        assert!(o.formed);
+        let rec = Records { cluster_id_recorded: false, bootstrap: Some(vec!["main-0".into()]) };
+        let o = observation(&names(), &[], &pvcs[..1], None, &rec, &HashMap::new());
+        assert!(!o.formed);
+        assert_eq!(o.bootstrap, Some(vec!["main-0".to_string()]));
+    }
+
+    #[test]
+    fn alarms_are_cluster_state_not_member_health() {
+        let mut s = status(1, 1, false);
+        s.errors = vec!["memberID:1 alarm:NOSPACE ".into()];
+        assert!(member_healthy(Some(&s), false), "an alarm does not make a member unhealthy");
+        assert_eq!(s.alarms(), vec!["NOSPACE".to_string()]);
+        let mut other = status(2, 1, false);
+        other.errors = vec!["memberID:1 alarm:NOSPACE ".into(), "memberID:2 alarm:CORRUPT ".into()];
+        let view = EtcdView { members: vec![], statuses: HashMap::from([(1, s.clone()), (2, other)]) };
+        assert_eq!(alarms(&view), vec!["CORRUPT".to_string(), "NOSPACE".to_string()]);
+        s.errors.push("etcdserver: no leader".into());
+        assert!(!member_healthy(Some(&s), false), "its own errors do");
+        assert!(!member_healthy(None, false), "no answer: unhealthy");
+    }
+
+    #[test]
+    fn pod_problems_say_what_to_fix() {
+        let pull = pod(json!({"metadata": {"name": "main-0"}, "status": {"phase": "Pending", "containerStatuses": [{
+            "name": "etcd", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"etcd:v9\""}}}]}}));
+        assert_eq!(pod_problem(&pull).as_deref(), Some("ImagePullBackOff: Back-off pulling image \"etcd:v9\""));
+        let unsched = pod(json!({"metadata": {"name": "main-0"}, "status": {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/6 nodes are available"}]}}));
+        assert_eq!(pod_problem(&unsched).as_deref(), Some("Unschedulable: 0/6 nodes are available"));
+        let crash = pod(json!({"metadata": {"name": "main-0"}, "status": {"phase": "Running", "containerStatuses": [{
+            "name": "etcd", "ready": false, "restartCount": 4, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": "member has already been bootstrapped\n"}}}]}}));
+        assert_eq!(
+            pod_problem(&crash).as_deref(),
+            Some("CrashLoopBackOff: back-off 40s (last exit 1: member has already been bootstrapped)")
+        );
+        let creating =
+            pod(json!({"metadata": {"name": "main-0"}, "status": {"phase": "Pending", "containerStatuses": [{
+            "name": "etcd", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]}}));
+        assert_eq!(pod_problem(&creating), None, "starting is no problem");
+    }
+
+    #[test]
     fn no_answer_from_etcd_is_no_member_list() {
-        let o = observation(&names(), &[], &[], None, false, &HashMap::new());
+        let o = observation(&names(), &[], &[], None, &Records::default(), &HashMap::new());
         assert!(o.members.is_none());
+        assert!(!o.formed);
         assert_eq!(o.highest_ordinal, None);
     }
 }

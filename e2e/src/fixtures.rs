@@ -1,0 +1,346 @@
+//! Shared by the e2e test files: a cluster made, waited on, written to and watched,
+//! through the testbed's API server and each cluster's client Service, with the
+//! certificate etcd-pilot issued.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::kit::{Kit, OPERATOR_NS};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_pilot::api::EtcdCluster;
+use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+pub const WAIT: Duration = Duration::from_secs(240);
+
+pub async fn setup(prefix: &str) -> (Kit, String) {
+    etcd_pilot::install_crypto_provider();
+    let kit = Kit::connect().await;
+    kit.install_operator();
+    let ns = kit.namespace(prefix).await;
+    (kit, ns)
+}
+
+pub fn cluster_manifest(name: &str, size: i32, version: &str, extra: Value) -> Value {
+    let mut spec = json!({"size": size, "version": version});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster", "metadata": {"name": name}, "spec": spec})
+}
+
+pub fn clusters(kit: &Kit, ns: &str) -> Api<EtcdCluster> {
+    Api::namespaced(kit.client.clone(), ns)
+}
+
+pub async fn create_cluster(kit: &Kit, ns: &str, manifest: Value) -> EtcdCluster {
+    let ec: EtcdCluster = serde_json::from_value(manifest).expect("manifest");
+    clusters(kit, ns).create(&PostParams::default(), &ec).await.expect("create EtcdCluster")
+}
+
+pub async fn patch_spec(kit: &Kit, ns: &str, name: &str, spec: Value) {
+    clusters(kit, ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+        .await
+        .expect("patch spec");
+}
+
+pub fn condition(ec: &EtcdCluster, type_: &str) -> Option<(String, String, String)> {
+    let c = ec.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub async fn member_pods(kit: &Kit, ns: &str, name: &str) -> Vec<Pod> {
+    let lp =
+        ListParams::default().labels(&format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=member"));
+    Api::<Pod>::namespaced(kit.client.clone(), ns).list(&lp).await.expect("list pods").items
+}
+
+/// Waits until the cluster is Available with exactly `n` healthy voting members, no
+/// learner, one pod per member and nothing else under way.
+pub async fn wait_ready(kit: &Kit, ns: &str, name: &str, n: usize) -> EtcdCluster {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ec = clusters(kit, ns).get(name).await.expect("get EtcdCluster");
+        let pods = member_pods(kit, ns, name).await;
+        if let Some(s) = &ec.status {
+            let voters = s.members.iter().filter(|m| !m.learner && !m.id.is_empty()).count();
+            let all_healthy = s.members.iter().all(|m| m.healthy && !m.learner && !m.id.is_empty());
+            if condition(&ec, "Available").is_some_and(|c| c.0 == "True")
+                && s.ready_members as usize == n
+                && voters == n
+                && all_healthy
+                && s.members.len() == n
+                && pods.len() == n
+                && pods.iter().all(|p| p.metadata.deletion_timestamp.is_none())
+                && s.observed_generation == ec.metadata.generation
+            {
+                return ec;
+            }
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{ns}/{name} not ready with {n} members after {WAIT:?}\nstatus: {:#?}\npods: {:?}\nevents:\n{}",
+                ec.status,
+                pods.iter()
+                    .map(|p| (p.name_any(), p.status.as_ref().and_then(|s| s.phase.clone())))
+                    .collect::<Vec<_>>(),
+                events(kit, ns, name).await.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `/metrics` of the running operator, by plain HTTP to its pod IP.
+pub async fn operator_metrics(kit: &Kit) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ops: Api<Pod> = Api::namespaced(kit.client.clone(), OPERATOR_NS);
+    let lp = ListParams::default().labels("app.kubernetes.io/name=etcd-pilot");
+    let ip = ops
+        .list(&lp)
+        .await
+        .expect("operator pods")
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .find_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()))
+        .expect("a running operator pod");
+    let Ok(mut conn) = tokio::net::TcpStream::connect(format!("{ip}:8080")).await else { return String::new() };
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+    if conn.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut body = String::new();
+    let _ = conn.read_to_string(&mut body).await;
+    body
+}
+
+/// `reason: message` of every Event about the cluster, oldest first.
+pub async fn events(kit: &Kit, ns: &str, name: &str) -> Vec<String> {
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    let mut list =
+        Api::<Event>::namespaced(kit.client.clone(), ns).list(&lp).await.map(|l| l.items).unwrap_or_default();
+    list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    list.iter()
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e.type_.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+                e.message.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// A client of the cluster through its client Service, with the operator-issued
+/// client certificate.
+pub async fn etcd(kit: &Kit, ns: &str, name: &str) -> Client {
+    etcd_with(kit, ns, name, &format!("{name}-client-tls")).await
+}
+
+pub async fn etcd_with(kit: &Kit, ns: &str, name: &str, client_secret: &str) -> Client {
+    let secret = Api::<Secret>::namespaced(kit.client.clone(), ns).get(client_secret).await.expect("client Secret");
+    let data = secret.data.expect("secret data");
+    let svc = Api::<Service>::namespaced(kit.client.clone(), ns)
+        .get(&format!("{name}-client"))
+        .await
+        .expect("client Service");
+    let ip = svc.spec.and_then(|s| s.cluster_ip).expect("ClusterIP");
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(&data["ca.crt"].0))
+        .identity(Identity::from_pem(&data["tls.crt"].0, &data["tls.key"].0))
+        .domain_name(format!("{name}-client.{ns}.svc"));
+    let opts = ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5));
+    // The Service answers once kube-proxy has the ready members as endpoints, a moment
+    // after the pods turn ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = match Client::connect([format!("https://{ip}:2379")], Some(opts.clone())).await {
+            Ok(mut c) => c.get("probe", None).await.map(|_| c),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("connect to {ns}/{name}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Writes `w/<n>` keys until stopped, recording every write etcd acknowledged.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<String>, usize)>,
+}
+
+impl Writer {
+    pub async fn start(kit: &Kit, ns: &str, name: &str) -> Writer {
+        let mut client = etcd(kit, ns, name).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), 0);
+            let mut i = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let key = format!("w/{i:08}");
+                match client.put(key.clone(), format!("v{i}"), None).await {
+                    Ok(_) => acked.push(key),
+                    Err(_) => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, failed)
+        });
+        Writer { stop, task }
+    }
+
+    /// Stops and checks that every acknowledged write is there.
+    pub async fn finish(self, kit: &Kit, ns: &str, name: &str) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (acked, failed) = self.task.await.expect("writer");
+        let mut client = etcd(kit, ns, name).await;
+        let got = client
+            .get("w/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
+            .await
+            .expect("read back");
+        let have: BTreeSet<String> =
+            got.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect();
+        let lost: Vec<&String> = acked.iter().filter(|k| !have.contains(*k)).collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged writes lost, e.g. {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(5)]
+        );
+        assert!(acked.len() > 50, "the writer made progress: {} acknowledged, {failed} failed", acked.len());
+        (acked.len(), failed)
+    }
+}
+
+/// What a watcher saw of the membership while a change ran.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub max_learners: usize,
+    /// Members removed while they were the last known leader.
+    pub removed_leaders: Vec<String>,
+    /// Member pods that began terminating while their member led.
+    pub restarted_leaders: Vec<String>,
+    /// Member pod names in the order they began terminating.
+    pub terminated: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Polls etcd and the member pods every 100 ms until stopped.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    pub async fn start(kit: &Kit, ns: &str, name: &str) -> Watcher {
+        let mut client = etcd(kit, ns, name).await;
+        let pods_api: Api<Pod> = Api::namespaced(kit.client.clone(), ns);
+        let lp = ListParams::default()
+            .labels(&format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=member"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (flag, out) = (stop.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            let mut members: BTreeMap<u64, String> = BTreeMap::new();
+            let mut leader: Option<u64> = None;
+            let mut terminating: BTreeSet<String> = BTreeSet::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(list) = client.member_list().await {
+                    let now: BTreeMap<u64, String> = list
+                        .members()
+                        .iter()
+                        .map(|m| {
+                            let name = m
+                                .peer_urls()
+                                .first()
+                                .and_then(|u| u.split("//").nth(1))
+                                .and_then(|h| h.split('.').next());
+                            (m.id(), name.unwrap_or_default().to_string())
+                        })
+                        .collect();
+                    let learners = list.members().iter().filter(|m| m.is_learner()).count();
+                    let mut s = out.lock().unwrap();
+                    s.max_learners = s.max_learners.max(learners);
+                    for (id, n) in &members {
+                        if !now.contains_key(id) {
+                            s.removed.push(n.clone());
+                            if leader == Some(*id) {
+                                s.removed_leaders.push(n.clone());
+                            }
+                        }
+                    }
+                    members = now;
+                }
+                if let Ok(st) = client.status().await
+                    && st.leader() != 0
+                {
+                    leader = Some(st.leader());
+                }
+                if let Ok(pods) = pods_api.list(&lp).await {
+                    for p in pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+                        let pn = p.name_any();
+                        if terminating.insert(pn.clone()) {
+                            let mut s = out.lock().unwrap();
+                            s.terminated.push(pn.clone());
+                            if leader.and_then(|l| members.get(&l)) == Some(&pn) {
+                                s.restarted_leaders.push(pn);
+                            }
+                        }
+                    }
+                    let present: BTreeSet<String> = pods
+                        .items
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_some())
+                        .map(|p| p.name_any())
+                        .collect();
+                    terminating.retain(|t| present.contains(t));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Watcher { stop, seen, task }
+    }
+
+    pub async fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// A ready 3-member cluster `main` on 3.4.23, a writer on it and a watcher of it.
+pub async fn three_members_under_writes(prefix: &str) -> (Kit, String, Writer, Watcher) {
+    let (kit, ns) = setup(prefix).await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let writer = Writer::start(&kit, &ns, "main").await;
+    let watcher = Watcher::start(&kit, &ns, "main").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (kit, ns, writer, watcher)
+}
+
+pub fn nodes_of(pods: &[Pod]) -> BTreeSet<String> {
+    pods.iter().filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())).collect()
+}

@@ -1,0 +1,336 @@
+//! Act: the IO of one pass. Fixed objects (certificates, Services, PDB) follow from the
+//! spec; each planned step is done here, fenced when it is disruptive.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::build::{self, BOOTSTRAP_ANNOTATION, CLUSTER_ID_ANNOTATION, Join, Names};
+use super::error::{self, Error};
+use super::observe::{EtcdView, REMOVED_ANNOTATION};
+use super::plan::Step;
+use super::tls;
+use super::{CONTROLLER, Context, FIELD_MANAGER, Key};
+use crate::api::EtcdCluster;
+use crate::api::cluster::{StorageMedium, TlsMode};
+use crate::etcd::{AdminConfig, EtcdAdmin, EtcdError};
+use crate::runtime::events::{EventType, publish};
+use crate::runtime::kube_ops::{apply, create_if_absent, delete_if_present};
+use crate::runtime::operation::{self, Operation, Taken};
+
+/// Certificates, Services and the PodDisruptionBudget: objects whose content follows
+/// from the spec alone. Returns why the CA is lost, if it is (the cluster keeps serving).
+pub async fn ensure_fixed_objects(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    key: &Key,
+    members_exist: bool,
+) -> Result<Option<String>, Error> {
+    let ns = key.0.as_str();
+    let client = ctx.rt.client.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut ca_lost = None;
+    if ec.spec.tls.mode == TlsMode::Operator {
+        let mut existing = BTreeMap::new();
+        let names = tls::secret_names(ec).into_iter().flat_map(|s| [s.peer, s.server, s.client]);
+        for name in names.chain([tls::ca_secret_name(&key.1)]) {
+            if let Some(s) = secrets.get_opt(&name).await.map_err(error::observe(format!("read Secret {name}")))? {
+                existing.insert(name, s);
+            }
+        }
+        ca_lost = tls::ca_lost(ec, &existing, members_exist);
+        let now = time::OffsetDateTime::now_utc();
+        for w in tls::operator_secrets(ec, &existing, now, &ctx.settings.cluster_domain, members_exist)? {
+            let name = w.secret.name_any();
+            apply(&secrets, FIELD_MANAGER, &w.secret).await.map_err(error::objects(format!("write Secret {name}")))?;
+            publish(&ctx.rt, ec, EventType::Normal, "CertificateIssued", &w.reason).await;
+        }
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    for svc in [build::peer_service(ec), build::client_service(ec)] {
+        let name = svc.name_any();
+        apply(&services, FIELD_MANAGER, &svc).await.map_err(error::objects(format!("apply Service {name}")))?;
+    }
+    if ctx.settings.policy_v1 {
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client, ns);
+        apply(&pdbs, FIELD_MANAGER, &build::pod_disruption_budget(ec))
+            .await
+            .map_err(error::objects("apply PodDisruptionBudget"))?;
+    } else if ctx.settings.policy_v1beta1 {
+        apply_pdb_v1beta1(ec, ctx, ns).await?;
+    } else if !ctx.with_memory(key, |m| std::mem::replace(&mut m.warned_no_pdb, true)) {
+        publish(
+            &ctx.rt,
+            ec,
+            EventType::Warning,
+            "NoPodDisruptionBudget",
+            "this Kubernetes serves neither policy/v1 nor policy/v1beta1: no PodDisruptionBudget guards the members against voluntary evictions",
+        )
+        .await;
+    }
+    Ok(ca_lost)
+}
+
+/// The PodDisruptionBudget on Kubernetes before 1.21 (`policy/v1beta1`, same fields).
+async fn apply_pdb_v1beta1(ec: &EtcdCluster, ctx: &Context, ns: &str) -> Result<(), Error> {
+    let pdb = build::pod_disruption_budget(ec);
+    let mut value = serde_json::to_value(&pdb).map_err(|e| Error::Objects {
+        what: "encode PodDisruptionBudget".into(),
+        source: kube::Error::SerdeError(e),
+    })?;
+    value["apiVersion"] = json!("policy/v1beta1");
+    value["kind"] = json!("PodDisruptionBudget");
+    let gvk = kube::api::GroupVersionKind::gvk("policy", "v1beta1", "PodDisruptionBudget");
+    let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, "poddisruptionbudgets");
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ctx.rt.client.clone(), ns, &ar);
+    let obj: kube::api::DynamicObject = serde_json::from_value(value).map_err(|e| Error::Objects {
+        what: "encode PodDisruptionBudget".into(),
+        source: kube::Error::SerdeError(e),
+    })?;
+    api.patch(&pdb.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+        .await
+        .map_err(error::objects("apply PodDisruptionBudget (policy/v1beta1)"))?;
+    Ok(())
+}
+
+/// Keeps member PVCs' owner references in line with `storage.retention.whenDeleted`.
+pub async fn ensure_pvc_owners(
+    ec: &EtcdCluster,
+    pvcs: &[PersistentVolumeClaim],
+    api: &Api<PersistentVolumeClaim>,
+) -> Result<(), Error> {
+    let want = build::pvc_owner_references(ec);
+    for pvc in pvcs {
+        if pvc.annotations().contains_key(REMOVED_ANNOTATION) || pvc.metadata.owner_references == want {
+            continue;
+        }
+        let patch = json!({"metadata": {"ownerReferences": want}});
+        let name = pvc.name_any();
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(error::objects(format!("set the owner of PVC {name}")))?;
+    }
+    Ok(())
+}
+
+/// Records the etcd cluster id on the EtcdCluster and on every member volume: durable
+/// evidence that the cluster formed, which no status loss can erase.
+pub async fn record_cluster_id(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    pvcs: &[PersistentVolumeClaim],
+    cluster_id: &str,
+) -> Result<(), Error> {
+    let ns = ec.namespace().unwrap_or_default();
+    let patch = json!({"metadata": {"annotations": {CLUSTER_ID_ANNOTATION: cluster_id}}});
+    if ec.annotations().get(CLUSTER_ID_ANNOTATION).map(String::as_str) != Some(cluster_id) {
+        let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
+        api.patch(&ec.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(error::record("record the cluster id on the EtcdCluster"))?;
+    }
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &ns);
+    for pvc in pvcs {
+        if pvc.annotations().contains_key(CLUSTER_ID_ANNOTATION) || pvc.annotations().contains_key(REMOVED_ANNOTATION) {
+            continue;
+        }
+        let name = pvc.name_any();
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(error::record(format!("record the cluster id on PVC {name}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Records the members of a bootstrap before its first pod is created, with the
+/// object's resourceVersion as a precondition. Returns false when the object changed
+/// meanwhile (look again).
+pub async fn record_bootstrap(ec: &EtcdCluster, ctx: &Context, members: &[String]) -> Result<bool, Error> {
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ec.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {
+        "resourceVersion": ec.resource_version(),
+        "annotations": {BOOTSTRAP_ANNOTATION: serde_json::to_string(members).unwrap_or_default()},
+    }});
+    match api.patch(&ec.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(true),
+        Err(e) if crate::runtime::kube_ops::is_conflict(&e) => Ok(false),
+        Err(e) => Err(error::record("record the bootstrap")(e)),
+    }
+}
+
+/// The fence before a disruptive step: the cluster's operation slot taken with the
+/// resourceVersion of a fresh read as precondition (a replica acting on an old view
+/// gets a conflict), then the Lease read again. `Ok(Some(why))`: do not act.
+pub async fn fence(ec: &EtcdCluster, ctx: &Context, step: &Step) -> Result<Option<String>, Error> {
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ec.namespace().unwrap_or_default());
+    let fresh = api.get(&ec.name_any()).await.map_err(error::record("read the EtcdCluster before acting"))?;
+    if fresh.metadata.generation != ec.metadata.generation {
+        return Ok(Some("the spec changed since this pass read it".into()));
+    }
+    let (reason, _) = super::status::describe(step);
+    let now = jiff::Timestamp::now();
+    let op = Operation {
+        kind: reason.to_string(),
+        member: step.member().map(str::to_string),
+        controller: CONTROLLER.into(),
+        holder: ctx.rt.instance.clone(),
+        since: now,
+        expires: now + jiff::SignedDuration::from_mins(10),
+    };
+    match operation::take(&api, &fresh, &op).await.map_err(error::record("take the operation slot"))? {
+        Taken::Yes => {}
+        Taken::Lost(why) => return Ok(Some(why)),
+    }
+    if !ctx.rt.lease.holds(&ctx.rt.client).await.map_err(Error::Lease)? {
+        return Ok(Some(format!("the leader-election Lease {} is no longer held", ctx.rt.lease.describe())));
+    }
+    Ok(None)
+}
+
+/// Client TLS for talking to this cluster's etcd.
+pub async fn admin_config(ec: &EtcdCluster, ctx: &Context, ns: &str) -> Result<AdminConfig, Error> {
+    let Some(names) = tls::secret_names(ec) else { return Ok(AdminConfig::default()) };
+    let secrets: Api<Secret> = Api::namespaced(ctx.rt.client.clone(), ns);
+    let secret = secrets
+        .get_opt(&names.client)
+        .await
+        .map_err(error::observe(format!("read Secret {}", names.client)))?
+        .ok_or_else(|| Error::ClientSecret(names.client.clone()))?;
+    let material = tls::client_material(&secret).ok_or_else(|| Error::ClientSecret(names.client.clone()))?;
+    Ok(AdminConfig { tls: Some(material), ..AdminConfig::default() })
+}
+
+/// Asks etcd for its member list and every reachable member's own status.
+/// Both at once: a member that does not answer costs one timeout, not two.
+pub async fn observe_etcd(admin: &EtcdAdmin) -> Option<EtcdView> {
+    let (members, statuses) = futures::join!(admin.member_list(), admin.statuses());
+    let statuses = statuses.into_iter().filter_map(|(_, r)| r.ok()).map(|s| (s.member_id, s)).collect();
+    Some(EtcdView { members: members.ok()?, statuses })
+}
+
+/// `--initial-cluster` of a member joining what etcd knows now (or, with no answer, the
+/// members with volumes).
+fn join_existing(names: &Names, view: Option<&EtcdView>, volumes: &[String]) -> Join {
+    let initial_cluster = match view {
+        Some(v) => v
+            .members
+            .iter()
+            .filter_map(|m| {
+                let name = m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u))?;
+                Some((name.clone(), names.peer_url(&name)))
+            })
+            .collect(),
+        None => volumes.iter().map(|m| (m.clone(), names.peer_url(m))).collect(),
+    };
+    Join { initial_cluster, existing: true }
+}
+
+/// Creates a member's PVC and pod; either may exist already (a pass that stopped half way).
+async fn create_member(ec: &EtcdCluster, ctx: &Context, ns: &str, member: &str, join: &Join) -> Result<(), Error> {
+    if let Some(pvc) = build::member_pvc(ec, member) {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), ns);
+        create_if_absent(&api, FIELD_MANAGER, &pvc)
+            .await
+            .map_err(error::act_kube(format!("create PVC of {member}")))?;
+    }
+    let pod = build::member_pod(ec, member, join, &ctx.settings.etcd_image_repository);
+    let api: Api<Pod> = Api::namespaced(ctx.rt.client.clone(), ns);
+    create_if_absent(&api, FIELD_MANAGER, &pod).await.map_err(error::act_kube(format!("create pod {member}")))?;
+    Ok(())
+}
+
+/// etcd refuses membership changes for a few seconds after a member (re)connects
+/// ("unhealthy cluster"), and promotion of a learner still catching up: both mean "not
+/// yet", not failure.
+pub fn not_yet(e: &EtcdError) -> bool {
+    e.etcd_message().is_some_and(|m| m.contains("unhealthy cluster") || m.contains("in sync"))
+}
+
+/// Does the one step. Returns whether it was done (false: etcd said not yet).
+pub async fn act(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    names: &Names,
+    step: &Step,
+    view: Option<&EtcdView>,
+    volumes: &[String],
+    admin: &EtcdAdmin,
+) -> Result<bool, Error> {
+    let ns = names.namespace.as_str();
+    let pods: Api<Pod> = Api::namespaced(ctx.rt.client.clone(), ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), ns);
+    let (reason, note) = super::status::describe(step);
+    match step {
+        Step::Idle | Step::Wait(_) | Step::Blocked(_) => return Ok(false),
+        Step::Bootstrap { members, create } => {
+            let join = Join {
+                initial_cluster: members.iter().map(|m| (m.clone(), names.peer_url(m))).collect(),
+                existing: false,
+            };
+            for m in create {
+                create_member(ec, ctx, ns, m, &join).await?;
+            }
+        }
+        Step::RecreatePod { name } | Step::CreateLearnerPod { name } => {
+            create_member(ec, ctx, ns, name, &join_existing(names, view, volumes)).await?;
+        }
+        Step::AddLearner { name } => match admin.add_learner(vec![names.peer_url(name)]).await {
+            Ok(_) => {}
+            Err(e) if not_yet(&e) => return Ok(false),
+            Err(e) => return Err(error::act_etcd(format!("add learner {name}"))(e)),
+        },
+        Step::Promote { id, name } => match admin.promote(*id).await {
+            Ok(_) => {}
+            Err(e) if not_yet(&e) => return Ok(false),
+            Err(e) => return Err(error::act_etcd(format!("promote {name}"))(e)),
+        },
+        Step::MoveLeader { to, to_name, .. } => {
+            admin.move_leader(*to).await.map_err(error::act_etcd(format!("move leadership to {to_name}")))?;
+        }
+        Step::RemoveMember { id, name, .. } => match admin.remove(*id).await {
+            Ok(_) => {}
+            Err(e) if not_yet(&e) => return Ok(false),
+            Err(e) => return Err(error::act_etcd(format!("remove member {name}"))(e)),
+        },
+        Step::DeletePod { name, delete_volume } => {
+            delete_if_present(&pods, name, None).await.map_err(error::act_kube(format!("delete pod {name}")))?;
+            let pvc = names.pvc(name);
+            if *delete_volume {
+                delete_if_present(&pvcs, &pvc, None).await.map_err(error::act_kube(format!("delete PVC {pvc}")))?;
+            } else if ec.spec.storage.medium == StorageMedium::Persistent {
+                // Kept by retention: mark it as no member's, and let it outlive the cluster.
+                let patch = json!({"metadata": {"annotations": {REMOVED_ANNOTATION: "true"}, "ownerReferences": null}});
+                match pvcs.patch(&pvc, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(error::act_kube(format!("mark PVC {pvc} retained"))(e)),
+                }
+            }
+        }
+        Step::Restart { name, .. } => {
+            // The pod comes back (RecreatePod) on its volume, built from the current spec.
+            delete_if_present(&pods, name, None)
+                .await
+                .map_err(error::act_kube(format!("delete pod {name} to restart it")))?;
+        }
+    }
+    tracing::info!(cluster = %names.cluster, namespace = %ns, reason, "{note}");
+    publish(&ctx.rt, ec, EventType::Normal, reason, &note).await;
+    Ok(true)
+}
+
+/// The members of a recorded bootstrap.
+pub fn recorded_bootstrap(ec: &EtcdCluster) -> Option<Vec<String>> {
+    ec.annotations().get(BOOTSTRAP_ANNOTATION).and_then(|v| serde_json::from_str(v).ok())
+}
+
+/// The EtcdCluster's own record of its cluster id (annotation, else status).
+pub fn cluster_id_recorded(ec: &EtcdCluster) -> bool {
+    ec.annotations().contains_key(CLUSTER_ID_ANNOTATION) || ec.status.as_ref().is_some_and(|s| s.cluster_id.is_some())
+}

@@ -1,0 +1,616 @@
+//! The EtcdCluster controller: observe -> plan -> act -> status. [`plan`], [`observe`],
+//! [`build`], [`status`] and [`tls`] are pure; [`act`] does the IO of one step; this
+//! module runs a pass. One membership change per pass; the next pass looks again.
+
+pub mod act;
+pub mod build;
+pub mod error;
+pub mod observe;
+pub mod plan;
+pub mod status;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use self::build::{MEDIUM_ANNOTATION, Names, TOPOLOGY_ANNOTATION, VERSION_ANNOTATION};
+use self::error::Error;
+use self::observe::{EtcdView, Records};
+use self::plan::{Desired, Step};
+use crate::api::EtcdCluster;
+use crate::api::cluster::{EtcdClusterStatus, RetentionAction, StorageMedium, Topology};
+use crate::api::validation;
+use crate::etcd::EtcdAdmin;
+use crate::metrics::{ClusterLabels, ErrorLabels, MemberLabels};
+use crate::runtime::events::{EventType, publish};
+use crate::runtime::operation::{self, Slot};
+use crate::runtime::{Runtime, kube_ops};
+
+/// This controller's name in the operation slot and in metrics.
+pub const CONTROLLER: &str = "cluster";
+/// Field manager of everything this controller applies.
+pub const FIELD_MANAGER: &str = "etcd-pilot";
+/// Field manager of the status fields it applies.
+pub const STATUS_MANAGER: &str = "etcd-pilot-status";
+/// A pass's observation must finish well inside the Lease (15 s): Kubernetes' part is
+/// an error past this, etcd's part counts as no answer past [`ETCD_OBSERVE_TIMEOUT`].
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
+const ETCD_OBSERVE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long after giving up on a learner another is added.
+const LEARNER_RETRY_AFTER_SECS: u64 = 60;
+
+/// (namespace, name) of a cluster.
+pub type Key = (String, String);
+
+/// What the controller remembers of a cluster between passes.
+#[derive(Default)]
+struct Memory {
+    /// When each member was first seen unhealthy.
+    unhealthy_since: HashMap<String, Instant>,
+    leader: Option<u64>,
+    warned_no_pdb: bool,
+    /// The last Warning published, so a standing problem is not repeated every pass.
+    last_warning: Option<String>,
+    member_names: Vec<String>,
+    /// When a learner was last given up on.
+    learner_given_up: Option<Instant>,
+}
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Repository of etcd images; a member runs `<repository>:v<version>` unless the
+    /// cluster names an image.
+    pub etcd_image_repository: String,
+    /// The API server serves `policy/v1` PodDisruptionBudgets.
+    pub policy_v1: bool,
+    /// The API server serves `policy/v1beta1` PodDisruptionBudgets (before 1.25).
+    pub policy_v1beta1: bool,
+    /// The cluster's DNS domain, for the fully qualified names in certificates.
+    pub cluster_domain: String,
+}
+
+/// The controller's state: the shared runtime, its settings, its memory.
+pub struct Context {
+    pub rt: Arc<Runtime>,
+    pub settings: Settings,
+    memory: Mutex<HashMap<Key, Memory>>,
+}
+
+impl Context {
+    pub fn new(rt: Arc<Runtime>, settings: Settings) -> Self {
+        Self { rt, settings, memory: Mutex::new(HashMap::new()) }
+    }
+
+    fn with_memory<T>(&self, key: &Key, f: impl FnOnce(&mut Memory) -> T) -> T {
+        let mut all = self.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(all.entry(key.clone()).or_default())
+    }
+
+    fn forget(&self, key: &Key) -> Vec<String> {
+        let mut all = self.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.remove(key).map(|m| m.member_names).unwrap_or_default()
+    }
+}
+
+/// Which PodDisruptionBudget APIs the API server serves: (`policy/v1`, `policy/v1beta1`).
+pub async fn served_pdb_apis(client: &Client) -> (bool, bool) {
+    let mut out = [false, false];
+    for (i, gv) in ["policy/v1", "policy/v1beta1"].iter().enumerate() {
+        if let Ok(list) = client.list_api_group_resources(gv).await {
+            out[i] = list.resources.iter().any(|r| r.name == "poddisruptionbudgets");
+        }
+    }
+    (out[0], out[1])
+}
+
+/// Runs the controller over one namespace (or all) until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.rt.client.clone();
+    let (clusters, pods): (Api<EtcdCluster>, Api<Pod>) = match &namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let controller = Controller::new(clusters, watcher::Config::default().any_semantic())
+        .owns(pods, watcher::Config::default().labels("app.kubernetes.io/managed-by=etcd-pilot").any_semantic());
+    // A deleted cluster gets no last pass (nothing to finalize: owner references clean
+    // up): forget it, and drop its metric series, once it is gone from the cache.
+    let store = controller.store();
+    let pruner = {
+        let ctx = ctx.clone();
+        let namespace = namespace.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let live: Vec<Key> =
+                    store.state().iter().map(|ec| (ec.namespace().unwrap_or_default(), ec.name_any())).collect();
+                let keys: Vec<Key> = {
+                    let all = ctx.memory.lock().unwrap_or_else(|p| p.into_inner());
+                    all.keys()
+                        .filter(|k| namespace.as_ref().is_none_or(|ns| *ns == k.0) && !live.contains(k))
+                        .cloned()
+                        .collect()
+                };
+                for key in keys {
+                    let members = ctx.forget(&key);
+                    ctx.rt.metrics.forget_cluster(&key.0, &key.1, &members);
+                }
+            }
+        })
+    };
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        })
+        .await;
+    pruner.abort();
+}
+
+fn error_policy(ec: Arc<EtcdCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %ec.name_any(), namespace = ?ec.namespace(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// One pass over one cluster.
+pub async fn reconcile(ec: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let labels = ClusterLabels { namespace: ec.namespace().unwrap_or_default(), cluster: ec.name_any() };
+    let result = pass(&ec, &ctx).await;
+    ctx.rt.metrics.reconcile_duration.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        let l = ErrorLabels {
+            namespace: labels.namespace,
+            cluster: labels.cluster,
+            controller: CONTROLLER.into(),
+            step: e.step().into(),
+        };
+        ctx.rt.metrics.reconcile_errors.get_or_create(&l).inc();
+    }
+    result
+}
+
+/// Publishes a Warning unless it is the one published last for this cluster.
+async fn warn_once(ctx: &Context, ec: &EtcdCluster, key: &Key, reason: &str, note: String) {
+    let fresh = ctx.with_memory(key, |m| {
+        let text = format!("{reason}: {note}");
+        let fresh = m.last_warning.as_deref() != Some(text.as_str());
+        m.last_warning = Some(text);
+        fresh
+    });
+    if fresh {
+        publish(&ctx.rt, ec, EventType::Warning, reason, &note).await;
+    }
+}
+
+fn member_selector(cluster: &str) -> String {
+    format!("app.kubernetes.io/name=etcd,app.kubernetes.io/instance={cluster},app.kubernetes.io/component=member")
+}
+
+fn pvc_selector(cluster: &str) -> String {
+    format!("app.kubernetes.io/name=etcd,app.kubernetes.io/instance={cluster},etcdpilot.io/member")
+}
+
+/// Problems of the spec, alone and against what runs.
+fn problems(ec: &EtcdCluster, pods: &[Pod], pvcs: &[PersistentVolumeClaim]) -> Vec<String> {
+    let spec = &ec.spec;
+    let mut out: Vec<String> = validation::validate_cluster(spec).iter().map(ToString::to_string).collect();
+    // What runs: the lowest version any member pod was built with (else the status),
+    // and the topology and medium the pods were built with.
+    let annotated = |key: &str| pods.iter().find_map(|p| p.annotations().get(key).cloned());
+    let running_version = pods
+        .iter()
+        .filter_map(|p| p.annotations().get(VERSION_ANNOTATION))
+        .filter_map(|v| semver::Version::parse(v).ok())
+        .min()
+        .map(|v| v.to_string())
+        .or_else(|| ec.status.as_ref().and_then(|s| s.version.clone()));
+    let mut live = spec.clone();
+    if let Some(v) = running_version {
+        live.version = v;
+    }
+    match annotated(TOPOLOGY_ANNOTATION).as_deref() {
+        Some("Stacked") => live.topology = Topology::Stacked,
+        Some("External") => live.topology = Topology::External,
+        _ => {}
+    }
+    match annotated(MEDIUM_ANNOTATION).as_deref() {
+        Some("Memory") => live.storage.medium = StorageMedium::Memory,
+        Some("Persistent") => live.storage.medium = StorageMedium::Persistent,
+        _ => {}
+    }
+    out.extend(validation::validate_cluster_change(&live, spec).iter().map(ToString::to_string));
+    if spec.tls.mode == crate::api::cluster::TlsMode::CertManager {
+        out.push(
+            "spec.tls.mode: CertManager is not supported by this version of etcd-pilot yet; use Operator (the default) or Secrets"
+                .into(),
+        );
+    }
+    let uid = ec.uid().unwrap_or_default();
+    for pvc in pvcs {
+        if let Some(other) = pvc.annotations().get(build::CLUSTER_UID_ANNOTATION)
+            && *other != uid
+        {
+            out.push(format!(
+                "PVC {} holds data of an earlier EtcdCluster of this name (uid {other}); delete it, or restore that data with an EtcdRestore",
+                pvc.name_any()
+            ));
+        }
+    }
+    out
+}
+
+fn requeue_after(step: &Step) -> Duration {
+    match step {
+        Step::Idle => Duration::from_secs(30),
+        Step::Blocked(_) => Duration::from_secs(15),
+        Step::Wait(_) | Step::Bootstrap { .. } => Duration::from_secs(3),
+        _ => Duration::from_secs(1),
+    }
+}
+
+/// The highest ordinal to record: the observed one, or the one a step gave a new member
+/// once it was done (an add etcd refused took none).
+fn highest_ordinal(observed: Option<u32>, step: &Step, done: bool) -> Option<u32> {
+    let given = match step {
+        Step::AddLearner { name } if done => plan::ordinal_of(name),
+        Step::Bootstrap { members, .. } if done => members.iter().filter_map(|m| plan::ordinal_of(m)).max(),
+        _ => None,
+    };
+    observed.max(given)
+}
+
+/// Pods and PVCs of the cluster, straight from the API server (not a cache: a plan must
+/// see its last step's effect).
+async fn observe_kube(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    names: &Names,
+) -> Result<(Vec<Pod>, Vec<PersistentVolumeClaim>), Error> {
+    let uid = ec.uid();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.rt.client.clone(), &names.namespace);
+    let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &names.namespace);
+    let pods: Vec<Pod> = pods_api
+        .list(&ListParams::default().labels(&member_selector(&names.cluster)))
+        .await
+        .map_err(error::observe("list member pods"))?
+        .items
+        .into_iter()
+        // A pod of an earlier cluster of this name is being collected: not ours.
+        .filter(|p| p.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+        .collect();
+    let pvcs: Vec<PersistentVolumeClaim> = if ec.spec.storage.medium == StorageMedium::Persistent {
+        pvcs_api
+            .list(&ListParams::default().labels(&pvc_selector(&names.cluster)))
+            .await
+            .map_err(error::observe("list member PVCs"))?
+            .items
+    } else {
+        Vec::new()
+    };
+    Ok((pods, pvcs))
+}
+
+async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
+    let ns = ec.namespace().unwrap_or_default();
+    let key: Key = (ns.clone(), ec.name_any());
+    if ec.metadata.deletion_timestamp.is_some() {
+        // Owner references let Kubernetes collect pods, Services, Secrets (and PVCs
+        // when asked): nothing to do but forget.
+        let members = ctx.forget(&key);
+        ctx.rt.metrics.forget_cluster(&key.0, &key.1, &members);
+        return Ok(Action::await_change());
+    }
+    if !ctx.rt.lease.holds(&ctx.rt.client).await.map_err(Error::Lease)? {
+        tracing::warn!(cluster = %key.1, namespace = %ns, "not holding the leader-election Lease: not acting");
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let names = Names::of(ec);
+
+    // Observe, bounded in time: what follows acts on it, and must do so while the Lease
+    // read above still holds.
+    let observed = tokio::time::timeout(OBSERVE_TIMEOUT, async {
+        let (pods, pvcs) = observe_kube(ec, ctx, &names).await?;
+        let mut problems = problems(ec, &pods, &pvcs);
+        if ec.spec.tls.mode == crate::api::cluster::TlsMode::Secrets
+            && let Some(names) = tls::secret_names(ec)
+        {
+            let secrets: Api<Secret> = Api::namespaced(ctx.rt.client.clone(), &ns);
+            for name in [names.peer, names.server, names.client] {
+                if secrets.get_opt(&name).await.map_err(error::observe(format!("read Secret {name}")))?.is_none() {
+                    problems.push(format!("spec.tls.secrets: Secret {name} does not exist in namespace {ns}"));
+                }
+            }
+        }
+        let members_exist = !pods.is_empty() || !pvcs.is_empty() || act::cluster_id_recorded(ec);
+        let act_allowed = problems.is_empty() && !ec.spec.paused;
+        let mut ca_lost = None;
+        if act_allowed {
+            ca_lost = act::ensure_fixed_objects(ec, ctx, &key, members_exist).await?;
+            let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &ns);
+            act::ensure_pvc_owners(ec, &pvcs, &pvcs_api).await?;
+        }
+        let mut endpoints: Vec<(bool, String)> =
+            pods.iter().map(|p| (!observe::pod_ready(p), names.client_url(&p.name_any()))).collect();
+        endpoints.sort();
+        let config =
+            if pods.is_empty() { crate::etcd::AdminConfig::default() } else { act::admin_config(ec, ctx, &ns).await? };
+        let admin = EtcdAdmin::new(endpoints.into_iter().map(|(_, e)| e).collect(), config);
+        Ok::<_, Error>((pods, pvcs, problems, ca_lost, admin))
+    })
+    .await
+    .map_err(|_| Error::ObserveTimeout(OBSERVE_TIMEOUT))?;
+    let (pods, pvcs, problems, ca_lost, admin) = observed?;
+    // Members that do not answer in time (frozen, partitioned) are no answer.
+    let view = if pods.is_empty() {
+        None
+    } else {
+        tokio::time::timeout(ETCD_OBSERVE_TIMEOUT, act::observe_etcd(&admin)).await.ok().flatten()
+    };
+    if !problems.is_empty() {
+        warn_once(ctx, ec, &key, "InvalidSpec", problems.join("; ")).await;
+    }
+    if let Some(why) = &ca_lost {
+        warn_once(ctx, ec, &key, "CertificateAuthorityLost", why.clone()).await;
+    }
+
+    // Durable evidence that the cluster formed, recorded as soon as etcd says so.
+    if let Some(id) = view.as_ref().and_then(|v| v.statuses.values().map(|s| s.cluster_id).find(|id| *id != 0)) {
+        act::record_cluster_id(ec, ctx, &pvcs, &format!("{id:x}")).await?;
+    }
+
+    let unhealthy_for = track_health(ctx, &key, &names, view.as_ref());
+    let records = Records { cluster_id_recorded: act::cluster_id_recorded(ec), bootstrap: act::recorded_bootstrap(ec) };
+    let mut obs = observe::observation(&names, &pods, &pvcs, view.as_ref(), &records, &unhealthy_for);
+    // Ordinals of members gone without a trace (pod, volume and membership) live on in
+    // the status: a name is never given twice.
+    let recorded = ec.status.as_ref().and_then(|s| s.highest_ordinal).and_then(|o| u32::try_from(o).ok());
+    obs.highest_ordinal = obs.highest_ordinal.max(recorded);
+    obs.since_learner_given_up = ctx.with_memory(&key, |m| m.learner_given_up.map(|t| t.elapsed().as_secs()));
+    let slot = operation::decide(operation::recorded(ec).as_ref(), CONTROLLER, jiff::Timestamp::now());
+    if let Slot::Busy(op) = &slot {
+        obs.slot_busy = Some(format!("{} {}", op.controller, op.kind));
+    }
+    let want = desired(ec, &ctx.settings.etcd_image_repository);
+    let delete_on_scale = ec.spec.storage.retention.when_scaled == RetentionAction::Delete;
+    let step = if problems.is_empty() { plan::plan(&names.cluster, &want, &obs, delete_on_scale) } else { Step::Idle };
+    if !matches!(step, Step::Idle | Step::Wait(_)) {
+        tracing::debug!(cluster = %names.cluster, ?step, "planned");
+    }
+    if let Step::Blocked(why) = &step {
+        warn_once(ctx, ec, &key, "Blocked", why.clone()).await;
+    }
+
+    // Act: a bootstrap is recorded before its first pod, a disruptive step fenced.
+    let mut fenced = None;
+    if let Step::Bootstrap { members, .. } = &step
+        && obs.bootstrap.is_none()
+        && !act::record_bootstrap(ec, ctx, members).await?
+    {
+        fenced = Some("the cluster changed since it was read".to_string());
+    }
+    if fenced.is_none() && step.disruptive() {
+        fenced = act::fence(ec, ctx, &step).await?;
+    }
+    let acted = match &fenced {
+        Some(why) => {
+            tracing::info!(cluster = %names.cluster, namespace = %ns, ?step, why, "not acting: fenced");
+            Ok(false)
+        }
+        None => {
+            let volumes: Vec<String> = obs.volumes.iter().cloned().collect();
+            act::act(ec, ctx, &names, &step, view.as_ref(), &volumes, &admin).await
+        }
+    };
+    if matches!(acted, Ok(true))
+        && let Step::RemoveMember { name, .. } = &step
+        && obs.members.iter().flatten().any(|m| m.learner && &m.name == name)
+    {
+        ctx.with_memory(&key, |m| m.learner_given_up = Some(Instant::now()));
+        warn_once(ctx, ec, &key, "LearnerGivenUp", status::describe(&step).1).await;
+    }
+    if step == Step::Idle && slot == Slot::Ours {
+        let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
+        operation::release(&api, ec, CONTROLLER).await.map_err(error::record("release the operation slot"))?;
+    }
+    let highest_ordinal = highest_ordinal(obs.highest_ordinal, &step, matches!(acted, Ok(true)));
+
+    // Status, whatever the step did.
+    let previous = ec.status.as_ref();
+    let new_status = status::build(&status::Input {
+        names: &names,
+        size: want.size,
+        generation: ec.metadata.generation,
+        pods: &pods,
+        etcd: view.as_ref(),
+        step: &step,
+        paused: ec.spec.paused,
+        problems: &problems,
+        ca_lost: ca_lost.as_deref(),
+        previous,
+        now: Time(jiff::Timestamp::now()),
+    });
+    let new_status = EtcdClusterStatus { highest_ordinal: highest_ordinal.map(i64::from), ..new_status };
+    record_metrics(ctx, ec, &key, &new_status, view.as_ref());
+    let unchanged = previous.is_some_and(|p| EtcdClusterStatus { last_backup: None, ..p.clone() } == new_status);
+    if !unchanged {
+        let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
+        let value = serde_json::to_value(&new_status).unwrap_or_default();
+        kube_ops::apply_status(&api, STATUS_MANAGER, &ec.name_any(), value).await.map_err(Error::Status)?;
+    }
+    if fenced.is_some() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if !acted? && !matches!(step, Step::Idle | Step::Wait(_) | Step::Blocked(_)) {
+        tracing::info!(cluster = %names.cluster, namespace = %ns, ?step, "etcd says not yet; looking again shortly");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    if !problems.is_empty() {
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    Ok(Action::requeue(requeue_after(&step)))
+}
+
+/// What the user asked for, as the planner reads it.
+fn desired(ec: &EtcdCluster, repository: &str) -> Desired {
+    Desired {
+        size: usize::try_from(ec.spec.size).unwrap_or(0),
+        version: ec.spec.version.clone(),
+        spec_hash: build::spec_hash(ec, repository),
+        paused: ec.spec.paused,
+        replace_unhealthy_after_secs: u64::try_from(ec.spec.healing.replace_unhealthy_after_seconds).unwrap_or(300),
+        learner_retry_after_secs: LEARNER_RETRY_AFTER_SECS,
+        memory: ec.spec.storage.medium == StorageMedium::Memory,
+        allow_data_loss: ec.spec.storage.allow_data_loss,
+    }
+}
+
+/// How long each member has been unhealthy (by the one definition of member health),
+/// kept between passes.
+fn track_health(ctx: &Context, key: &Key, names: &Names, view: Option<&EtcdView>) -> HashMap<String, u64> {
+    ctx.with_memory(key, |m| {
+        let Some(v) = view else { return HashMap::new() };
+        let now = Instant::now();
+        let mut out = HashMap::new();
+        let current: Vec<String> =
+            v.members.iter().filter_map(|m| m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u))).collect();
+        m.unhealthy_since.retain(|name, _| current.contains(name));
+        for member in &v.members {
+            let name = member.peer_urls.iter().find_map(|u| names.member_of_peer_url(u)).unwrap_or_default();
+            if observe::member_healthy(v.statuses.get(&member.id), member.is_learner) {
+                m.unhealthy_since.remove(&name);
+            } else {
+                let since = *m.unhealthy_since.entry(name.clone()).or_insert(now);
+                out.insert(name, now.duration_since(since).as_secs());
+            }
+        }
+        out
+    })
+}
+
+fn record_metrics(ctx: &Context, ec: &EtcdCluster, key: &Key, s: &EtcdClusterStatus, view: Option<&EtcdView>) {
+    let m = &ctx.rt.metrics;
+    let c = ClusterLabels { namespace: key.0.clone(), cluster: key.1.clone() };
+    let known: Vec<&crate::api::cluster::MemberStatus> = s.members.iter().filter(|m| !m.id.is_empty()).collect();
+    m.members.get_or_create(&c).set(known.len() as i64);
+    m.healthy_members.get_or_create(&c).set(i64::from(s.ready_members));
+    m.learners.get_or_create(&c).set(known.iter().filter(|m| m.learner).count() as i64);
+    m.quota_bytes.get_or_create(&c).set(ec.spec.etcd.quota_backend_bytes);
+    for member in &known {
+        let l = MemberLabels { namespace: key.0.clone(), cluster: key.1.clone(), member: member.name.clone() };
+        if let (Some(size), Some(used)) = (member.db_size, member.db_size_in_use) {
+            m.db_size_bytes.get_or_create(&l).set(size);
+            m.db_size_in_use_bytes.get_or_create(&l).set(used);
+        }
+    }
+    let leader = view.and_then(|v| v.statuses.values().find(|s| s.is_leader()).map(|s| s.member_id));
+    let names: Vec<String> = known.iter().map(|m| m.name.clone()).collect();
+    let gone = ctx.with_memory(key, |mem| {
+        if let Some(l) = leader {
+            if mem.leader.is_some_and(|old| old != l) {
+                m.leader_changes.get_or_create(&c).inc();
+            }
+            mem.leader = Some(l);
+        }
+        let gone: Vec<String> = mem.member_names.iter().filter(|n| !names.contains(n)).cloned().collect();
+        mem.member_names = names.clone();
+        gone
+    });
+    for g in gone {
+        m.forget_member(&key.0, &key.1, &g);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::EtcdError;
+    use serde_json::json;
+
+    #[test]
+    fn ordinals_count_once_given() {
+        let add = Step::AddLearner { name: "main-5".into() };
+        assert_eq!(highest_ordinal(Some(4), &add, true), Some(5));
+        assert_eq!(highest_ordinal(Some(4), &add, false), Some(4), "a refused add takes no ordinal");
+        let boot = Step::Bootstrap { members: vec!["main-0".into(), "main-1".into(), "main-2".into()], create: vec![] };
+        assert_eq!(highest_ordinal(None, &boot, true), Some(2));
+        assert_eq!(highest_ordinal(Some(7), &Step::Idle, true), Some(7));
+        assert_eq!(highest_ordinal(None, &Step::Wait("w".into()), false), None);
+    }
+
+    fn cluster(spec: serde_json::Value) -> EtcdCluster {
+        let mut ec: EtcdCluster = serde_json::from_value(json!({
+            "apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster",
+            "metadata": {"name": "main", "namespace": "prod", "uid": "uid-now"},
+            "spec": spec,
+        }))
+        .unwrap();
+        ec.metadata.uid = Some("uid-now".into());
+        ec
+    }
+
+    fn pod(version: &str, topology: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "main-0", "annotations": {
+            VERSION_ANNOTATION: version, TOPOLOGY_ANNOTATION: topology, MEDIUM_ANNOTATION: "Persistent"}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn problems_compare_the_spec_with_what_runs() {
+        let ok = cluster(json!({"size": 3, "version": "3.5.1"}));
+        assert!(problems(&ok, &[pod("3.4.23", "External")], &[]).is_empty(), "one minor up is fine");
+        let jump = cluster(json!({"size": 3, "version": "3.6.0"}));
+        let p = problems(&jump, &[pod("3.4.23", "External"), pod("3.5.1", "External")], &[]);
+        assert!(p.len() == 1 && p[0].starts_with("spec.version"), "measured from the lowest running: {p:?}");
+        let stacked = cluster(json!({"size": 3, "version": "3.4.23", "topology": "Stacked"}));
+        let p = problems(&stacked, &[pod("3.4.23", "External")], &[]);
+        assert!(p.len() == 1 && p[0].starts_with("spec.topology"), "{p:?}");
+        assert!(problems(&stacked, &[], &[]).is_empty(), "a new cluster may pick any topology");
+        let cm = cluster(
+            json!({"size": 3, "version": "3.4.23", "tls": {"mode": "CertManager", "certManager": {"issuerRef": {"name": "ca"}}}}),
+        );
+        assert!(problems(&cm, &[], &[])[0].contains("CertManager is not supported"));
+    }
+
+    #[test]
+    fn a_pvc_of_an_earlier_cluster_of_the_same_name_is_refused() {
+        let ec = cluster(json!({"size": 1, "version": "3.4.23"}));
+        let pvc = |uid: &str| -> PersistentVolumeClaim {
+            serde_json::from_value(
+                json!({"metadata": {"name": "data-main-0", "annotations": {build::CLUSTER_UID_ANNOTATION: uid}}}),
+            )
+            .unwrap()
+        };
+        assert!(problems(&ec, &[], &[pvc("uid-now")]).is_empty());
+        let p = problems(&ec, &[], &[pvc("uid-old")]);
+        assert!(p[0].contains("PVC data-main-0 holds data of an earlier EtcdCluster"), "{p:?}");
+    }
+
+    #[test]
+    fn not_yet_answers_are_waits() {
+        let refusal = |msg: &str| EtcdError::Rpc {
+            op: "member add",
+            endpoint: "e".into(),
+            source: etcd_client::Error::GRpcStatus(tonic::Status::unavailable(msg)),
+        };
+        assert!(act::not_yet(&refusal("etcdserver: unhealthy cluster")));
+        assert!(act::not_yet(&refusal("etcdserver: can only promote a learner member which is in sync with leader")));
+        assert!(!act::not_yet(&refusal("etcdserver: member not found")));
+    }
+}

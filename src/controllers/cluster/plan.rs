@@ -1,0 +1,928 @@
+//! The next single step for an etcd cluster: a pure function of what the user asked for
+//! and what was observed. It does no IO, so every transition, including every state a
+//! crash between two steps leaves behind, is a row in a table test.
+//!
+//! Rules, in order (the first that applies wins):
+//! 1. paused, or another controller holds the cluster's operation slot (a restore, a
+//!    snapshot): nothing.
+//! 2. no answer from etcd: a cluster that durable evidence says formed (its recorded
+//!    cluster id, on the EtcdCluster or on a member volume) is never bootstrapped again:
+//!    recreate pods of members whose volumes survive, else wait. A recorded bootstrap
+//!    is finished; a fresh cluster is bootstrapped only where no member pod or volume
+//!    exists.
+//! 3. a pod etcd does not know of: a member removed before a crash; delete it.
+//! 4. a voter whose pod is gone: recreate the pod on its volume; with the volume gone
+//!    too, remove the member (it is replaced below), if the rest keep quorum.
+//! 5. a failed voter: etcd's view (unhealthy) and the pod's (not ready, or failed) agree
+//!    for `replaceUnhealthyAfterSeconds`: remove it if the rest keep quorum, leadership
+//!    moved first; it is replaced below.
+//! 6. a learner: start its pod (added, pod not yet created), wait for it to catch up,
+//!    promote it; one not healthy within the same deadline is removed and retried later.
+//!    Never a second learner (etcd 3.4 refuses one).
+//! 7. fewer voters than asked: add one learner, only while every voter is healthy.
+//! 8. more voters than asked: an unhealthy voter goes first; else, with every voter
+//!    healthy, the highest ordinal, leadership moved away first.
+//! 9. pods built from another spec (version, image, resources, tuning, scheduling):
+//!    restart followers first, the leader last after moving leadership, one at a time,
+//!    only while all are healthy.
+
+use std::collections::BTreeSet;
+
+/// What the user asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub size: usize,
+    pub version: String,
+    /// Hash of everything in a member pod that follows from the spec.
+    pub spec_hash: String,
+    pub paused: bool,
+    /// Replace a member that has been unhealthy this long; remove a learner not healthy
+    /// within it.
+    pub replace_unhealthy_after_secs: u64,
+    /// Wait this long after giving up on a learner before adding another.
+    pub learner_retry_after_secs: u64,
+    /// Members keep their data in memory: a restart loses a member's data.
+    pub memory: bool,
+    /// The user accepts losing the data of a single-member Memory cluster on restart.
+    pub allow_data_loss: bool,
+}
+
+/// A member pod as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodState {
+    /// Member name (= pod name).
+    pub name: String,
+    /// Running and passing its readiness probe.
+    pub ready: bool,
+    /// Being deleted.
+    pub terminating: bool,
+    /// Crash-looping, or Failed.
+    pub failed: bool,
+    /// etcd version of its image.
+    pub version: String,
+    /// The spec hash it was built from (`None`: built before hashes were recorded).
+    pub spec_hash: Option<String>,
+}
+
+/// An etcd member as observed. `name` comes from its peer URL, so a learner that never
+/// started (and so has no name in etcd) is still named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberState {
+    pub id: u64,
+    pub name: String,
+    pub learner: bool,
+    /// See [`super::health::member_healthy`]: the one definition of member health.
+    pub healthy: bool,
+    pub leader: bool,
+    /// How long it has been unhealthy (0 when healthy).
+    pub unhealthy_for_secs: u64,
+}
+
+/// Everything the planner looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    pub pods: Vec<PodState>,
+    /// Members with a volume (PVC), by name.
+    pub volumes: BTreeSet<String>,
+    /// etcd's member list with health, or `None` when no member answered.
+    pub members: Option<Vec<MemberState>>,
+    /// Durable evidence that the cluster formed: a cluster id recorded on the
+    /// EtcdCluster (annotation or status) or on a member volume.
+    pub formed: bool,
+    /// The members of a bootstrap recorded before its first pod was created.
+    pub bootstrap: Option<Vec<String>>,
+    /// Ordinals ever used in this cluster's member names: never reused, so a new member
+    /// never meets an old member's data.
+    pub highest_ordinal: Option<u32>,
+    /// Seconds since a learner was last given up on, if recently.
+    pub since_learner_given_up: Option<u64>,
+    /// Another controller's operation holds the cluster's slot (what it is).
+    pub slot_busy: Option<String>,
+}
+
+/// The one thing to do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do.
+    Idle,
+    /// Something is under way; look again soon.
+    Wait(String),
+    /// Create the missing pods of a new cluster: all of `members` form the initial
+    /// cluster (state `new`).
+    Bootstrap {
+        members: Vec<String>,
+        create: Vec<String>,
+    },
+    /// Recreate the pod of a member on its surviving volume: same member, same data.
+    RecreatePod {
+        name: String,
+    },
+    /// `member add --learner` for a new member.
+    AddLearner {
+        name: String,
+    },
+    /// Create the pod of a learner etcd knows (state `existing`).
+    CreateLearnerPod {
+        name: String,
+    },
+    Promote {
+        id: u64,
+        name: String,
+    },
+    MoveLeader {
+        to: u64,
+        to_name: String,
+        reason: String,
+    },
+    RemoveMember {
+        id: u64,
+        name: String,
+        reason: String,
+    },
+    /// Delete the pod (and its volume when `delete_volume`) of a member etcd no longer has.
+    DeletePod {
+        name: String,
+        delete_volume: bool,
+    },
+    /// Restart a member's pod from the current spec (its volume is kept).
+    Restart {
+        name: String,
+        reason: String,
+    },
+    /// The next step would risk quorum or data: do nothing, say why.
+    Blocked(String),
+}
+
+impl Step {
+    /// Steps that change membership or take a member down: they take the cluster's
+    /// operation slot, and are fenced (intent recorded, Lease re-checked) before they run.
+    pub fn disruptive(&self) -> bool {
+        matches!(
+            self,
+            Step::AddLearner { .. }
+                | Step::Promote { .. }
+                | Step::MoveLeader { .. }
+                | Step::RemoveMember { .. }
+                | Step::DeletePod { .. }
+                | Step::Restart { .. }
+        )
+    }
+
+    /// The member a step is about, if one.
+    pub fn member(&self) -> Option<&str> {
+        match self {
+            Step::RecreatePod { name }
+            | Step::AddLearner { name }
+            | Step::CreateLearnerPod { name }
+            | Step::Promote { name, .. }
+            | Step::RemoveMember { name, .. }
+            | Step::DeletePod { name, .. }
+            | Step::Restart { name, .. } => Some(name),
+            Step::MoveLeader { to_name, .. } => Some(to_name),
+            _ => None,
+        }
+    }
+}
+
+/// Votes needed for a majority of `voters`.
+pub fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Name of the member with `ordinal`.
+pub fn member_name(cluster: &str, ordinal: u32) -> String {
+    format!("{cluster}-{ordinal}")
+}
+
+/// The ordinal in a member name, if it has one.
+pub fn ordinal_of(name: &str) -> Option<u32> {
+    name.rsplit('-').next()?.parse().ok()
+}
+
+/// The next step. `delete_volume_on_scale` is the PVC retention for removed members.
+pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_scale: bool) -> Step {
+    if want.paused {
+        return Step::Idle;
+    }
+    if let Some(op) = &obs.slot_busy {
+        return Step::Wait(format!("{op} is under way; membership changes wait for it"));
+    }
+    let pod = |name: &str| obs.pods.iter().find(|p| p.name == name);
+    let next_name = || member_name(cluster, obs.highest_ordinal.map_or(0, |o| o + 1));
+
+    let Some(members) = &obs.members else {
+        return no_answer(cluster, want, obs);
+    };
+
+    if let Some(p) = obs.pods.iter().find(|p| p.terminating) {
+        return Step::Wait(format!("pod {} is terminating", p.name));
+    }
+
+    // 3. Pods of members etcd no longer has (removed, then a crash before the delete).
+    if let Some(p) = obs.pods.iter().find(|p| !members.iter().any(|m| m.name == p.name)) {
+        return Step::DeletePod { name: p.name.clone(), delete_volume: delete_volume_on_scale };
+    }
+
+    let voters: Vec<&MemberState> = members.iter().filter(|m| !m.learner).collect();
+    let healthy_voters = voters.iter().filter(|m| m.healthy).count();
+    let deadline = want.replace_unhealthy_after_secs;
+
+    // 4. Voters whose pods are gone: before anything a learner waits for.
+    for m in &voters {
+        if pod(&m.name).is_some() {
+            continue;
+        }
+        if obs.volumes.contains(&m.name) {
+            return Step::RecreatePod { name: m.name.clone() };
+        }
+        return remove_if_safe(m, &voters, healthy_voters, "its pod and volume are gone");
+    }
+
+    // 5. Failed voters: etcd and the pod agree it is down, for long enough.
+    let failed = voters.iter().find(|m| {
+        let pod_down = pod(&m.name).is_some_and(|p| p.failed || !p.ready);
+        !m.healthy && pod_down && m.unhealthy_for_secs >= deadline
+    });
+    if let Some(m) = failed {
+        if m.leader
+            && let Some(to) = voters.iter().find(|o| o.id != m.id && o.healthy)
+        {
+            return Step::MoveLeader { to: to.id, to_name: to.name.clone(), reason: format!("{} is failing", m.name) };
+        }
+        return remove_if_safe(m, &voters, healthy_voters, &format!("it has been down for {}s", m.unhealthy_for_secs));
+    }
+
+    // 6. A learner: finish what was started, or give up on it after the deadline.
+    if let Some(l) = members.iter().find(|m| m.learner) {
+        return match pod(&l.name) {
+            // Its pod cannot be created (a quota, an admission webhook): give up on it too.
+            None if l.unhealthy_for_secs >= deadline => Step::RemoveMember {
+                id: l.id,
+                name: l.name.clone(),
+                reason: format!(
+                    "learner {} has no pod after {}s; removing it to try again later",
+                    l.name, l.unhealthy_for_secs
+                ),
+            },
+            None => Step::CreateLearnerPod { name: l.name.clone() },
+            Some(p) if p.failed || (!l.healthy && l.unhealthy_for_secs >= deadline) => Step::RemoveMember {
+                id: l.id,
+                name: l.name.clone(),
+                reason: format!(
+                    "learner {} is not healthy after {}s (pod {}); removing it to try again later",
+                    l.name,
+                    l.unhealthy_for_secs,
+                    if p.failed {
+                        "failed"
+                    } else if p.ready {
+                        "ready"
+                    } else {
+                        "not ready"
+                    }
+                ),
+            },
+            Some(_) if !l.healthy => Step::Wait(format!("learner {} is catching up", l.name)),
+            Some(_) => Step::Promote { id: l.id, name: l.name.clone() },
+        };
+    }
+
+    // 7. Scale up, one learner at a time, only while every voter is healthy (etcd refuses
+    // membership changes otherwise).
+    if voters.len() < want.size {
+        if healthy_voters < voters.len() {
+            return Step::Wait("waiting for every member to be healthy before adding one".into());
+        }
+        if let Some(s) = obs.since_learner_given_up.filter(|s| *s < want.learner_retry_after_secs) {
+            return Step::Wait(format!(
+                "a learner was given up on {s}s ago; adding another in {}s",
+                want.learner_retry_after_secs - s
+            ));
+        }
+        return Step::AddLearner { name: next_name() };
+    }
+
+    // 8. Scale down: an unhealthy voter first (removing a healthy one would spend the
+    // cluster's fault tolerance); else the highest ordinal, leadership moved away first.
+    if voters.len() > want.size {
+        if let Some(sick) = voters.iter().filter(|m| !m.healthy).max_by_key(|m| ordinal_of(&m.name).unwrap_or(0)) {
+            return remove_if_safe(sick, &voters, healthy_voters, "scaling down: the unhealthy member goes first");
+        }
+        let victim = voters.iter().max_by_key(|m| ordinal_of(&m.name).unwrap_or(0)).copied();
+        let Some(victim) = victim else { return Step::Idle };
+        if victim.leader {
+            return match voters.iter().filter(|o| o.id != victim.id && o.healthy).min_by_key(|o| &o.name) {
+                Some(to) => Step::MoveLeader {
+                    to: to.id,
+                    to_name: to.name.clone(),
+                    reason: format!("{} leads and is being removed", victim.name),
+                },
+                None => Step::Blocked("no healthy member to take leadership".into()),
+            };
+        }
+        return remove_if_safe(victim, &voters, healthy_voters, "scaling down");
+    }
+
+    // 9. Rolling restart to the current spec: followers first, leader last; all healthy
+    // before each.
+    let stale_why = |m: &MemberState| -> Option<String> {
+        let p = pod(&m.name)?;
+        if p.version != want.version {
+            return Some(format!("etcd {} -> {}", p.version, want.version));
+        }
+        match &p.spec_hash {
+            Some(h) if *h != want.spec_hash => Some("the spec of its pod changed".into()),
+            _ => None,
+        }
+    };
+    let stale: Vec<(&MemberState, String)> = voters.iter().filter_map(|m| stale_why(m).map(|w| (*m, w))).collect();
+    if !stale.is_empty() {
+        if healthy_voters < voters.len() || obs.pods.iter().any(|p| !p.ready) {
+            return Step::Wait("waiting for every member to be healthy before restarting the next".into());
+        }
+        if want.memory && voters.len() == 1 && !want.allow_data_loss {
+            return Step::Blocked(
+                "restarting the only member of a Memory cluster would lose all its data; set spec.storage.allowDataLoss: true to accept that, or grow the cluster first"
+                    .into(),
+            );
+        }
+        if let Some((f, why)) = stale.iter().find(|(m, _)| !m.leader) {
+            return Step::Restart { name: f.name.clone(), reason: why.clone() };
+        }
+        let (leader, why) = &stale[0];
+        let fresh = voters.iter().find(|o| o.id != leader.id && stale_why(o).is_none());
+        return match fresh.or_else(|| voters.iter().find(|o| o.id != leader.id)) {
+            Some(to) => Step::MoveLeader {
+                to: to.id,
+                to_name: to.name.clone(),
+                reason: format!("{} leads and is restarted last", leader.name),
+            },
+            // A single member leads itself: restart it.
+            None => Step::Restart { name: leader.name.clone(), reason: why.clone() },
+        };
+    }
+    Step::Idle
+}
+
+/// No member answers.
+fn no_answer(cluster: &str, want: &Desired, obs: &Observation) -> Step {
+    let pod = |name: &str| obs.pods.iter().find(|p| p.name == name);
+    if obs.formed {
+        // Members' pods gone while their volumes stay (e.g. all pods evicted): bring
+        // them back as they were; etcd answers once a quorum of them runs.
+        if let Some(name) = obs.volumes.iter().find(|v| pod(v).is_none()) {
+            return Step::RecreatePod { name: name.clone() };
+        }
+        return Step::Wait("no etcd member answers; waiting for a quorum of members to run".into());
+    }
+    if let Some(members) = &obs.bootstrap {
+        let create: Vec<String> = members.iter().filter(|m| pod(m).is_none()).cloned().collect();
+        if create.is_empty() {
+            return Step::Wait("bootstrapping: waiting for the members to form the cluster".into());
+        }
+        return Step::Bootstrap { members: members.clone(), create };
+    }
+    if !obs.pods.is_empty() || !obs.volumes.is_empty() {
+        return Step::Blocked(
+            "member pods or volumes exist, but nothing records that this cluster was bootstrapped or formed: refusing to start a new cluster beside that data"
+                .into(),
+        );
+    }
+    let members: Vec<String> = (0..want.size as u32).map(|i| member_name(cluster, i)).collect();
+    Step::Bootstrap { create: members.clone(), members }
+}
+
+/// Removes `m` only if the members left keep quorum.
+fn remove_if_safe(m: &MemberState, voters: &[&MemberState], healthy_voters: usize, why: &str) -> Step {
+    let left = voters.len() - 1;
+    let healthy_left = healthy_voters - usize::from(m.healthy);
+    if left == 0 || healthy_left < quorum(left) {
+        return Step::Blocked(format!(
+            "removing {} ({why}) would leave {healthy_left} healthy of {left} members, short of quorum",
+            m.name
+        ));
+    }
+    Step::RemoveMember { id: m.id, name: m.name.clone(), reason: why.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &str = "main";
+    const T: u64 = 300;
+
+    fn want(size: usize) -> Desired {
+        Desired {
+            size,
+            version: "3.4.23".into(),
+            spec_hash: "h1".into(),
+            paused: false,
+            replace_unhealthy_after_secs: T,
+            learner_retry_after_secs: 60,
+            memory: false,
+            allow_data_loss: false,
+        }
+    }
+
+    fn pod(name: &str) -> PodState {
+        PodState {
+            name: name.into(),
+            ready: true,
+            terminating: false,
+            failed: false,
+            version: "3.4.23".into(),
+            spec_hash: Some("h1".into()),
+        }
+    }
+
+    fn member(id: u64, name: &str) -> MemberState {
+        MemberState { id, name: name.into(), learner: false, healthy: true, leader: id == 1, unhealthy_for_secs: 0 }
+    }
+
+    /// A healthy cluster of `n` members `main-0..`, ids 1.., member 1 leading, with pods
+    /// and volumes.
+    fn healthy(n: u64) -> Observation {
+        let names: Vec<String> = (0..n).map(|i| member_name(C, i as u32)).collect();
+        Observation {
+            pods: names.iter().map(|n| pod(n)).collect(),
+            volumes: names.iter().cloned().collect(),
+            members: Some((0..n).map(|i| member(i + 1, &names[i as usize])).collect()),
+            formed: true,
+            highest_ordinal: Some(n as u32 - 1),
+            ..Observation::default()
+        }
+    }
+
+    fn members(o: &mut Observation) -> &mut Vec<MemberState> {
+        o.members.as_mut().unwrap()
+    }
+
+    fn without_pod(mut o: Observation, name: &str) -> Observation {
+        o.pods.retain(|p| p.name != name);
+        o
+    }
+
+    /// Member `i` down for `secs`: etcd has no answer from it and its pod is not ready.
+    fn down(mut o: Observation, i: usize, secs: u64) -> Observation {
+        members(&mut o)[i].healthy = false;
+        members(&mut o)[i].unhealthy_for_secs = secs;
+        o.pods[i].ready = false;
+        o
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    // Rows are pushed one by one because many build on the observation of the row before.
+    #[allow(clippy::vec_init_then_push)]
+    #[test]
+    fn table() {
+        let mut cases: Vec<(&str, Desired, Observation, Step)> = Vec::new();
+
+        cases.push((
+            "paused does nothing, whatever it sees",
+            Desired { paused: true, ..want(5) },
+            healthy(3),
+            Step::Idle,
+        ));
+        cases.push(("steady state", want(3), healthy(3), Step::Idle));
+        cases.push((
+            "another controller holds the operation slot (a restore): stand down",
+            want(5),
+            Observation { slot_busy: Some("restore Restore".into()), ..healthy(3) },
+            Step::Wait("restore Restore is under way; membership changes wait for it".into()),
+        ));
+
+        // Bootstrap, and the durable evidence that keeps it from ever happening twice.
+        cases.push((
+            "a new cluster starts all members at once",
+            want(3),
+            Observation::default(),
+            Step::Bootstrap {
+                members: names(&["main-0", "main-1", "main-2"]),
+                create: names(&["main-0", "main-1", "main-2"]),
+            },
+        ));
+        cases.push((
+            "crash during bootstrap (recorded, one pod created): only the missing pods are created",
+            want(3),
+            Observation {
+                pods: vec![pod("main-0")],
+                volumes: BTreeSet::from(["main-0".into()]),
+                bootstrap: Some(names(&["main-0", "main-1", "main-2"])),
+                ..Observation::default()
+            },
+            Step::Bootstrap { members: names(&["main-0", "main-1", "main-2"]), create: names(&["main-1", "main-2"]) },
+        ));
+        cases.push((
+            "bootstrap pods exist: wait for them to form the cluster",
+            want(1),
+            Observation { pods: vec![pod("main-0")], bootstrap: Some(names(&["main-0"])), ..Observation::default() },
+            Step::Wait("bootstrapping: waiting for the members to form the cluster".into()),
+        ));
+        cases.push((
+            "a size change during a recorded bootstrap keeps the recorded members",
+            want(5),
+            Observation { pods: vec![pod("main-0")], bootstrap: Some(names(&["main-0"])), ..Observation::default() },
+            Step::Wait("bootstrapping: waiting for the members to form the cluster".into()),
+        ));
+        let mut status_lost = healthy(3);
+        status_lost.members = None;
+        cases.push((
+            "formed (id on the volumes), etcd silent, status gone: never bootstrap, wait",
+            want(3),
+            status_lost.clone(),
+            Step::Wait("no etcd member answers; waiting for a quorum of members to run".into()),
+        ));
+        let mut no_record = status_lost.clone();
+        no_record.formed = false;
+        cases.push((
+            "volumes but no record of a bootstrap or of a formed cluster: refuse to bootstrap beside them",
+            want(3),
+            no_record.clone(),
+            Step::Blocked("member pods or volumes exist, but nothing records that this cluster was bootstrapped or formed: refusing to start a new cluster beside that data".into()),
+        ));
+        let mut only_volumes = no_record;
+        only_volumes.pods.clear();
+        cases.push((
+            "only volumes left, nothing recorded: still refused",
+            want(3),
+            only_volumes,
+            Step::Blocked("member pods or volumes exist, but nothing records that this cluster was bootstrapped or formed: refusing to start a new cluster beside that data".into()),
+        ));
+
+        // etcd unreachable after bootstrap.
+        let mut all_gone = healthy(3);
+        all_gone.pods.clear();
+        all_gone.members = None;
+        cases.push((
+            "all pods gone, volumes kept: recreate them",
+            want(3),
+            all_gone,
+            Step::RecreatePod { name: "main-0".into() },
+        ));
+
+        // Pod deleted, volume kept: it comes back with its data.
+        cases.push((
+            "member pod deleted: recreate it on its volume",
+            want(3),
+            without_pod(healthy(3), "main-2"),
+            Step::RecreatePod { name: "main-2".into() },
+        ));
+        let mut terminating = healthy(3);
+        terminating.pods[2].terminating = true;
+        cases.push(("a pod terminating: wait", want(3), terminating, Step::Wait("pod main-2 is terminating".into())));
+
+        // Pod and volume deleted: replace (remove, then add a learner).
+        let mut lost = without_pod(healthy(3), "main-2");
+        lost.volumes.remove("main-2");
+        members(&mut lost)[2].healthy = false;
+        cases.push((
+            "pod and volume gone: remove the member",
+            want(3),
+            lost,
+            Step::RemoveMember { id: 3, name: "main-2".into(), reason: "its pod and volume are gone".into() },
+        ));
+        let mut replaced = healthy(3);
+        replaced.pods.pop();
+        replaced.volumes.remove("main-2");
+        members(&mut replaced).pop();
+        cases.push((
+            "after the removal a fresh learner is added, with a new ordinal",
+            want(3),
+            replaced.clone(),
+            Step::AddLearner { name: "main-3".into() },
+        ));
+        cases.push((
+            "crash after the removal, before the pod delete: the pod goes (with its volume per retention)",
+            want(3),
+            {
+                let mut o = healthy(3);
+                members(&mut o).pop();
+                o
+            },
+            Step::DeletePod { name: "main-2".into(), delete_volume: true },
+        ));
+
+        // Scale up through a learner, with crashes between the steps.
+        cases.push(("scale up: add a learner", want(5), healthy(3), Step::AddLearner { name: "main-3".into() }));
+        let mut added = healthy(3);
+        members(&mut added).push(MemberState { learner: true, healthy: false, ..member(9, "main-3") });
+        added.highest_ordinal = Some(3);
+        cases.push((
+            "crash after member add, before the pod: create the learner's pod",
+            want(5),
+            added.clone(),
+            Step::CreateLearnerPod { name: "main-3".into() },
+        ));
+        let mut podless = added.clone();
+        members(&mut podless)[3].unhealthy_for_secs = T;
+        cases.push((
+            "a learner whose pod cannot be created (quota) is given up after the deadline",
+            want(5),
+            podless,
+            Step::RemoveMember {
+                id: 9,
+                name: "main-3".into(),
+                reason: "learner main-3 has no pod after 300s; removing it to try again later".into(),
+            },
+        ));
+        let mut catching_up = added.clone();
+        catching_up.pods.push(PodState { ready: false, ..pod("main-3") });
+        catching_up.volumes.insert("main-3".into());
+        cases.push((
+            "learner catching up: wait",
+            want(5),
+            catching_up.clone(),
+            Step::Wait("learner main-3 is catching up".into()),
+        ));
+        let mut in_sync = catching_up.clone();
+        members(&mut in_sync)[3].healthy = true;
+        cases.push((
+            "learner in sync: promote (also after a crash that left it unpromoted)",
+            want(5),
+            in_sync.clone(),
+            Step::Promote { id: 9, name: "main-3".into() },
+        ));
+        let mut learner_failed = catching_up.clone();
+        learner_failed.pods[3].failed = true;
+        cases.push((
+            "a learner whose pod fails is removed to try again",
+            want(5),
+            learner_failed,
+            Step::RemoveMember {
+                id: 9,
+                name: "main-3".into(),
+                reason: "learner main-3 is not healthy after 0s (pod failed); removing it to try again later".into(),
+            },
+        ));
+        let mut stuck = catching_up.clone();
+        members(&mut stuck)[3].unhealthy_for_secs = T;
+        cases.push((
+            "a learner stuck past the deadline (pod Pending, image not pulled) is removed",
+            want(5),
+            stuck,
+            Step::RemoveMember {
+                id: 9,
+                name: "main-3".into(),
+                reason: "learner main-3 is not healthy after 300s (pod not ready); removing it to try again later"
+                    .into(),
+            },
+        ));
+        let mut stuck_and_voter_pod_gone = without_pod(catching_up.clone(), "main-1");
+        members(&mut stuck_and_voter_pod_gone)[1].healthy = false;
+        cases.push((
+            "a voter's pod vanished while a learner is stuck: the voter comes back first",
+            want(5),
+            stuck_and_voter_pod_gone,
+            Step::RecreatePod { name: "main-1".into() },
+        ));
+        let stuck_and_voter_down = down(catching_up.clone(), 2, T + 5);
+        cases.push((
+            "a voter failed while a learner is stuck: the voter is replaced first",
+            want(5),
+            stuck_and_voter_down,
+            Step::RemoveMember { id: 3, name: "main-2".into(), reason: "it has been down for 305s".into() },
+        ));
+        cases.push((
+            "a learner was given up on recently: wait before adding another",
+            want(5),
+            Observation { since_learner_given_up: Some(20), ..healthy(3) },
+            Step::Wait("a learner was given up on 20s ago; adding another in 40s".into()),
+        ));
+        cases.push((
+            "the retry delay has passed: add a learner again",
+            want(5),
+            Observation { since_learner_given_up: Some(61), ..healthy(3) },
+            Step::AddLearner { name: "main-3".into() },
+        ));
+        cases.push((
+            "a learner blocks a scale-down until promoted: finish first",
+            want(3),
+            in_sync.clone(),
+            Step::Promote { id: 9, name: "main-3".into() },
+        ));
+        let mut unhealthy_voter = healthy(3);
+        members(&mut unhealthy_voter)[1].healthy = false;
+        members(&mut unhealthy_voter)[1].unhealthy_for_secs = 10;
+        cases.push((
+            "no learner is added while a voter is unhealthy",
+            want(5),
+            unhealthy_voter,
+            Step::Wait("waiting for every member to be healthy before adding one".into()),
+        ));
+
+        // Scale down: an unhealthy member first; else leader moved first, highest ordinal.
+        cases.push((
+            "scale down removes the highest ordinal",
+            want(3),
+            healthy(5),
+            Step::RemoveMember { id: 5, name: "main-4".into(), reason: "scaling down".into() },
+        ));
+        cases.push((
+            "5 -> 3 with one member briefly down: that member goes first, not a healthy one",
+            want(3),
+            down(healthy(5), 1, 20),
+            Step::RemoveMember {
+                id: 2,
+                name: "main-1".into(),
+                reason: "scaling down: the unhealthy member goes first".into(),
+            },
+        ));
+        let mut after_sick_removed = healthy(5);
+        members(&mut after_sick_removed).remove(1);
+        after_sick_removed.pods.remove(1);
+        after_sick_removed.volumes.remove("main-1");
+        cases.push((
+            "then the highest ordinal of the healthy rest",
+            want(3),
+            after_sick_removed,
+            Step::RemoveMember { id: 5, name: "main-4".into(), reason: "scaling down".into() },
+        ));
+        let mut leader_last = healthy(5);
+        for m in members(&mut leader_last) {
+            m.leader = m.id == 5;
+        }
+        cases.push((
+            "the member to remove leads: move leadership first",
+            want(3),
+            leader_last,
+            Step::MoveLeader { to: 1, to_name: "main-0".into(), reason: "main-4 leads and is being removed".into() },
+        ));
+        let mut removed = healthy(5);
+        members(&mut removed).pop();
+        cases.push((
+            "crash after member remove, before the pod delete: delete the pod",
+            want(3),
+            removed,
+            Step::DeletePod { name: "main-4".into(), delete_volume: true },
+        ));
+
+        // Replacement needs etcd and the pod to agree, for long enough; quorum is never risked.
+        cases.push((
+            "two of three down: removing one would not help quorum",
+            want(3),
+            down(down(healthy(3), 1, 400), 2, 400),
+            Step::Blocked(
+                "removing main-1 (it has been down for 400s) would leave 1 healthy of 2 members, short of quorum"
+                    .into(),
+            ),
+        ));
+        cases.push((
+            "one of three down for too long: replace it",
+            want(3),
+            down(healthy(3), 2, 400),
+            Step::RemoveMember { id: 3, name: "main-2".into(), reason: "it has been down for 400s".into() },
+        ));
+        cases.push(("briefly down: no replacement yet", want(3), down(healthy(3), 2, 20), Step::Idle));
+        let mut crashloop_but_answers = healthy(3);
+        crashloop_but_answers.pods[2].failed = true;
+        crashloop_but_answers.pods[2].ready = false;
+        cases.push((
+            "the pod says crash-looping but etcd answers for the member: not replaced",
+            want(3),
+            crashloop_but_answers,
+            Step::Idle,
+        ));
+        let mut etcd_only = healthy(3);
+        members(&mut etcd_only)[2].healthy = false;
+        members(&mut etcd_only)[2].unhealthy_for_secs = 400;
+        cases.push((
+            "etcd says unhealthy but the pod is ready: not replaced (the views disagree)",
+            want(3),
+            etcd_only,
+            Step::Idle,
+        ));
+        let mut leader_down = down(healthy(3), 0, 400);
+        leader_down.pods[0].failed = true;
+        cases.push((
+            "the leader is down: leadership moves before it is replaced",
+            want(3),
+            leader_down,
+            Step::MoveLeader { to: 2, to_name: "main-1".into(), reason: "main-0 is failing".into() },
+        ));
+        cases.push((
+            "a single member is never removed",
+            want(1),
+            down(healthy(1), 0, 400),
+            Step::Blocked(
+                "removing main-0 (it has been down for 400s) would leave 0 healthy of 0 members, short of quorum"
+                    .into(),
+            ),
+        ));
+
+        // Rolling restarts: version or pod spec; followers first, the leader last.
+        let upgrade = Desired { version: "3.5.1".into(), ..want(3) };
+        cases.push((
+            "upgrade starts with a follower",
+            upgrade.clone(),
+            healthy(3),
+            Step::Restart { name: "main-1".into(), reason: "etcd 3.4.23 -> 3.5.1".into() },
+        ));
+        let mut followers_done = healthy(3);
+        followers_done.pods[1].version = "3.5.1".into();
+        followers_done.pods[2].version = "3.5.1".into();
+        cases.push((
+            "only the leader is old: move leadership to an upgraded member",
+            upgrade.clone(),
+            followers_done.clone(),
+            Step::MoveLeader { to: 2, to_name: "main-1".into(), reason: "main-0 leads and is restarted last".into() },
+        ));
+        let mut moved = followers_done.clone();
+        for m in members(&mut moved) {
+            m.leader = m.id == 2;
+        }
+        cases.push((
+            "leadership moved: restart the former leader",
+            upgrade.clone(),
+            moved,
+            Step::Restart { name: "main-0".into(), reason: "etcd 3.4.23 -> 3.5.1".into() },
+        ));
+        let mut restarting = healthy(3);
+        restarting.pods[1].version = "3.5.1".into();
+        restarting.pods[1].ready = false;
+        cases.push((
+            "the restarted member is not ready yet: wait",
+            upgrade.clone(),
+            restarting,
+            Step::Wait("waiting for every member to be healthy before restarting the next".into()),
+        ));
+        cases.push((
+            "a single member is upgraded in place",
+            Desired { version: "3.5.1".into(), ..want(1) },
+            healthy(1),
+            Step::Restart { name: "main-0".into(), reason: "etcd 3.4.23 -> 3.5.1".into() },
+        ));
+        let tuned = Desired { spec_hash: "h2".into(), ..want(3) };
+        cases.push((
+            "a spec change that reaches the pod (quota, resources, ...) restarts a follower first",
+            tuned.clone(),
+            healthy(3),
+            Step::Restart { name: "main-1".into(), reason: "the spec of its pod changed".into() },
+        ));
+        let mut tuned_followers = healthy(3);
+        tuned_followers.pods[1].spec_hash = Some("h2".into());
+        tuned_followers.pods[2].spec_hash = Some("h2".into());
+        cases.push((
+            "spec change: the leader last, leadership moved first",
+            tuned.clone(),
+            tuned_followers,
+            Step::MoveLeader { to: 2, to_name: "main-1".into(), reason: "main-0 leads and is restarted last".into() },
+        ));
+        let mut unhashed = healthy(3);
+        for p in &mut unhashed.pods {
+            p.spec_hash = None;
+        }
+        cases.push((
+            "pods from before spec hashes were recorded are not restarted for that alone",
+            tuned.clone(),
+            unhashed,
+            Step::Idle,
+        ));
+        let memory_one = Desired { version: "3.5.1".into(), memory: true, ..want(1) };
+        cases.push((
+            "the only member of a Memory cluster is not restarted (its data would be lost)",
+            memory_one.clone(),
+            healthy(1),
+            Step::Blocked("restarting the only member of a Memory cluster would lose all its data; set spec.storage.allowDataLoss: true to accept that, or grow the cluster first".into()),
+        ));
+        cases.push((
+            "... unless the user accepts the loss",
+            Desired { allow_data_loss: true, ..memory_one },
+            healthy(1),
+            Step::Restart { name: "main-0".into(), reason: "etcd 3.4.23 -> 3.5.1".into() },
+        ));
+
+        let mut failures = Vec::new();
+        for (what, want, obs, expected) in cases {
+            let got = plan(C, &want, &obs, true);
+            if got != expected {
+                failures.push(format!("{what}:\n   got {got:?}\n  want {expected:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn disruptive_steps_are_the_ones_that_change_membership_or_take_a_member_down() {
+        assert!(Step::RemoveMember { id: 1, name: "m".into(), reason: String::new() }.disruptive());
+        assert!(Step::Restart { name: "m".into(), reason: String::new() }.disruptive());
+        assert!(Step::AddLearner { name: "m".into() }.disruptive());
+        assert!(!Step::RecreatePod { name: "m".into() }.disruptive());
+        assert!(!Step::Wait(String::new()).disruptive());
+        assert!(!Step::Bootstrap { members: vec![], create: vec![] }.disruptive());
+    }
+
+    #[test]
+    fn quorum_sizes() {
+        assert_eq!([1, 2, 3, 4, 5, 7].map(quorum), [1, 2, 2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn names_and_ordinals() {
+        assert_eq!(member_name("my-etcd", 12), "my-etcd-12");
+        assert_eq!(ordinal_of("my-etcd-12"), Some(12));
+        assert_eq!(ordinal_of("weird"), None);
+    }
+}

@@ -1,0 +1,6 @@
+//! One folder per controller, each in the same shape: observe -> pure plan -> act ->
+//! status, with one error enum whose variants name the step. What they share (client,
+//! Lease guard, Events, apply helpers, metrics, the per-cluster operation slot) is in
+//! [`crate::runtime`].
+
+pub mod cluster;
