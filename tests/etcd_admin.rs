@@ -279,6 +279,17 @@ async fn nospace_alarm_is_listed_and_disarmed_once_space_is_freed() {
     assert_eq!(alarms.len(), 1);
     assert_eq!(alarms[0].kind, AlarmKind::NoSpace);
 
+    // The alarm is cluster state, not member health: the member's status lists it and
+    // is still healthy by etcd-pilot's definition, and the probe path member pods use
+    // answers 200 (reads are served) while plain /health says 503.
+    let status = admin.status(&cluster.endpoints()[0]).await.expect("status");
+    assert_eq!(status.alarms(), ["NOSPACE"]);
+    assert!(status.is_healthy(), "{status:?}");
+    let base = cluster.endpoints()[0].clone();
+    assert_eq!(http_status(&base, "/health").await, 503);
+    assert_eq!(http_status(&base, etcd_pilot::controllers::cluster::build::HEALTH_PATH).await, 200);
+    kv.get("k0", None).await.expect("reads are served under NOSPACE");
+
     // The remedy etcd documents: compact, defragment, disarm.
     admin.compact_keeping(0).await.unwrap();
     admin.defragment(&cluster.endpoints()[0]).await.unwrap();
@@ -403,4 +414,16 @@ async fn a_remove_never_goes_to_the_member_being_removed() {
     };
     assert_eq!(left.len(), 2);
     assert!(!left.iter().any(|m| m.id == first.member_id));
+}
+
+/// The HTTP status etcd answers a GET of `path` on a plain-HTTP client URL with.
+async fn http_status(base: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.expect("send");
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).await.expect("read");
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }

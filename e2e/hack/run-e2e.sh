@@ -31,3 +31,5 @@ cargo test --locked -p etcd-pilot-e2e --test smoke -- --test-threads=3
 # After the smoke tests, whose own operator install is gone by then: one operator at a
 # time acts on the testbed's clusters.
 cargo test --locked -p etcd-pilot-e2e --test lifecycle -- --test-threads="${E2E_THREADS:-2}" --nocapture
+# The faults, each in its own namespace, three at a time on the same operator.
+cargo test --locked -p etcd-pilot-e2e --test faults -- --test-threads="${E2E_FAULT_THREADS:-3}" --nocapture

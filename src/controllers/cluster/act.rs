@@ -117,6 +117,30 @@ pub async fn ensure_pvc_owners(
     Ok(())
 }
 
+/// Value of the removed-member mark on a volume that is to be deleted (any other value:
+/// kept by retention).
+pub const REMOVED_TO_DELETE: &str = "delete";
+
+/// Deletes volumes marked for deletion whose pod is gone: what a pass that stopped
+/// between marking and deleting left behind.
+pub async fn sweep_removed_volumes(
+    pvcs: &[PersistentVolumeClaim],
+    pods: &[Pod],
+    api: &Api<PersistentVolumeClaim>,
+) -> Result<(), Error> {
+    for pvc in pvcs {
+        let name = pvc.name_any();
+        let member = name.strip_prefix("data-").unwrap_or_default();
+        let marked = pvc.annotations().get(REMOVED_ANNOTATION).map(String::as_str) == Some(REMOVED_TO_DELETE);
+        if marked && pvc.metadata.deletion_timestamp.is_none() && !pods.iter().any(|p| p.name_any() == member) {
+            delete_if_present(api, &name, pvc.uid())
+                .await
+                .map_err(error::objects(format!("delete PVC {name} of a removed member")))?;
+        }
+    }
+    Ok(())
+}
+
 /// Records the etcd cluster id on the EtcdCluster and on every member volume: durable
 /// evidence that the cluster formed, which no status loss can erase.
 pub async fn record_cluster_id(
@@ -299,18 +323,25 @@ pub async fn act(
             Err(e) => return Err(error::act_etcd(format!("remove member {name}"))(e)),
         },
         Step::DeletePod { name, delete_volume } => {
-            delete_if_present(&pods, name, None).await.map_err(error::act_kube(format!("delete pod {name}")))?;
+            // The volume is marked as no member's before the pod goes: a crash in between
+            // can never bring it back as a member (not even with etcd dark).
             let pvc = names.pvc(name);
-            if *delete_volume {
-                delete_if_present(&pvcs, &pvc, None).await.map_err(error::act_kube(format!("delete PVC {pvc}")))?;
-            } else if ec.spec.storage.medium == StorageMedium::Persistent {
-                // Kept by retention: mark it as no member's, and let it outlive the cluster.
-                let patch = json!({"metadata": {"annotations": {REMOVED_ANNOTATION: "true"}, "ownerReferences": null}});
+            if ec.spec.storage.medium == StorageMedium::Persistent {
+                let (mark, owners) = if *delete_volume {
+                    (REMOVED_TO_DELETE, json!(build::pvc_owner_references(ec)))
+                } else {
+                    ("true", json!(null))
+                };
+                let patch = json!({"metadata": {"annotations": {REMOVED_ANNOTATION: mark}, "ownerReferences": owners}});
                 match pvcs.patch(&pvc, &PatchParams::default(), &Patch::Merge(&patch)).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(error::act_kube(format!("mark PVC {pvc} retained"))(e)),
+                    Err(e) => return Err(error::act_kube(format!("mark PVC {pvc} as a removed member's"))(e)),
                 }
+            }
+            delete_if_present(&pods, name, None).await.map_err(error::act_kube(format!("delete pod {name}")))?;
+            if *delete_volume {
+                delete_if_present(&pvcs, &pvc, None).await.map_err(error::act_kube(format!("delete PVC {pvc}")))?;
             }
         }
         Step::Restart { name, .. } => {

@@ -345,6 +345,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             ca_lost = act::ensure_fixed_objects(ec, ctx, &key, members_exist).await?;
             let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &ns);
             act::ensure_pvc_owners(ec, &pvcs, &pvcs_api).await?;
+            act::sweep_removed_volumes(&pvcs, &pods, &pvcs_api).await?;
         }
         let mut endpoints: Vec<(bool, String)> =
             pods.iter().map(|p| (!observe::pod_ready(p), names.client_url(&p.name_any()))).collect();

@@ -10,7 +10,8 @@
 //!    recreate pods of members whose volumes survive, else wait. A recorded bootstrap
 //!    is finished; a fresh cluster is bootstrapped only where no member pod or volume
 //!    exists.
-//! 3. a pod etcd does not know of: a member removed before a crash; delete it.
+//! 3. a pod or volume etcd does not know of: a member removed before a crash; delete
+//!    the pod, and the volume per retention (marked as no member's first).
 //! 4. a voter whose pod is gone: recreate the pod on its volume; with the volume gone
 //!    too, remove the member (it is replaced below), if the rest keep quorum.
 //! 5. a failed voter: etcd's view (unhealthy) and the pod's (not ready, or failed) agree
@@ -221,6 +222,12 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
     // 3. Pods of members etcd no longer has (removed, then a crash before the delete).
     if let Some(p) = obs.pods.iter().find(|p| !members.iter().any(|m| m.name == p.name)) {
         return Step::DeletePod { name: p.name.clone(), delete_volume: delete_volume_on_scale };
+    }
+
+    // A volume of a member etcd no longer has, its pod gone (a crash between the pod's
+    // and the volume's deletion): handled per retention, never recreated as a member.
+    if let Some(v) = obs.volumes.iter().find(|v| pod(v).is_none() && !members.iter().any(|m| &m.name == *v)) {
+        return Step::DeletePod { name: v.clone(), delete_volume: delete_volume_on_scale };
     }
 
     let voters: Vec<&MemberState> = members.iter().filter(|m| !m.learner).collect();
@@ -604,6 +611,21 @@ mod tests {
             },
             Step::DeletePod { name: "main-2".into(), delete_volume: true },
         ));
+
+        let mut orphan_volume = healthy(3);
+        members(&mut orphan_volume).pop();
+        orphan_volume.pods.pop();
+        cases.push((
+            "crash after the pod delete, before the volume's: the volume goes per retention",
+            want(3),
+            orphan_volume.clone(),
+            Step::DeletePod { name: "main-2".into(), delete_volume: true },
+        ));
+        assert_eq!(
+            plan(C, &want(3), &orphan_volume, false),
+            Step::DeletePod { name: "main-2".into(), delete_volume: false },
+            "with whenScaled: Retain it is marked and kept"
+        );
 
         // Scale up through a learner, with crashes between the steps.
         cases.push(("scale up: add a learner", want(5), healthy(3), Step::AddLearner { name: "main-3".into() }));
