@@ -114,9 +114,12 @@ async fn losing_the_status_while_etcd_is_down_never_bootstraps_a_second_cluster(
     create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
     wait_ready(&kit, &ns, "main", 3).await;
     let started = Instant::now();
-    let writer = Writer::start(&kit, &ns, "main").await;
-    wait_passes(&kit, &ns, "main", 1).await;
-    let (acked_before, _) = writer.finish(&kit, &ns, "main").await;
+    let mut c = etcd(&kit, &ns, "main").await;
+    let mut acked_before = 0;
+    for i in 0..200 {
+        c.put(format!("w/{i:08}"), format!("v{i}"), None).await.expect("write before the freeze");
+        acked_before += 1;
+    }
     let pods_before = pod_uids(&member_pods(&kit, &ns, "main").await);
     let pvcs_before = pvc_names(&kit, &ns).await;
 
@@ -360,9 +363,19 @@ async fn the_disruption_budget_lets_one_member_go_at_a_time() {
         assert!(Instant::now() < deadline, "the PodDisruptionBudget main never allowed one disruption: {allowed:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The Eviction kind this 1.20 API server takes (policy/v1beta1), as `kubectl drain`
+    // sends it.
     let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
-    pods.evict("main-0", &Default::default()).await.expect("the first eviction is allowed");
-    match pods.evict("main-1", &Default::default()).await {
+    let evict = |name: &str| {
+        let body = json!({"apiVersion": "policy/v1beta1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}});
+        let pods = pods.clone();
+        let name = name.to_string();
+        async move {
+            pods.create_subresource::<_, serde_json::Value>("eviction", &name, &PostParams::default(), &body).await
+        }
+    };
+    evict("main-0").await.expect("the first eviction is allowed");
+    match evict("main-1").await {
         Err(kube::Error::Api(s)) if s.code == 429 => {}
         other => panic!("a second eviction while main-0 is away must be refused (429), got {other:?}"),
     }

@@ -19,6 +19,10 @@ use super::common::S3Target;
     kind = "EtcdCluster",
     namespaced,
     status = "EtcdClusterStatus",
+    // The scale subresource: `kubectl scale`, and the disruption controller counts the
+    // expected member pods from it (a PodDisruptionBudget with maxUnavailable needs the
+    // pods' controller to have one).
+    scale(spec_replicas_path = ".spec.size", status_replicas_path = ".status.readyMembers"),
     shortname = "etcd",
     category = "etcdpilot",
     derive = "PartialEq",

@@ -76,6 +76,27 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
     None
 }
 
+/// How long the pod has not been ready: since its Ready condition last turned false, or
+/// since it was created (a new pod is given the whole deadline to become ready). 0 when
+/// it is ready.
+pub fn pod_down_for(pod: &Pod, now: jiff::Timestamp) -> u64 {
+    if pod_ready(pod) {
+        return 0;
+    }
+    let ready_changed = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0);
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    match ready_changed.into_iter().chain(created).max() {
+        Some(since) => u64::try_from((now - since).get_seconds()).unwrap_or(0),
+        None => 0,
+    }
+}
+
 pub fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -102,6 +123,7 @@ pub fn observation(
     etcd: Option<&EtcdView>,
     records: &Records,
     unhealthy_for: &HashMap<String, u64>,
+    now: jiff::Timestamp,
 ) -> Observation {
     let pods: Vec<PodState> = pods
         .iter()
@@ -112,6 +134,7 @@ pub fn observation(
             failed: pod_failed(p),
             version: p.annotations().get(VERSION_ANNOTATION).cloned().unwrap_or_default(),
             spec_hash: p.annotations().get(SPEC_HASH_ANNOTATION).cloned(),
+            down_for_secs: pod_down_for(p, now),
         })
         .collect();
     // A volume kept after its member was removed (retention `Retain`) is no member's,
@@ -258,7 +281,7 @@ mod tests {
         };
         let unhealthy = HashMap::from([("main-2".to_string(), 42)]);
         let records = Records { cluster_id_recorded: true, bootstrap: None };
-        let o = observation(&n, &pods, &pvcs, Some(&view), &records, &unhealthy);
+        let o = observation(&n, &pods, &pvcs, Some(&view), &records, &unhealthy, jiff::Timestamp::UNIX_EPOCH);
 
         assert_eq!(
             o.pods[0],
@@ -269,6 +292,7 @@ mod tests {
                 failed: false,
                 version: "3.4.23".into(),
                 spec_hash: None,
+                down_for_secs: 0,
             }
         );
         assert!(o.pods[1].terminating && !o.pods[1].ready);
@@ -299,7 +323,7 @@ mod tests {
             )
             .unwrap(),
         ];
-        let o = observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new());
+        let o = observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
         assert_eq!(o.volumes, BTreeSet::from(["main-0".into()]), "retained and terminating volumes are no member's");
         assert_eq!(o.highest_ordinal, Some(9));
     }
@@ -313,10 +337,10 @@ mod tests {
             )
             .unwrap(),
         ];
-        let o = observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new());
+        let o = observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
         assert!(o.formed);
         let rec = Records { cluster_id_recorded: false, bootstrap: Some(vec!["main-0".into()]) };
-        let o = observation(&names(), &[], &pvcs[..1], None, &rec, &HashMap::new());
+        let o = observation(&names(), &[], &pvcs[..1], None, &rec, &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
         assert!(!o.formed);
         assert_eq!(o.bootstrap, Some(vec!["main-0".to_string()]));
     }
@@ -334,6 +358,20 @@ mod tests {
         s.errors.push("etcdserver: no leader".into());
         assert!(!member_healthy(Some(&s), false), "its own errors do");
         assert!(!member_healthy(None, false), "no answer: unhealthy");
+    }
+
+    #[test]
+    fn a_pod_is_down_since_it_stopped_being_ready_or_was_created() {
+        let now = jiff::Timestamp::from_second(1_000).unwrap();
+        let at = |s: i64| jiff::Timestamp::from_second(s).unwrap().to_string();
+        let fresh = pod(json!({"metadata": {"name": "main-1", "creationTimestamp": at(990)}, "status": {"phase": "Pending"}}));
+        assert_eq!(pod_down_for(&fresh, now), 10, "a new pod: since it was created");
+        let fell = pod(json!({"metadata": {"name": "main-1", "creationTimestamp": at(100)}, "status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": at(700)}]}}));
+        assert_eq!(pod_down_for(&fell, now), 300);
+        let ok = pod(json!({"metadata": {"name": "main-1", "creationTimestamp": at(100)}, "status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": at(700)}]}}));
+        assert_eq!(pod_down_for(&ok, now), 0);
     }
 
     #[test]
@@ -362,7 +400,7 @@ mod tests {
 
     #[test]
     fn no_answer_from_etcd_is_no_member_list() {
-        let o = observation(&names(), &[], &[], None, &Records::default(), &HashMap::new());
+        let o = observation(&names(), &[], &[], None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
         assert!(o.members.is_none());
         assert!(!o.formed);
         assert_eq!(o.highest_ordinal, None);

@@ -63,6 +63,8 @@ pub struct PodState {
     pub version: String,
     /// The spec hash it was built from (`None`: built before hashes were recorded).
     pub spec_hash: Option<String>,
+    /// How long it has not been ready (since created, for a new pod); 0 when ready.
+    pub down_for_secs: u64,
 }
 
 /// An etcd member as observed. `name` comes from its peer URL, so a learner that never
@@ -247,7 +249,7 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
 
     // 5. Failed voters: etcd and the pod agree it is down, for long enough.
     let failed = voters.iter().find(|m| {
-        let pod_down = pod(&m.name).is_some_and(|p| p.failed || !p.ready);
+        let pod_down = pod(&m.name).is_some_and(|p| (p.failed || !p.ready) && p.down_for_secs >= deadline);
         !m.healthy && pod_down && m.unhealthy_for_secs >= deadline
     });
     if let Some(m) = failed {
@@ -439,6 +441,7 @@ mod tests {
             failed: false,
             version: "3.4.23".into(),
             spec_hash: Some("h1".into()),
+            down_for_secs: 0,
         }
     }
 
@@ -474,6 +477,7 @@ mod tests {
         members(&mut o)[i].healthy = false;
         members(&mut o)[i].unhealthy_for_secs = secs;
         o.pods[i].ready = false;
+        o.pods[i].down_for_secs = secs;
         o
     }
 
@@ -814,6 +818,14 @@ mod tests {
             "etcd says unhealthy but the pod is ready: not replaced (the views disagree)",
             want(3),
             etcd_only,
+            Step::Idle,
+        ));
+        let mut just_recreated = down(healthy(3), 2, 400);
+        just_recreated.pods[2].down_for_secs = 5;
+        cases.push((
+            "down long in etcd's view, but its pod was just recreated: it gets the whole deadline",
+            want(3),
+            just_recreated,
             Step::Idle,
         ));
         let mut leader_down = down(healthy(3), 0, 400);
