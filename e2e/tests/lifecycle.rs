@@ -99,26 +99,21 @@ async fn scaling_up_and_down_under_writes_loses_nothing() {
     let mut client = etcd(&kit, &ns, "main").await;
     let list = client.member_list().await.unwrap();
     let victim = list.members().iter().find(|m| m.name() == "main-4").unwrap().id();
-    let status = client.status().await.unwrap();
-    if status.leader() != victim {
-        // Only the leader takes a move request: reconnect through the Service (a random
-        // member each time) until one lands on it.
-        for _ in 0..30 {
-            if client.move_leader(victim).await.is_ok() {
-                break;
-            }
+    // Only the leader takes a move request: reconnect through the Service (a random
+    // member each time) until one lands on it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !client.status().await.is_ok_and(|s| s.leader() == victim) {
+        assert!(Instant::now() < deadline, "could not make main-4 the leader");
+        if client.move_leader(victim).await.is_err() {
             client = etcd(&kit, &ns, "main").await;
         }
     }
-    let victim_leads = client.status().await.is_ok_and(|s| s.leader() == victim);
-    println!("main-4 leads before the scale-down: {victim_leads}");
     patch_spec(&kit, &ns, "main", json!({"size": 3})).await;
     wait_ready(&kit, &ns, "main", 3).await;
 
     let seen = watcher.finish().await;
     let (acked, failed) = writer.finish(&kit, &ns, "main").await;
     println!("scale 3->5->3: {acked} writes acknowledged, {failed} failed and retried; seen {seen:?}");
-    assert!(seen.max_learners <= 1, "never more than one learner: {seen:?}");
     assert!(seen.removed_leaders.is_empty(), "a leader was removed without a transfer: {seen:?}");
     assert_eq!(
         seen.removed.iter().collect::<BTreeSet<_>>(),
@@ -137,12 +132,14 @@ async fn scaling_up_and_down_under_writes_loses_nothing() {
     // One Event per change: two learners added, two promoted, two members removed.
     assert_eq!(ev.iter().filter(|e| e.contains("AddingLearner")).count(), 2, "{ev:#?}");
     assert_eq!(ev.iter().filter(|e| e.contains("RemovingMember")).count(), 2, "{ev:#?}");
-    if victim_leads {
-        assert!(
-            ev.iter().any(|e| e.contains("MovingLeader: moving leadership")),
-            "the leader was moved first: {ev:#?}"
-        );
-    }
+    assert!(ev.iter().any(|e| e.contains("MovingLeader: moving leadership to")), "the leader was moved first: {ev:#?}");
+    // The operator's own order: each learner is promoted before the next is added (etcd
+    // would refuse a second learner anyway; this is what etcd-pilot asked for).
+    let membership: Vec<&str> = ev
+        .iter()
+        .filter_map(|e| ["AddingLearner", "PromotingLearner"].into_iter().find(|r| e.contains(r)))
+        .collect();
+    assert_eq!(membership, ["AddingLearner", "PromotingLearner", "AddingLearner", "PromotingLearner"], "{ev:#?}");
     kit.delete_namespace(&ns).await;
 }
 
@@ -241,16 +238,21 @@ async fn a_new_operator_finishes_a_scale_up_the_old_one_started() {
     kit.delete_namespace(&ns).await;
 }
 
-// 5. Upgrade 3.4.23 -> 3.5.1 under writes, leader last.
-#[tokio::test]
-async fn upgrading_a_minor_version_under_writes_loses_nothing_and_restarts_the_leader_last() {
-    let (kit, ns, writer, watcher) = three_members_under_writes("lc-upgrade").await;
-    patch_spec(&kit, &ns, "main", json!({"version": "3.5.1"})).await;
+// 5. Upgrades under writes, leader last: the minor 3.4.23 -> 3.5.30 and the patch
+// 3.5.16 -> 3.5.30 (current Debian releases; 3.5.0-3.5.2 had a data-inconsistency bug).
+async fn upgrade_under_writes(prefix: &str, from: &str, to: &str) {
+    let (kit, ns) = setup(prefix).await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, from, json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let writer = Writer::start(&kit, &ns, "main").await;
+    let watcher = Watcher::start(&kit, &ns, "main").await;
+    writer.wait_acked(20).await;
+    patch_spec(&kit, &ns, "main", json!({"version": to})).await;
     let deadline = Instant::now() + WAIT;
     let ec = loop {
         let ec = wait_ready(&kit, &ns, "main", 3).await;
         let s = ec.status.as_ref().unwrap();
-        if s.members.iter().all(|m| m.version.as_deref() == Some("3.5.1")) {
+        if s.members.iter().all(|m| m.version.as_deref() == Some(to)) {
             break ec;
         }
         assert!(Instant::now() < deadline, "not upgraded: {:?}", s.members);
@@ -258,15 +260,25 @@ async fn upgrading_a_minor_version_under_writes_loses_nothing_and_restarts_the_l
     };
     let seen = watcher.finish().await;
     let (acked, failed) = writer.finish(&kit, &ns, "main").await;
-    println!("upgrade: {acked} writes acknowledged, {failed} failed and retried; seen {seen:?}");
-    assert_eq!(ec.status.unwrap().version.as_deref(), Some("3.5.1"));
+    println!("upgrade {from} -> {to}: {acked} writes acknowledged, {failed} failed and retried, 0 lost; seen {seen:?}");
+    assert_eq!(ec.status.unwrap().version.as_deref(), Some(to));
     assert_eq!(seen.terminated.len(), 3, "each member restarted once: {seen:?}");
     assert!(seen.restarted_leaders.is_empty(), "a member was restarted while leading: {seen:?}");
     for p in member_pods(&kit, &ns, "main").await {
         let image = p.spec.unwrap().containers[0].image.clone().unwrap();
-        assert_eq!(image, format!("{ETCD_REPOSITORY}:v3.5.1"));
+        assert_eq!(image, format!("{ETCD_REPOSITORY}:v{to}"));
     }
     kit.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn upgrading_a_minor_version_under_writes_loses_nothing_and_restarts_the_leader_last() {
+    upgrade_under_writes("lc-upgrade", "3.4.23", "3.5.30").await;
+}
+
+#[tokio::test]
+async fn upgrading_a_patch_version_under_writes_loses_nothing() {
+    upgrade_under_writes("lc-patch", "3.5.16", "3.5.30").await;
 }
 
 // 6. Bad input: refused by the API server, or reported and left alone.
@@ -388,8 +400,8 @@ async fn a_paused_cluster_is_left_alone_and_resumes() {
         assert!(Instant::now() < deadline, "status does not say Paused: {:?}", ec.status);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Long enough for several passes.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Passes that could have acted, and did not.
+    wait_passes(&kit, &ns, "main", 3).await;
     let pods = member_pods(&kit, &ns, "main").await;
     assert_eq!(pods.len(), 1, "paused: no member added");
     let client_members = etcd(&kit, &ns, "main").await.member_list().await.unwrap().members().len();

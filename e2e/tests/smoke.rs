@@ -44,7 +44,9 @@ async fn the_etcd_images_run_on_every_node() {
     let kit = Kit::connect().await;
     let ns = kit.namespace("smoke-images").await;
     for (i, node) in kit.state.nodes.iter().enumerate() {
-        let version = if i % 2 == 0 { "v3.4.23" } else { "v3.5.1" };
+        // Every etcd image, spread over the nodes (each node has all of them).
+        let all = ["v3.4.23", "v3.5.1", "v3.5.16", "v3.5.30"];
+        let version = all[i % all.len()];
         let out = kit
             .run_to_completion(
                 &ns,
