@@ -135,10 +135,8 @@ async fn scaling_up_and_down_under_writes_loses_nothing() {
     assert!(ev.iter().any(|e| e.contains("MovingLeader: moving leadership to")), "the leader was moved first: {ev:#?}");
     // The operator's own order: each learner is promoted before the next is added (etcd
     // would refuse a second learner anyway; this is what etcd-pilot asked for).
-    let membership: Vec<&str> = ev
-        .iter()
-        .filter_map(|e| ["AddingLearner", "PromotingLearner"].into_iter().find(|r| e.contains(r)))
-        .collect();
+    let membership: Vec<&str> =
+        ev.iter().filter_map(|e| ["AddingLearner", "PromotingLearner"].into_iter().find(|r| e.contains(r))).collect();
     assert_eq!(membership, ["AddingLearner", "PromotingLearner", "AddingLearner", "PromotingLearner"], "{ev:#?}");
     kit.delete_namespace(&ns).await;
 }

@@ -378,7 +378,8 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
 
     let unhealthy_for = track_health(ctx, &key, &names, view.as_ref());
     let records = Records { cluster_id_recorded: act::cluster_id_recorded(ec), bootstrap: act::recorded_bootstrap(ec) };
-    let mut obs = observe::observation(&names, &pods, &pvcs, view.as_ref(), &records, &unhealthy_for, jiff::Timestamp::now());
+    let mut obs =
+        observe::observation(&names, &pods, &pvcs, view.as_ref(), &records, &unhealthy_for, jiff::Timestamp::now());
     // Ordinals of members gone without a trace (pod, volume and membership) live on in
     // the status: a name is never given twice.
     let recorded = ec.status.as_ref().and_then(|s| s.highest_ordinal).and_then(|o| u32::try_from(o).ok());

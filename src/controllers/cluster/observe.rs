@@ -323,7 +323,8 @@ mod tests {
             )
             .unwrap(),
         ];
-        let o = observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
+        let o =
+            observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
         assert_eq!(o.volumes, BTreeSet::from(["main-0".into()]), "retained and terminating volumes are no member's");
         assert_eq!(o.highest_ordinal, Some(9));
     }
@@ -337,7 +338,8 @@ mod tests {
             )
             .unwrap(),
         ];
-        let o = observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
+        let o =
+            observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
         assert!(o.formed);
         let rec = Records { cluster_id_recorded: false, bootstrap: Some(vec!["main-0".into()]) };
         let o = observation(&names(), &[], &pvcs[..1], None, &rec, &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
@@ -364,12 +366,15 @@ mod tests {
     fn a_pod_is_down_since_it_stopped_being_ready_or_was_created() {
         let now = jiff::Timestamp::from_second(1_000).unwrap();
         let at = |s: i64| jiff::Timestamp::from_second(s).unwrap().to_string();
-        let fresh = pod(json!({"metadata": {"name": "main-1", "creationTimestamp": at(990)}, "status": {"phase": "Pending"}}));
+        let fresh =
+            pod(json!({"metadata": {"name": "main-1", "creationTimestamp": at(990)}, "status": {"phase": "Pending"}}));
         assert_eq!(pod_down_for(&fresh, now), 10, "a new pod: since it was created");
-        let fell = pod(json!({"metadata": {"name": "main-1", "creationTimestamp": at(100)}, "status": {"phase": "Running",
+        let fell =
+            pod(json!({"metadata": {"name": "main-1", "creationTimestamp": at(100)}, "status": {"phase": "Running",
             "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": at(700)}]}}));
         assert_eq!(pod_down_for(&fell, now), 300);
-        let ok = pod(json!({"metadata": {"name": "main-1", "creationTimestamp": at(100)}, "status": {"phase": "Running",
+        let ok =
+            pod(json!({"metadata": {"name": "main-1", "creationTimestamp": at(100)}, "status": {"phase": "Running",
             "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": at(700)}]}}));
         assert_eq!(pod_down_for(&ok, now), 0);
     }
@@ -400,7 +405,8 @@ mod tests {
 
     #[test]
     fn no_answer_from_etcd_is_no_member_list() {
-        let o = observation(&names(), &[], &[], None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
+        let o =
+            observation(&names(), &[], &[], None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
         assert!(o.members.is_none());
         assert!(!o.formed);
         assert_eq!(o.highest_ordinal, None);
