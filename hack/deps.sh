@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client pkg-config libssl-dev; do
+for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client pkg-config libssl-dev curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -122,6 +122,15 @@ pub fn validate_cluster_change(old: &EtcdClusterSpec, new: &EtcdClusterSpec) -> 
     if old.storage.medium != new.storage.medium {
         out.push(problem("spec.storage.medium", "cannot change on a live cluster"));
     }
+    if old.tls.mode != new.tls.mode {
+        out.push(problem(
+            "spec.tls.mode",
+            format!(
+                "cannot change from {:?} to {:?} on a live cluster: members trust only the CA they started with",
+                old.tls.mode, new.tls.mode
+            ),
+        ));
+    }
     if let Err(e) = check_version_change(&old.version, &new.version) {
         out.push(problem("spec.version", e));
     }
@@ -298,6 +307,9 @@ compaction: {schedule: "*/5 * * * *"}
         assert_eq!(fields(&validate_cluster_change(&old, &new)), ["spec.topology", "spec.version"]);
         let scale = EtcdClusterSpec { size: 5, version: "3.5.1".into(), ..old.clone() };
         assert!(validate_cluster_change(&old, &scale).is_empty());
+        let mut plain = old.clone();
+        plain.tls.mode = TlsMode::Disabled;
+        assert_eq!(fields(&validate_cluster_change(&old, &plain)), ["spec.tls.mode"]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub const MASTER_LABEL: &str = "node-role.kubernetes.io/master";
 pub const VERSION_ANNOTATION: &str = "etcdpilot.io/version";
 pub const TOPOLOGY_ANNOTATION: &str = "etcdpilot.io/topology";
 pub const MEDIUM_ANNOTATION: &str = "etcdpilot.io/storage-medium";
+pub const TLS_MODE_ANNOTATION: &str = "etcdpilot.io/tls-mode";
 /// Annotation of member PVCs: uid of the EtcdCluster they were made for.
 pub const CLUSTER_UID_ANNOTATION: &str = "etcdpilot.io/cluster-uid";
 /// Annotation of member PVCs and of the EtcdCluster: the etcd cluster id, recorded once
@@ -277,6 +278,11 @@ pub fn etcd_args(ec: &EtcdCluster, member: &str, join: &Join) -> Vec<String> {
             "--peer-cert-file=/etc/etcd/tls/peer/tls.crt".to_string(),
             "--peer-key-file=/etc/etcd/tls/peer/tls.key".to_string(),
         ]);
+        // Peers and clients share the operator's CA: only the peer certificate's CN
+        // passes peer authentication, so no client certificate can act as a member.
+        if s.tls.mode == TlsMode::Operator {
+            args.push(format!("--peer-cert-allowed-cn={}", super::tls::PEER_CN));
+        }
     }
     args
 }
@@ -324,6 +330,7 @@ fn pod_of(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod 
         (VERSION_ANNOTATION.to_string(), s.version.clone()),
         (TOPOLOGY_ANNOTATION.to_string(), format!("{:?}", s.topology)),
         (MEDIUM_ANNOTATION.to_string(), format!("{:?}", s.storage.medium)),
+        (TLS_MODE_ANNOTATION.to_string(), format!("{:?}", s.tls.mode)),
     ]));
 
     let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];

@@ -22,7 +22,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-use self::build::{MEDIUM_ANNOTATION, Names, TOPOLOGY_ANNOTATION, VERSION_ANNOTATION};
+use self::build::{MEDIUM_ANNOTATION, Names, TLS_MODE_ANNOTATION, TOPOLOGY_ANNOTATION, VERSION_ANNOTATION};
 use self::error::Error;
 use self::observe::{EtcdView, Records};
 use self::plan::{Desired, Step};
@@ -229,6 +229,12 @@ fn problems(ec: &EtcdCluster, pods: &[Pod], pvcs: &[PersistentVolumeClaim]) -> V
         Some("Stacked") => live.topology = Topology::Stacked,
         Some("External") => live.topology = Topology::External,
         _ => {}
+    }
+    // Pods from before the mode was recorded: taken to run what the spec says.
+    if let Some(mode) = annotated(TLS_MODE_ANNOTATION)
+        && let Ok(m) = serde_json::from_value(serde_json::Value::String(mode))
+    {
+        live.tls.mode = m;
     }
     match annotated(MEDIUM_ANNOTATION).as_deref() {
         Some("Memory") => live.storage.medium = StorageMedium::Memory,
@@ -584,6 +590,15 @@ mod tests {
         let p = problems(&stacked, &[pod("3.4.23", "External")], &[]);
         assert!(p.len() == 1 && p[0].starts_with("spec.topology"), "{p:?}");
         assert!(problems(&stacked, &[], &[]).is_empty(), "a new cluster may pick any topology");
+        let mut operator_tls = pod("3.4.23", "External");
+        operator_tls
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(TLS_MODE_ANNOTATION.into(), "Operator".into());
+        let plain = cluster(json!({"size": 3, "version": "3.4.23", "tls": {"mode": "Disabled"}}));
+        let p = problems(&plain, &[operator_tls], &[]);
+        assert!(p.len() == 1 && p[0].starts_with("spec.tls.mode"), "{p:?}");
         let cm = cluster(
             json!({"size": 3, "version": "3.4.23", "tls": {"mode": "CertManager", "certManager": {"issuerRef": {"name": "ca"}}}}),
         );

@@ -22,6 +22,10 @@ use crate::api::cluster::TlsMode;
 use crate::etcd::TlsMaterial;
 use crate::pki::{self, CertPair, PkiError, Usage};
 
+/// Common name of the operator-issued peer certificate; members accept no other on the
+/// peer port (`--peer-cert-allowed-cn`).
+pub const PEER_CN: &str = "etcd-peer";
+
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -202,7 +206,7 @@ pub fn operator_secrets(
     let validity = DAY * ec.spec.tls.certificate_validity_days.max(1) as u32;
     let renew_before = DAY * ec.spec.tls.renew_before_days.max(1) as u32;
     let leaves = [
-        (&names.peer, "etcd-peer", peer_sans(&n, domain), Usage::Peer),
+        (&names.peer, PEER_CN, peer_sans(&n, domain), Usage::Peer),
         (&names.server, "etcd-server", server_sans(&n, domain), Usage::Server),
         (&names.client, "etcd-pilot", Vec::new(), Usage::Client),
     ];
