@@ -16,6 +16,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 pub const WAIT: Duration = Duration::from_secs(240);
+/// The leader-election Lease of the e2e's operator release.
+pub const LEASE: &str = "etcd-pilot-leader";
 
 pub async fn setup(prefix: &str) -> (Kit, String) {
     etcd_pilot::install_crypto_provider();
@@ -103,15 +105,22 @@ pub async fn operator_metrics(kit: &Kit) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ops: Api<Pod> = Api::namespaced(kit.client.clone(), OPERATOR_NS);
     let lp = ListParams::default().labels("app.kubernetes.io/name=etcd-pilot");
+    // The replica that acts: the one holding the leader-election Lease.
+    let holder = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kit.client.clone(), OPERATOR_NS)
+        .get_opt(LEASE)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec.and_then(|s| s.holder_identity));
     let ip = ops
         .list(&lp)
         .await
         .expect("operator pods")
         .items
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && Some(p.name_any()) == holder)
         .find_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()));
-    // No running operator pod (one is being replaced): no metrics yet.
+    // No running leader (one is taking over): no metrics yet.
     let Some(ip) = ip else { return String::new() };
     let Ok(mut conn) = tokio::net::TcpStream::connect(format!("{ip}:8080")).await else { return String::new() };
     let request = format!("GET /metrics HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");

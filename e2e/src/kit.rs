@@ -171,6 +171,9 @@ impl Kit {
                 &repository,
                 "--set",
                 &annotation,
+                // A standby replica: leader failover is part of what the tests see.
+                "--set",
+                "replicaCount=2",
                 "--wait",
                 "--timeout",
                 "120s",
