@@ -462,3 +462,25 @@ async fn only_peer_certificates_pass_peer_authentication() {
     let mut kv = cluster.kv().await;
     kv.put("peers", "ok", None).await.expect("write");
 }
+
+#[tokio::test]
+async fn connections_are_kept_between_calls_and_dropped_when_they_fail() {
+    let mut cluster = Cluster::start(3).await;
+    let admin = cluster.admin();
+    assert_eq!(admin.kept_connections(), 0);
+    let first: Vec<u64> = admin.statuses().await.into_iter().map(|(_, r)| r.expect("status").member_id).collect();
+    assert_eq!(admin.kept_connections(), 3, "one per member");
+    admin.member_list().await.expect("member list");
+    let again: Vec<u64> = admin.statuses().await.into_iter().map(|(_, r)| r.expect("status").member_id).collect();
+    assert_eq!(first, again);
+    assert_eq!(admin.kept_connections(), 3, "reused, not one per call");
+    // A member goes: its connection fails a call and is dropped; the others stay.
+    let gone = cluster.members[2].client_url.clone();
+    cluster.member("m2").kill();
+    assert!(admin.status(&gone).await.is_err());
+    assert_eq!(admin.kept_connections(), 2);
+    // Pointed at the remaining members with the same config: their connections carry over.
+    let rest = admin.retarget(cluster.endpoints(), cluster.admin_config());
+    assert_eq!(rest.kept_connections(), 2);
+    rest.member_list().await.expect("member list through the kept connections");
+}

@@ -1,4 +1,6 @@
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +13,7 @@ use futures::Stream;
 use super::error::{EtcdError, is_learner_refusal};
 
 /// PEM material for mutual TLS with etcd.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsMaterial {
     /// CA that signed the members' server certificates.
     pub ca_pem: Vec<u8>,
@@ -31,7 +33,7 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 /// Timeouts and TLS for every call.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Time to open a connection to one endpoint.
     pub connect_timeout: Duration,
@@ -179,18 +181,63 @@ pub struct Snapshot {
     pub stream: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, EtcdError>> + Send>>,
 }
 
-/// Administers one etcd cluster through the v3 API.
+/// Administers one etcd cluster through the v3 API. Connections are kept and reused
+/// (one per endpoint and deadline, shared by clones), so a controller that keeps one
+/// `EtcdAdmin` per cluster pays a TLS handshake once, not on every call; a connection
+/// that failed a call is dropped and made anew on the next.
 #[derive(Clone, Debug)]
 pub struct EtcdAdmin {
     endpoints: Vec<String>,
     config: AdminConfig,
+    clients: ClientCache,
+}
+
+/// Kept connections, by endpoint and request deadline.
+#[derive(Clone, Default)]
+struct ClientCache(Arc<Mutex<HashMap<(String, Option<Duration>), Client>>>);
+
+impl std::fmt::Debug for ClientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "ClientCache({n} connections)")
+    }
+}
+
+impl ClientCache {
+    fn get(&self, key: &(String, Option<Duration>)) -> Option<Client> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    fn put(&self, key: (String, Option<Duration>), client: Client) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key, client);
+    }
+
+    fn drop_endpoint(&self, endpoint: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|(ep, _), _| ep != endpoint);
+    }
 }
 
 impl EtcdAdmin {
     /// `endpoints` are client URLs (`http://host:port` or `https://host:port`), ideally of
     /// voting members: cluster-wide calls try them in order.
     pub fn new(endpoints: Vec<String>, config: AdminConfig) -> Self {
-        Self { endpoints, config }
+        Self { endpoints, config, clients: ClientCache::default() }
+    }
+
+    /// An admin for `endpoints` (in that order) with `config`: this one's kept
+    /// connections carry over when the config (TLS material, timeouts) is the same, minus
+    /// those to endpoints no longer listed.
+    pub fn retarget(&self, endpoints: Vec<String>, config: AdminConfig) -> EtcdAdmin {
+        if config != self.config {
+            return EtcdAdmin::new(endpoints, config);
+        }
+        self.clients.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|(ep, _), _| endpoints.contains(ep));
+        EtcdAdmin { endpoints, config, clients: self.clients.clone() }
+    }
+
+    /// Connections kept now.
+    pub fn kept_connections(&self) -> usize {
+        self.clients.0.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -218,9 +265,16 @@ impl EtcdAdmin {
 
     /// A client of one endpoint alone.
     async fn connect(&self, endpoint: &str, request_timeout: Option<Duration>) -> Result<Client, EtcdError> {
+        let key = (endpoint.to_string(), request_timeout);
+        if let Some(c) = self.clients.get(&key) {
+            return Ok(c);
+        }
         let opts = self.connect_options(request_timeout)?;
         match tokio::time::timeout(self.config.connect_timeout * 2, Client::connect([endpoint], Some(opts))).await {
-            Ok(Ok(c)) => Ok(c),
+            Ok(Ok(c)) => {
+                self.clients.put(key, c.clone());
+                Ok(c)
+            }
             Ok(Err(source)) => Err(EtcdError::Connect { endpoint: endpoint.to_string(), source }),
             Err(_) => {
                 Err(EtcdError::ConnectTimeout { endpoint: endpoint.to_string(), after: self.config.connect_timeout })
@@ -235,7 +289,12 @@ impl EtcdAdmin {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let client = self.connect(endpoint, Some(timeout)).await?;
-        match tokio::time::timeout(timeout, f(client)).await {
+        let result = tokio::time::timeout(timeout, f(client)).await;
+        if !matches!(result, Ok(Ok(_))) {
+            // Whatever failed, the next call starts from a fresh connection.
+            self.clients.drop_endpoint(endpoint);
+        }
+        match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if is_learner_refusal(&e) => Err(EtcdError::Learner { op, endpoint: endpoint.to_string() }),
             Ok(Err(source)) => Err(EtcdError::Rpc { op, endpoint: endpoint.to_string(), source }),

@@ -63,6 +63,8 @@ struct Memory {
     member_names: Vec<String>,
     /// When a learner was last given up on.
     learner_given_up: Option<Instant>,
+    /// The cluster's etcd admin, kept between passes with its connections.
+    admin: Option<EtcdAdmin>,
 }
 
 /// Settings of the controller.
@@ -358,7 +360,17 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         endpoints.sort();
         let config =
             if pods.is_empty() { crate::etcd::AdminConfig::default() } else { act::admin_config(ec, ctx, &ns).await? };
-        let admin = EtcdAdmin::new(endpoints.into_iter().map(|(_, e)| e).collect(), config);
+        let endpoints: Vec<String> = endpoints.into_iter().map(|(_, e)| e).collect();
+        // One admin per cluster, kept with its connections: re-made only when the
+        // certificates change, and pointed at the members of the moment.
+        let admin = ctx.with_memory(&key, |m| {
+            let a = match &m.admin {
+                Some(a) => a.retarget(endpoints, config),
+                None => EtcdAdmin::new(endpoints, config),
+            };
+            m.admin = Some(a.clone());
+            a
+        });
         Ok::<_, Error>((pods, pvcs, problems, ca_lost, admin))
     })
     .await
