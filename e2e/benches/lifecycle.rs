@@ -1,11 +1,14 @@
 //! Lifecycle benchmarks on the testbed, with etcd-pilot installed from the chart:
 //! apply -> Available for 1, 3 and 5 members; pod + PVC deletion -> 3 healthy members
-//! again; the operator's memory idle and while it manages 3 clusters. Prints a Markdown
+//! again; the operator's memory idle and while it manages 3 clusters; the cost per
+//! cluster (RSS and idle CPU with `BENCH_SCALE_CLUSTERS`, default 100, idle clusters of
+//! one member). Prints a Markdown
 //! table (recorded into docs/benchmarks.md by `make bench`). Figures, not assertions.
 
 use std::time::{Duration, Instant};
 
 use etcd_pilot::api::EtcdCluster;
+use etcd_pilot_e2e::fixtures::LEASE;
 use etcd_pilot_e2e::kit::{Kit, OPERATOR_NS};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
@@ -56,22 +59,47 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// RSS and peak RSS (MiB) of the operator process, found in /proc: the testbed's pods are
-/// processes of this machine.
-fn operator_memory() -> Option<(f64, f64)> {
+/// The /proc entry of the operator replica holding the Lease (its pod name is in its
+/// environment): the testbed's pods are processes of this machine.
+async fn operator_proc(kit: &Kit) -> Option<std::path::PathBuf> {
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kit.client.clone(), OPERATOR_NS)
+        .get(LEASE)
+        .await
+        .ok()?;
+    let holder = format!("POD_NAME={}", lease.spec?.holder_identity?);
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         if args.len() > 1 && args[0].ends_with(b"etcd-pilot") && args[1] == b"run" {
-            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
-            let kb = |key: &str| -> Option<f64> {
-                let line = status.lines().find(|l| l.starts_with(key))?;
-                line.split_whitespace().nth(1)?.parse::<f64>().ok()
-            };
-            return Some((kb("VmRSS:")? / 1024.0, kb("VmHWM:")? / 1024.0));
+            let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if env.split(|b| *b == 0).any(|v| v == holder.as_bytes()) {
+                return Some(entry.path());
+            }
         }
     }
     None
+}
+
+/// RSS and peak RSS (MiB) of the leading operator.
+async fn operator_memory(kit: &Kit) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(operator_proc(kit).await?.join("status")).ok()?;
+    let kb = |key: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse::<f64>().ok()
+    };
+    Some((kb("VmRSS:")? / 1024.0, kb("VmHWM:")? / 1024.0))
+}
+
+/// CPU seconds (user + system) the leading operator has used.
+async fn operator_cpu_seconds(kit: &Kit) -> Option<f64> {
+    let stat = std::fs::read_to_string(operator_proc(kit).await?.join("stat")).ok()?;
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
 }
 
 async fn fresh_operator(kit: &Kit) {
@@ -89,7 +117,8 @@ async fn fresh_operator(kit: &Kit) {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         });
-        if ready && list.len() == 1 {
+        let running = list.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).count();
+        if ready && running == list.len() && operator_proc(kit).await.is_some() {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(120), "operator not back");
@@ -108,7 +137,7 @@ async fn main() {
 
     // Idle operator: leading, no cluster, after it settled.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let idle = operator_memory();
+    let idle = operator_memory(&kit).await;
 
     for size in [1, 3, 5] {
         let mut times = Vec::new();
@@ -172,7 +201,7 @@ async fn main() {
         wait_ready(api, "main", 3, None).await;
     }
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let busy = operator_memory();
+    let busy = operator_memory(&kit).await;
     for (ns, _) in &spaces {
         kit.delete_namespace(ns).await;
     }
@@ -184,5 +213,40 @@ async fn main() {
     rows.push(format!("| operator RSS, idle (leading, no cluster) | | {idle_rss} | | 1 | < 30 MiB |"));
     rows.push(format!("| operator RSS, managing 3 clusters of 3 (after 60 s) | | {busy_rss} | | 1 | < 30 MiB |"));
     rows.push(format!("| operator peak RSS since start (whole run) | | {busy_peak} | | 1 | |"));
+
+    // Cost per cluster: many idle clusters of one member.
+    let n: usize = std::env::var("BENCH_SCALE_CLUSTERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let ns = kit.namespace("bench-scale").await;
+    let api: Api<EtcdCluster> = Api::namespaced(kit.client.clone(), &ns);
+    let start = Instant::now();
+    for i in 0..n {
+        api.create(&PostParams::default(), &manifest(&format!("c{i}"), 1)).await.expect("create");
+    }
+    loop {
+        let list = api.list(&Default::default()).await.expect("list").items;
+        let up = list.iter().filter(|ec| ready(ec, 1)).count();
+        if up == n {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(900), "{up} of {n} clusters Available after 15 minutes");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let created_in = start.elapsed();
+    eprintln!("{n} clusters of 1 Available in {created_in:?}");
+    // Settle, then measure 60 s of idle.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let cpu0 = operator_cpu_seconds(&kit).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let cpu1 = operator_cpu_seconds(&kit).await;
+    let scale_mem = operator_memory(&kit).await;
+    kit.delete_namespace(&ns).await;
+    let (scale_rss, _) = mib(scale_mem);
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => format!("{:.2}% of a core", (b - a) / 60.0 * 100.0),
+        _ => "?".into(),
+    };
+    rows.push(format!("| {n} idle clusters of 1 Available (from the first apply) | | {} | | 1 | |", secs(created_in)));
+    rows.push(format!("| operator RSS, {n} idle clusters of 1 | | {scale_rss} | | 1 | < 40 MiB at 100 |"));
+    rows.push(format!("| operator CPU, {n} idle clusters of 1 (60 s) | | {cpu} | | 1 | < 1% of a core at 100 |"));
     println!("{}", rows.join("\n"));
 }
