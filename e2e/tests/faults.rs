@@ -383,3 +383,23 @@ async fn the_disruption_budget_lets_one_member_go_at_a_time() {
     wait_ready(&kit, &ns, "main", 3).await;
     kit.delete_namespace(&ns).await;
 }
+
+// A14. A member that cannot run says why: an image that cannot be pulled shows in the
+// member table, the Degraded condition and a Warning Event.
+#[tokio::test]
+async fn a_member_that_cannot_run_says_why() {
+    let (kit, ns) = setup("fault-image").await;
+    let image = "etcd-pilot.local/etcd:v0.0.0-missing";
+    create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.4.23", json!({"image": image}))).await;
+    let ec = wait_for(&kit, &ns, "main", "Degraded=True/MembersNotRunning", |ec| {
+        condition(ec, "Degraded").is_some_and(|c| c.1 == "MembersNotRunning" && c.2.contains("main-0"))
+    })
+    .await;
+    let (_, _, message) = condition(&ec, "Degraded").expect("Degraded");
+    assert!(message.contains("ErrImagePull") || message.contains("ImagePullBackOff"), "{message}");
+    let row = ec.status.iter().flat_map(|s| &s.members).find(|m| m.name == "main-0").cloned().expect("member row");
+    assert!(row.errors.iter().any(|e| e.starts_with("pod: ") && e.contains("Pull")), "{row:?}");
+    let ev = events(&kit, &ns, "main").await;
+    assert!(ev.iter().any(|e| e.starts_with("Warning MemberNotRunning") && e.contains("main-0")), "{ev:#?}");
+    kit.delete_namespace(&ns).await;
+}

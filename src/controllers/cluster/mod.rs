@@ -60,8 +60,9 @@ struct Memory {
     unhealthy_since: HashMap<String, Instant>,
     leader: Option<u64>,
     warned_no_pdb: bool,
-    /// The last Warning published, so a standing problem is not repeated every pass.
-    last_warning: Option<String>,
+    /// The last Warning published for each reason, so a standing problem is not
+    /// repeated every pass.
+    last_warning: HashMap<String, String>,
     member_names: Vec<String>,
     /// When a learner was last given up on.
     learner_given_up: Option<Instant>,
@@ -192,12 +193,7 @@ pub async fn reconcile(ec: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action
 
 /// Publishes a Warning unless it is the one published last for this cluster.
 async fn warn_once(ctx: &Context, ec: &EtcdCluster, key: &Key, reason: &str, note: String) {
-    let fresh = ctx.with_memory(key, |m| {
-        let text = format!("{reason}: {note}");
-        let fresh = m.last_warning.as_deref() != Some(text.as_str());
-        m.last_warning = Some(text);
-        fresh
-    });
+    let fresh = ctx.with_memory(key, |m| m.last_warning.insert(reason.to_string(), note.clone()) != Some(note.clone()));
     if fresh {
         publish(&ctx.rt, ec, EventType::Warning, reason, &note).await;
     }
@@ -389,6 +385,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
     if let Some(why) = &ca_lost {
         warn_once(ctx, ec, &key, "CertificateAuthorityLost", why.clone()).await;
+    }
+    let not_running: Vec<String> =
+        pods.iter().filter_map(|p| observe::pod_problem(p).map(|why| format!("{}: {why}", p.name_any()))).collect();
+    if !not_running.is_empty() {
+        warn_once(ctx, ec, &key, "MemberNotRunning", not_running.join("; ")).await;
     }
 
     // Durable evidence that the cluster formed, recorded as soon as etcd says so.
