@@ -219,8 +219,12 @@ async fn main() {
     let ns = kit.namespace("bench-scale").await;
     let api: Api<EtcdCluster> = Api::namespaced(kit.client.clone(), &ns);
     let start = Instant::now();
+    // Small explicit requests: the testbed's three workers have 2 CPUs each, and a member
+    // asks for 100m by default.
     for i in 0..n {
-        api.create(&PostParams::default(), &manifest(&format!("c{i}"), 1)).await.expect("create");
+        let mut ec = manifest(&format!("c{i}"), 1);
+        ec.spec.resources = serde_json::from_value(json!({"requests": {"cpu": "10m", "memory": "32Mi"}})).ok();
+        api.create(&PostParams::default(), &ec).await.expect("create");
     }
     loop {
         let list = api.list(&Default::default()).await.expect("list").items;
