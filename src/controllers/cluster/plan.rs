@@ -217,12 +217,15 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
         return no_answer(cluster, want, obs);
     };
 
-    if let Some(p) = obs.pods.iter().find(|p| p.terminating) {
+    let is_member = |name: &str| members.iter().any(|m| m.name == name);
+    // A member's pod on its way out is waited for; the pod of a removed member is not (on
+    // a lost node it may never finish terminating, and its member is gone already).
+    if let Some(p) = obs.pods.iter().find(|p| p.terminating && is_member(&p.name)) {
         return Step::Wait(format!("pod {} is terminating", p.name));
     }
 
     // 3. Pods of members etcd no longer has (removed, then a crash before the delete).
-    if let Some(p) = obs.pods.iter().find(|p| !members.iter().any(|m| m.name == p.name)) {
+    if let Some(p) = obs.pods.iter().find(|p| !p.terminating && !is_member(&p.name)) {
         return Step::DeletePod { name: p.name.clone(), delete_volume: delete_volume_on_scale };
     }
 
@@ -584,6 +587,16 @@ mod tests {
         let mut terminating = healthy(3);
         terminating.pods[2].terminating = true;
         cases.push(("a pod terminating: wait", want(3), terminating, Step::Wait("pod main-2 is terminating".into())));
+        let mut removed_stuck = healthy(3);
+        removed_stuck.pods[2].terminating = true;
+        members(&mut removed_stuck).pop();
+        removed_stuck.volumes.remove("main-2");
+        cases.push((
+            "a removed member's pod stuck terminating (lost node): healing goes on",
+            want(3),
+            removed_stuck,
+            Step::AddLearner { name: "main-3".into() },
+        ));
 
         // Pod and volume deleted: replace (remove, then add a learner).
         let mut lost = without_pod(healthy(3), "main-2");
