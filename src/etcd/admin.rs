@@ -192,9 +192,12 @@ pub struct EtcdAdmin {
     clients: ClientCache,
 }
 
+/// A kept connection's key: endpoint and request deadline.
+type ClientKey = (String, Option<Duration>);
+
 /// Kept connections, by endpoint and request deadline.
 #[derive(Clone, Default)]
-struct ClientCache(Arc<Mutex<HashMap<(String, Option<Duration>), Client>>>);
+struct ClientCache(Arc<Mutex<HashMap<ClientKey, Client>>>);
 
 impl std::fmt::Debug for ClientCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,11 +207,11 @@ impl std::fmt::Debug for ClientCache {
 }
 
 impl ClientCache {
-    fn get(&self, key: &(String, Option<Duration>)) -> Option<Client> {
+    fn get(&self, key: &ClientKey) -> Option<Client> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
-    fn put(&self, key: (String, Option<Duration>), client: Client) {
+    fn put(&self, key: ClientKey, client: Client) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key, client);
     }
 
