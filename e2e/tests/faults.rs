@@ -156,6 +156,9 @@ async fn scaling_down_removes_the_frozen_member_first() {
     create_cluster(&kit, &ns, cluster_manifest("main", 5, "3.4.23", json!({}))).await;
     wait_ready(&kit, &ns, "main", 5).await;
     let writer = Writer::start(&kit, &ns, "main").await;
+    // Writes through the client Service stall while it still routes to the frozen
+    // member: make sure the writer has a record to check before the freeze.
+    writer.wait_acked(100).await;
     // Freeze a follower that is not the highest ordinal (which a plain scale-down takes).
     let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
     let leader = ec.status.as_ref().and_then(|s| s.leader.clone()).unwrap_or_default();
