@@ -63,6 +63,23 @@ where
     }
 }
 
+/// Sets one annotation, provided the object is still at the `resourceVersion` it was
+/// read at (optimistic concurrency). Returns false when it changed meanwhile.
+pub async fn annotate_if_unchanged<K>(api: &Api<K>, read: &K, key: &str, value: &str) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": read.resource_version(),
+        "annotations": {key: value},
+    }});
+    match api.patch(&read.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_conflict(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A 409 Conflict: an optimistic-concurrency precondition failed.
 pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)

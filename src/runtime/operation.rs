@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
-use super::kube_ops::is_conflict;
+use super::kube_ops::annotate_if_unchanged;
 
 /// Annotation of the EtcdCluster holding the slot.
 pub const ANNOTATION: &str = "etcdpilot.io/operation";
@@ -86,15 +86,11 @@ where
     if let Slot::Busy(other) = decide(recorded(fresh).as_ref(), &op.controller, now) {
         return Ok(Taken::Lost(format!("{} {} holds the cluster's operation slot", other.controller, other.kind)));
     }
-    let patch = serde_json::json!({"metadata": {
-        "resourceVersion": fresh.resource_version(),
-        "annotations": {ANNOTATION: serde_json::to_string(op).unwrap_or_default()},
-    }});
-    match api.patch(&fresh.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(Taken::Yes),
-        Err(e) if is_conflict(&e) => Ok(Taken::Lost("the cluster changed since it was read".into())),
-        Err(e) => Err(e),
-    }
+    let record = serde_json::to_string(op).unwrap_or_default();
+    Ok(match annotate_if_unchanged(api, fresh, ANNOTATION, &record).await? {
+        true => Taken::Yes,
+        false => Taken::Lost("the cluster changed since it was read".into()),
+    })
 }
 
 /// Clears the slot if `controller` holds it (a JSON patch whose `test` makes the

@@ -19,7 +19,7 @@ use crate::api::EtcdCluster;
 use crate::api::cluster::{StorageMedium, TlsMode};
 use crate::etcd::{AdminConfig, EtcdAdmin, EtcdError};
 use crate::runtime::events::{EventType, publish};
-use crate::runtime::kube_ops::{apply, create_if_absent, delete_if_present};
+use crate::runtime::kube_ops::{annotate_if_unchanged, apply, create_if_absent, delete_if_present};
 use crate::runtime::operation::{self, Operation, Taken};
 
 /// Certificates, Services and the PodDisruptionBudget: objects whose content follows
@@ -177,15 +177,8 @@ pub async fn record_cluster_id(
 /// meanwhile (look again).
 pub async fn record_bootstrap(ec: &EtcdCluster, ctx: &Context, members: &[String]) -> Result<bool, Error> {
     let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ec.namespace().unwrap_or_default());
-    let patch = json!({"metadata": {
-        "resourceVersion": ec.resource_version(),
-        "annotations": {BOOTSTRAP_ANNOTATION: serde_json::to_string(members).unwrap_or_default()},
-    }});
-    match api.patch(&ec.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(true),
-        Err(e) if crate::runtime::kube_ops::is_conflict(&e) => Ok(false),
-        Err(e) => Err(error::record("record the bootstrap")(e)),
-    }
+    let members = serde_json::to_string(members).unwrap_or_default();
+    annotate_if_unchanged(&api, ec, BOOTSTRAP_ANNOTATION, &members).await.map_err(error::record("record the bootstrap"))
 }
 
 /// The fence before a disruptive step: the cluster's operation slot taken with the
