@@ -5,7 +5,7 @@ set -euo pipefail
 
 need_apt=()
 for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client pkg-config libssl-dev curl; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+  [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: apt-get install ${need_apt[*]}"
@@ -19,9 +19,9 @@ fi
 
 # The S3-compatible server the integration tests start (see docs/testing.md).
 S3S_VERSION=0.14.1
-if ! command -v s3s-fs >/dev/null 2>&1 || ! s3s-fs --version 2>/dev/null | grep -q "$S3S_VERSION"; then
+if ! command -v s3s-fs >/dev/null 2>&1 || [[ $(s3s-fs --version 2>/dev/null) != *"$S3S_VERSION"* ]]; then
   echo "deps: cargo install s3s-fs@$S3S_VERSION (a few minutes, once per machine)"
   cargo install "s3s-fs@$S3S_VERSION" --locked --features binary
 fi
 
-echo "deps: ok (protoc $(protoc --version | cut -d' ' -f2), etcd $(etcd --version | head -1 | awk '{print $3}'), s3s-fs $S3S_VERSION)"
+echo "deps: ok (protoc $(protoc --version | cut -d' ' -f2), etcd $(etcd --version | awk 'NR==1{print $3}'), s3s-fs $S3S_VERSION)"

@@ -26,7 +26,7 @@ if have_all; then echo "$out"; exit 0; fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
 for p in golang-go rsync jq dpkg-dev gcc libc6-dev; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || need+=("$p")
 done
 # apt-get source needs a deb-src entry for the mirror and suites the machine uses.
 if ! grep -rqs '^Types: deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then

@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 for p in containerd runc containernetworking-plugins iptables conntrack dnsmasq-base busybox-static \
          iproute2 jq python3 npm; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || need+=("$p")
 done
 # npm may come from elsewhere (nodesource) on some images.
 if command -v npm >/dev/null 2>&1; then need=("${need[@]/npm}"); fi
@@ -97,6 +97,10 @@ ln -sfn "$(command -v s3s-fs)" "$BIN/s3s-fs"
 
 "$BIN/helm" version --short >/dev/null
 "$BIN/etcd-3.5.1/etcd" --version >/dev/null
-"$BIN/etcd-3.5.16/etcd" --version | grep -q 3.5.16
-"$BIN/etcd-3.5.30/etcd" --version | grep -q 3.5.30
+# Outputs are captured before matching: `etcd --version | grep -q` under pipefail
+# fails with SIGPIPE (141) whenever grep exits before etcd has written its last line.
+for v in 3.5.16 3.5.30; do
+  out=$("$BIN/etcd-$v/etcd" --version)
+  [[ $out == *"etcd Version: $v"* ]] || { echo "testbed: $BIN/etcd-$v/etcd is not $v" >&2; exit 1; }
+done
 echo "$BIN"
