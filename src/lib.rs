@@ -15,6 +15,7 @@ pub mod manager;
 pub mod metrics;
 pub mod pki;
 pub mod runtime;
+pub mod seed;
 
 /// Picks rustls' process-wide crypto provider. Two are linked in (ring through kube,
 /// aws-lc-rs through the AWS SDK), and rustls refuses to guess: every binary calls this

@@ -45,6 +45,28 @@ enum Command {
         /// those namespaces only.
         #[arg(long, env = "ETCD_PILOT_WATCH_NAMESPACES", value_delimiter = ',')]
         watch_namespaces: Vec<String>,
+        /// This operator's own image: restored members seed their volumes with it.
+        #[arg(long, env = "ETCD_PILOT_OPERATOR_IMAGE", default_value = "etcd-pilot:latest")]
+        operator_image: String,
+    },
+    /// Seed a restored member's data dir from a snapshot in S3 (the init container of
+    /// a restored cluster's members; credentials from the AWS environment variables).
+    SeedMember {
+        /// The restore's source, as recorded on the EtcdCluster (JSON).
+        #[arg(long, env = "ETCD_PILOT_SEED_SOURCE")]
+        source: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        peer_url: String,
+        #[arg(long)]
+        initial_cluster: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long, default_value = "/usr/local/bin/etcdutl")]
+        etcdutl: PathBuf,
     },
     /// Print every CRD as YAML, or write one file per CRD into a directory.
     Crds {
@@ -87,6 +109,31 @@ fn crds(out_dir: Option<PathBuf>, api_doc: Option<PathBuf>) -> Result<(), Box<dy
     Ok(())
 }
 
+async fn seed(
+    source: &str,
+    data_dir: &std::path::Path,
+    member: etcd_pilot::seed::Member,
+    etcdutl: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let source: etcd_pilot::seed::SeedSource =
+        serde_json::from_str(source).map_err(|e| format!("--source is not a restore source: {e}"))?;
+    let creds = etcd_pilot::backup_store::Credentials::DefaultChain;
+    let started = std::time::Instant::now();
+    match etcd_pilot::seed::seed_member(&source, creds, data_dir, &member, etcdutl).await? {
+        true => eprintln!(
+            "etcd-pilot: {} seeded from s3://{}/{} (sha256 {}, revision bumped by {}) in {:.1}s",
+            member.name,
+            source.bucket,
+            source.key,
+            source.sha256,
+            source.bump_revision,
+            started.elapsed().as_secs_f64()
+        ),
+        false => eprintln!("etcd-pilot: {} holds data already; not seeding", data_dir.display()),
+    }
+    Ok(())
+}
+
 /// Host name and process id: unique enough outside a pod.
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -100,6 +147,9 @@ async fn main() -> ExitCode {
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Crds { out_dir, api_doc } => crds(out_dir, api_doc),
+        Command::SeedMember { source, data_dir, name, peer_url, initial_cluster, token, etcdutl } => {
+            seed(&source, &data_dir, etcd_pilot::seed::Member { name, peer_url, initial_cluster, token }, &etcdutl).await
+        }
         Command::Run {
             listen,
             etcd_image_repository,
@@ -108,6 +158,7 @@ async fn main() -> ExitCode {
             identity,
             cluster_domain,
             watch_namespaces,
+            operator_image,
         } => {
             let identity = identity.unwrap_or_else(default_identity);
             let config = manager::RunConfig {
@@ -118,6 +169,7 @@ async fn main() -> ExitCode {
                 identity,
                 cluster_domain,
                 watch_namespaces: watch_namespaces.into_iter().filter(|n| !n.trim().is_empty()).collect(),
+                operator_image,
             };
             manager::run(config).await.map_err(Into::into)
         }

@@ -55,6 +55,8 @@ pub struct RunConfig {
     pub cluster_domain: String,
     /// Namespaces to watch; empty: all.
     pub watch_namespaces: Vec<String>,
+    /// The operator's own image, for the init containers of restored members.
+    pub operator_image: String,
 }
 
 /// Checks that every CRD this build serves is installed with the version it uses.
@@ -148,12 +150,15 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
         policy_v1,
         policy_v1beta1,
         cluster_domain: config.cluster_domain.clone(),
+        operator_image: config.operator_image.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let cluster_ctx = Arc::new(Context::new(rt, settings));
+    let cluster_ctx = Arc::new(Context::new(rt.clone(), settings));
+    let backup_ctx = Arc::new(crate::controllers::backup::Context::new(rt.clone()));
+    let restore_ctx = Arc::new(crate::controllers::restore::Context { rt });
     // One controller per watched namespace (or one for all), sharing one context.
     let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
         vec![None]
@@ -162,7 +167,13 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
     };
     let controllers: Vec<_> = scopes
         .into_iter()
-        .map(|ns| tokio::spawn(cluster::run(cluster_ctx.clone(), ns, stopped(stop_rx.clone()))))
+        .flat_map(|ns| {
+            [
+                tokio::spawn(cluster::run(cluster_ctx.clone(), ns.clone(), stopped(stop_rx.clone()))),
+                tokio::spawn(crate::controllers::backup::run(backup_ctx.clone(), ns.clone(), stopped(stop_rx.clone()))),
+                tokio::spawn(crate::controllers::restore::run(restore_ctx.clone(), ns, stopped(stop_rx.clone()))),
+            ]
+        })
         .collect();
     let lost = loop {
         tokio::select! {

@@ -37,6 +37,19 @@ pub struct ErrorLabels {
     pub step: String,
 }
 
+/// A backup's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupResultLabels {
+    pub namespace: String,
+    pub cluster: String,
+    /// `succeeded` or `failed`.
+    pub result: String,
+}
+
+fn backup_histogram() -> Histogram {
+    Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
+}
+
 fn reconcile_histogram() -> Histogram {
     Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
@@ -57,6 +70,11 @@ pub struct Metrics {
     pub db_size_in_use_bytes: Family<MemberLabels, Gauge>,
     pub reconcile_duration: Family<ClusterLabels, Histogram, fn() -> Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub backups: Family<BackupResultLabels, Counter>,
+    pub last_backup_timestamp: Family<ClusterLabels, Gauge>,
+    pub last_backup_size: Family<ClusterLabels, Gauge>,
+    pub backup_uploaded_bytes: Family<ClusterLabels, Counter>,
+    pub backup_duration: Family<ClusterLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -77,6 +95,11 @@ impl Default for Metrics {
             db_size_in_use_bytes: Family::default(),
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
             reconcile_errors: Family::default(),
+            backups: Family::default(),
+            last_backup_timestamp: Family::default(),
+            last_backup_size: Family::default(),
+            backup_uploaded_bytes: Family::default(),
+            backup_duration: Family::new_with_constructor(backup_histogram),
             registry: Registry::default(),
         };
         registry.register("ready", "1 when the operator is ready to reconcile", m.ready.clone());
@@ -94,6 +117,15 @@ impl Default for Metrics {
         );
         registry.register("reconcile_duration_seconds", "Duration of one reconcile", m.reconcile_duration.clone());
         registry.register("reconcile_errors", "Failed reconciles, by controller and step", m.reconcile_errors.clone());
+        registry.register("backups", "Backups finished, by result", m.backups.clone());
+        registry.register(
+            "last_successful_backup_timestamp_seconds",
+            "When the newest successful backup of a cluster finished (Unix time)",
+            m.last_backup_timestamp.clone(),
+        );
+        registry.register("last_successful_backup_size_bytes", "Size of the newest successful backup", m.last_backup_size.clone());
+        registry.register("backup_uploaded_bytes", "Snapshot bytes uploaded to S3", m.backup_uploaded_bytes.clone());
+        registry.register("backup_duration_seconds", "Duration of a backup, snapshot to verified object", m.backup_duration.clone());
         Metrics { registry, ..m }
     }
 }

@@ -425,7 +425,7 @@ fn build_images(opts: &UpOptions, dir: &Path) -> Result<Vec<PathBuf>> {
     }
     images.push(toolbox);
     if let Some(op) = &opts.operator_binary {
-        images.push(operator_image(op)?);
+        images.push(operator_image(op, tools)?);
     }
     let mut out = Vec::new();
     for (i, img) in images.iter().enumerate() {
@@ -650,13 +650,16 @@ pub async fn status(dir: &Path, check: bool) -> Result<String> {
 /// Rebuilds the operator image from `binary` and imports it into every node.
 pub fn load_operator(dir: &Path, binary: &Path) -> Result<()> {
     let tarball = dir.join("images/operator.tar");
-    operator_image(binary)?.write(&tarball)?;
+    operator_image(binary, &crate::default_tools())?.write(&tarball)?;
     load_image(dir, &tarball)
 }
 
-fn operator_image(binary: &Path) -> Result<Image> {
+/// The operator image: etcd-pilot, and a current `etcdutl` that seeds restored members
+/// (`snapshot restore --bump-revision --mark-compacted`, for 3.4 and 3.5 snapshots alike).
+fn operator_image(binary: &Path, tools: &Path) -> Result<Image> {
     Ok(Image::new(images::OPERATOR, &["/usr/local/bin/etcd-pilot"])
         .binary(binary, "/usr/local/bin/etcd-pilot")?
+        .binary(&tools.join(format!("etcd-{}", images::ETCDUTL_VERSION)).join("etcdutl"), "/usr/local/bin/etcdutl")?
         .user(65532))
 }
 

@@ -394,3 +394,68 @@ pub async fn wait_passes(kit: &Kit, ns: &str, name: &str, n: u64) {
         last = now;
     }
 }
+
+/// The testbed's S3 as pods reach it, objects under `prefix`, with credentials from the
+/// Secret `secret` (see [`s3_secret`]).
+pub fn s3_target(prefix: &str, secret: &str) -> Value {
+    use crate::layout::{CLUSTER_DOMAIN, S3_BUCKET, S3_SERVICE_PORT, TESTBED_NAMESPACE};
+    json!({
+        "bucket": S3_BUCKET,
+        "prefix": prefix,
+        "endpoint": format!("http://s3.{TESTBED_NAMESPACE}.svc.{CLUSTER_DOMAIN}:{S3_SERVICE_PORT}"),
+        "credentialsSecret": {"name": secret},
+        "partSizeMib": 5,
+    })
+}
+
+/// A Secret with S3 keys under the default key names.
+pub async fn s3_secret(kit: &Kit, ns: &str, name: &str, access_key: &str, secret_key: &str) {
+    let _: Secret = kit
+        .create(
+            ns,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                   "stringData": {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}}),
+        )
+        .await;
+}
+
+/// The file that holds an object of the testbed's bucket (s3s-fs keeps objects as
+/// files): read straight from disk, independently of any S3 code.
+pub fn s3_object_file(kit: &Kit, key: &str) -> std::path::PathBuf {
+    kit.state.dir.join("s3").join(crate::layout::S3_BUCKET).join(key)
+}
+
+/// Keys of every object under `prefix` in the testbed's bucket, from disk.
+pub fn s3_objects(kit: &Kit, prefix: &str) -> Vec<String> {
+    let root = kit.state.dir.join("s3").join(crate::layout::S3_BUCKET);
+    let mut out = Vec::new();
+    let mut stack = vec![root.join(prefix)];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(&root) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits until the EtcdBackup is Succeeded or Failed.
+pub async fn wait_backup(kit: &Kit, ns: &str, name: &str, within: Duration) -> etcd_pilot::api::EtcdBackup {
+    let api: Api<etcd_pilot::api::EtcdBackup> = Api::namespaced(kit.client.clone(), ns);
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(b) = api.get(name).await
+            && b.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "backup {ns}/{name} did not finish: {:?}", api.get(name).await.ok().and_then(|b| b.status));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -15,6 +15,8 @@ pub const ETCD_REPOSITORY: &str = "etcd-pilot.local/etcd";
 /// The etcd 3.5 images besides 3.4.23: 3.5.1 (old), 3.5.16 and 3.5.30 (current).
 pub const ETCD_35_VERSIONS: [&str; 3] = ["3.5.1", "3.5.16", "3.5.30"];
 pub const OPERATOR: &str = "etcd-pilot.local/etcd-pilot:dev";
+/// The etcdutl the operator image carries to seed restored members.
+pub const ETCDUTL_VERSION: &str = "3.5.30";
 pub const TOOLBOX: &str = "etcd-pilot.local/toolbox:v1";
 
 /// One file in an image.

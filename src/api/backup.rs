@@ -33,6 +33,20 @@ pub struct EtcdBackupSpec {
     /// Where to write the snapshot. Unset means the cluster's `spec.backup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<S3Target>,
+    /// What deleting this EtcdBackup does to its object: `Delete` (the default) removes
+    /// it from the bucket, `Retain` leaves it there.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What becomes of a backup's object when the EtcdBackup is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// The object is deleted with the EtcdBackup.
+    #[default]
+    Delete,
+    /// The object stays in the bucket.
+    Retain,
 }
 
 /// What happened to a backup.
@@ -70,7 +84,10 @@ pub struct EtcdBackupStatus {
     /// When the object was complete and verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
-    /// Why the backup failed.
+    /// Attempts made (a failed attempt is retried with backoff, up to 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// Why the backup failed, or why it waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

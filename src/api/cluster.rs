@@ -590,6 +590,11 @@ pub struct EtcdClusterStatus {
     /// name (and DNS name) is never given twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub highest_ordinal: Option<i64>,
+    /// The highest etcd revision etcd-pilot has seen the cluster serve (recorded when
+    /// the status changes, and at least every 10000 revisions). A restore starts the
+    /// restored data above it, so clients never see a revision twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
     /// The newest successful backup (written by the backup controller alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupRef>,

@@ -91,7 +91,15 @@ pub struct EtcdRestoreStatus {
     /// Steps taken so far, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<RestoreStep>,
-    /// etcd revision of the restored data.
+    /// SHA-256 of the snapshot object, as verified before anything was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
+    /// etcd revision the snapshot holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_revision: Option<i64>,
+    /// etcd revision the restored cluster starts from: above every revision the source
+    /// cluster was seen to serve (its `status.revision`), plus a margin; every revision
+    /// below it is marked compacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_revision: Option<i64>,
     /// When the restore started.

@@ -3,4 +3,6 @@
 //! Lease guard, Events, apply helpers, metrics, the per-cluster operation slot) is in
 //! [`crate::runtime`].
 
+pub mod backup;
 pub mod cluster;
+pub mod restore;

@@ -103,6 +103,8 @@ pub struct EndpointStatus {
     pub is_learner: bool,
     /// Errors the member reports (e.g. an active alarm).
     pub errors: Vec<String>,
+    /// The store's revision when the member answered.
+    pub revision: i64,
 }
 
 impl EndpointStatus {
@@ -176,8 +178,9 @@ pub struct Snapshot {
     pub version: String,
     /// Revision of the store when the snapshot began; the snapshot holds at least it.
     pub revision: i64,
-    /// The db file, chunk by chunk. An error ends it; a stream that ends without error
-    /// ended because etcd said it had sent everything.
+    /// The db file followed by etcd's SHA-256 of it, chunk by chunk, checked as it flows
+    /// ([`super::snapshot::verify_stream`]). An error ends it; a stream that ends without
+    /// error is whole and matched etcd's hash.
     pub stream: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, EtcdError>> + Send>>,
 }
 
@@ -415,6 +418,7 @@ impl EtcdAdmin {
                 raft_applied_index: r.raft_applied_index(),
                 is_learner: r.is_learner(),
                 errors: r.errors().to_vec(),
+                revision: r.header().map(|h| h.revision()).unwrap_or_default(),
             })
         })
         .await
@@ -547,11 +551,11 @@ impl EtcdAdmin {
             }
         });
         Ok(Snapshot {
-            endpoint: ep,
+            endpoint: ep.clone(),
             member_id: status.member_id,
             version: status.version,
             revision,
-            stream: Box::pin(stream),
+            stream: Box::pin(super::snapshot::verify_stream(ep, Box::pin(stream))),
         })
     }
 

@@ -32,6 +32,8 @@ pub enum EtcdError {
     NoLeader,
     #[error("leader {id:x} advertises no client URL")]
     LeaderUnreachable { id: u64 },
+    #[error("snapshot from {endpoint} is corrupt or incomplete: {detail}")]
+    SnapshotCorrupt { endpoint: String, detail: String },
     #[error("invalid TLS material for etcd: {0}")]
     Tls(String),
 }

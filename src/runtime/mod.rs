@@ -7,6 +7,7 @@ pub mod events;
 pub mod kube_ops;
 pub mod lease;
 pub mod operation;
+pub mod s3;
 
 use std::sync::Arc;
 

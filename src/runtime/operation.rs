@@ -119,6 +119,32 @@ where
     }
 }
 
+/// Replaces the record `read` holds with `op` (a longer expiry for an operation that is
+/// still running), atomically: a JSON patch whose `test` fails if the record changed.
+/// Returns false when it had changed (the slot is no longer this operation's).
+pub async fn refresh<K>(api: &Api<K>, read: &K, op: &Operation) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(raw) = read.meta().annotations.as_ref().and_then(|a| a.get(ANNOTATION)).cloned() else {
+        return Ok(false);
+    };
+    let path = format!("/metadata/annotations/{}", ANNOTATION.replace('~', "~0").replace('/', "~1"));
+    let value = serde_json::to_string(op).unwrap_or_default();
+    let patch: json_patch::Patch = match serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": path, "value": raw},
+        {"op": "replace", "path": path, "value": value},
+    ])) {
+        Ok(p) => p,
+        Err(_) => return Ok(false),
+    };
+    match api.patch(&read.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 || s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

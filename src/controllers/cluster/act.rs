@@ -211,6 +211,20 @@ pub async fn fence(ec: &EtcdCluster, ctx: &Context, step: &Step) -> Result<Optio
 }
 
 /// Client TLS for talking to this cluster's etcd.
+/// How another controller reaches a cluster's etcd (its client certificate, if TLS).
+pub async fn etcd_client_config(client: &kube::Client, ec: &EtcdCluster, ns: &str) -> Result<AdminConfig, String> {
+    let Some(names) = tls::secret_names(ec) else { return Ok(AdminConfig::default()) };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get_opt(&names.client)
+        .await
+        .map_err(|e| format!("reading Secret {}: {e}", names.client))?
+        .ok_or_else(|| format!("the cluster's client certificate Secret {} does not exist", names.client))?;
+    let material = tls::client_material(&secret)
+        .ok_or_else(|| format!("Secret {} lacks ca.crt, tls.crt or tls.key", names.client))?;
+    Ok(AdminConfig { tls: Some(material), ..AdminConfig::default() })
+}
+
 pub async fn admin_config(ec: &EtcdCluster, ctx: &Context, ns: &str) -> Result<AdminConfig, Error> {
     let Some(names) = tls::secret_names(ec) else { return Ok(AdminConfig::default()) };
     let secrets: Api<Secret> = Api::namespaced(ctx.rt.client.clone(), ns);
@@ -256,7 +270,7 @@ async fn create_member(ec: &EtcdCluster, ctx: &Context, ns: &str, member: &str, 
             .await
             .map_err(error::act_kube(format!("create PVC of {member}")))?;
     }
-    let pod = build::member_pod(ec, member, join, &ctx.settings.etcd_image_repository);
+    let pod = build::member_pod(ec, member, join, &ctx.settings.etcd_image_repository, &ctx.settings.operator_image);
     let api: Api<Pod> = Api::namespaced(ctx.rt.client.clone(), ns);
     create_if_absent(&api, FIELD_MANAGER, &pod).await.map_err(error::act_kube(format!("create pod {member}")))?;
     Ok(())

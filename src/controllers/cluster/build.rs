@@ -297,14 +297,81 @@ pub fn spec_hash(ec: &EtcdCluster, repository: &str) -> String {
     hex::encode(&Sha256::digest(&bytes)[..8])
 }
 
-/// A member's pod, annotated with the spec hash it was built from.
-pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod {
+/// A member's pod, annotated with the spec hash it was built from. A bootstrap member of
+/// a restored cluster also gets the init container that seeds its volume (not part of
+/// the spec hash: it only ever runs before the member's first start).
+pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str, operator_image: &str) -> Pod {
     let mut pod = pod_of(ec, member, join, repository);
     pod.metadata
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(SPEC_HASH_ANNOTATION.into(), spec_hash(ec, repository));
+    if let (Some(seed), Some(spec)) = (seed_container(ec, member, join, operator_image), pod.spec.as_mut()) {
+        spec.init_containers = Some(vec![seed]);
+    }
     pod
+}
+
+/// The init container that seeds a restored cluster's bootstrap member from the
+/// snapshot its EtcdRestore recorded (see [`crate::seed`]).
+pub fn seed_container(ec: &EtcdCluster, member: &str, join: &Join, operator_image: &str) -> Option<Container> {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+    if join.existing {
+        return None;
+    }
+    let source = crate::seed::SeedSource::from_cluster(ec)?;
+    let n = Names::of(ec);
+    let initial: Vec<String> = join.initial_cluster.iter().map(|(m, u)| format!("{m}={u}")).collect();
+    let mut env = vec![EnvVar {
+        name: "ETCD_PILOT_SEED_SOURCE".into(),
+        value: Some(serde_json::to_string(&source).unwrap_or_default()),
+        ..EnvVar::default()
+    }];
+    if let Some(c) = &source.credentials_secret {
+        let from = |name: &str, key: &str| EnvVar {
+            name: name.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector { name: c.name.clone(), key: key.into(), optional: None }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        };
+        env.push(from("AWS_ACCESS_KEY_ID", &c.access_key_id_key));
+        env.push(from("AWS_SECRET_ACCESS_KEY", &c.secret_access_key_key));
+        if let Some(k) = &c.session_token_key {
+            env.push(from("AWS_SESSION_TOKEN", k));
+        }
+    }
+    Some(Container {
+        name: "seed".into(),
+        image: Some(operator_image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["/usr/local/bin/etcd-pilot".into()]),
+        args: Some(vec![
+            "seed-member".into(),
+            format!("--data-dir={DATA_DIR}/data"),
+            format!("--name={member}"),
+            format!("--peer-url={}", n.peer_url(member)),
+            format!("--initial-cluster={}", initial.join(",")),
+            format!("--token={}", ec.uid().unwrap_or_else(|| n.cluster.clone())),
+        ]),
+        env: Some(env),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        }]),
+        resources: Some(default_resources()),
+        // The member's data is root's, as etcd runs.
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    })
 }
 
 fn health_probe(period: i32, failures: i32) -> Probe {
@@ -542,7 +609,7 @@ mod tests {
     #[test]
     fn member_pod_shape() {
         let ec = cluster("version: 3.4.23");
-        let pod = member_pod(&ec, "main-0", &join3(), "etcd-pilot.local/etcd");
+        let pod = member_pod(&ec, "main-0", &join3(), "etcd-pilot.local/etcd", "op");
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.hostname.as_deref(), Some("main-0"));
         assert_eq!(spec.subdomain.as_deref(), Some("main-peers"));
@@ -565,7 +632,7 @@ mod tests {
 
     #[test]
     fn stacked_members_go_to_control_plane_nodes_one_each() {
-        let pod = member_pod(&cluster("{version: 3.4.23, topology: Stacked}"), "main-0", &join3(), "r");
+        let pod = member_pod(&cluster("{version: 3.4.23, topology: Stacked}"), "main-0", &join3(), "r", "op");
         let spec = pod.spec.unwrap();
         assert_eq!(spec.node_selector.unwrap()[CONTROL_PLANE_LABEL], "");
         assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some(CONTROL_PLANE_LABEL));
@@ -577,7 +644,7 @@ mod tests {
     fn memory_members_have_no_claim() {
         let ec = cluster("{version: 3.4.23, storage: {medium: Memory, size: 1Gi}}");
         assert!(member_pvc(&ec, "main-0").is_none());
-        let pod = member_pod(&ec, "main-0", &join3(), "r");
+        let pod = member_pod(&ec, "main-0", &join3(), "r", "op");
         let v = &pod.spec.unwrap().volumes.unwrap()[0];
         assert_eq!(v.empty_dir.as_ref().unwrap().medium.as_deref(), Some("Memory"));
         assert!(v.persistent_volume_claim.is_none());

@@ -47,6 +47,8 @@ pub const STATUS_MANAGER: &str = "etcd-pilot-status";
 /// an error past this, etcd's part counts as no answer past [`ETCD_OBSERVE_TIMEOUT`].
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
 const ETCD_OBSERVE_TIMEOUT: Duration = Duration::from_secs(8);
+/// The revision in the status is brought up to date at least this often.
+const REVISION_RECORD_STEP: i64 = 10_000;
 /// How long after giving up on a learner another is added.
 const LEARNER_RETRY_AFTER_SECS: u64 = 60;
 
@@ -82,6 +84,8 @@ pub struct Settings {
     pub policy_v1beta1: bool,
     /// The cluster's DNS domain, for the fully qualified names in certificates.
     pub cluster_domain: String,
+    /// The operator's own image (restored members seed their volumes with it).
+    pub operator_image: String,
 }
 
 /// The controller's state: the shared runtime, its settings, its memory.
@@ -471,7 +475,12 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     });
     let new_status = EtcdClusterStatus { highest_ordinal: highest_ordinal.map(i64::from), ..new_status };
     record_metrics(ctx, ec, &key, &new_status, view.as_ref());
-    let unchanged = previous.is_some_and(|p| EtcdClusterStatus { last_backup: None, ..p.clone() } == new_status);
+    let unchanged = previous.is_some_and(|p| {
+        // The revision alone is recorded only every REVISION_RECORD_STEP revisions: a
+        // status write (and the pass it triggers) per write to etcd would be a loop.
+        let rev_moved = new_status.revision.unwrap_or(0) - p.revision.unwrap_or(0) >= REVISION_RECORD_STEP;
+        !rev_moved && EtcdClusterStatus { last_backup: None, revision: new_status.revision, ..p.clone() } == new_status
+    });
     if !unchanged {
         let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
         let value = serde_json::to_value(&new_status).unwrap_or_default();

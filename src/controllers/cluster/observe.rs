@@ -233,6 +233,7 @@ mod tests {
             raft_applied_index: 1,
             is_learner: learner,
             errors: Vec::new(),
+            revision: 0,
         }
     }
 

@@ -167,6 +167,7 @@ fn harness(cluster: Value) -> (Arc<Context>, Shared) {
         policy_v1: true,
         policy_v1beta1: false,
         cluster_domain: "cluster.local".into(),
+        operator_image: "etcd-pilot:test".into(),
     };
     (Arc::new(Context::new(rt, settings)), store)
 }

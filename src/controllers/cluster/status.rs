@@ -236,6 +236,12 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
         // The backup controller's field: never written here.
         last_backup: None,
         highest_ordinal: i.previous.and_then(|p| p.highest_ordinal),
+        // Never lower than recorded: a member behind the others answers with less.
+        revision: i
+            .etcd
+            .and_then(|v| v.statuses.values().map(|s| s.revision).max())
+            .filter(|r| *r > 0)
+            .max(i.previous.and_then(|p| p.revision)),
         members,
     }
 }
@@ -275,6 +281,7 @@ mod tests {
             raft_applied_index: 1,
             is_learner: false,
             errors: Vec::new(),
+            revision: 0,
         }
     }
 

@@ -1,0 +1,250 @@
+//! Backups on the testbed, with the operator installed from the chart and the testbed's
+//! own S3-compatible server: what etcd-pilot wrote is read back from the server's disk,
+//! independently of any S3 code.
+
+use std::time::Duration;
+
+use etcd_pilot::api::{EtcdBackup, EtcdRestore, Phase};
+use etcd_pilot_e2e::fixtures::*;
+use etcd_pilot_e2e::layout::{S3_ACCESS_KEY, S3_SECRET_KEY};
+use kube::api::{Api, DeleteParams};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn backup(name: &str, cluster: &str, target: Value) -> Value {
+    json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackup", "metadata": {"name": name},
+           "spec": {"clusterName": cluster, "target": target}})
+}
+
+#[tokio::test]
+async fn a_backup_is_a_verified_object_in_s3_and_goes_with_its_resource() {
+    let (kit, ns) = setup("backup").await;
+    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let mut c = etcd(&kit, &ns, "main").await;
+    for i in 0..200 {
+        c.put(format!("/registry/pods/default/p{i}"), format!("pod-{i}"), None).await.expect("put");
+    }
+    let last = c.get("/registry/pods/default/p199", None).await.expect("get").header().map(|h| h.revision()).unwrap_or(0);
+
+    let _: EtcdBackup = kit.create(&ns, backup("b1", "main", s3_target(&ns, "s3"))).await;
+    let b = wait_backup(&kit, &ns, "b1", WAIT).await;
+    let s = b.status.clone().expect("status");
+    assert_eq!(s.phase, Phase::Succeeded, "{s:?}");
+    assert!(s.etcd_revision.unwrap_or(0) >= last, "the snapshot holds every write before it: {s:?}");
+    assert_eq!(s.etcd_version.as_deref(), Some("3.4.23"));
+    let leader = clusters(&kit, &ns).get("main").await.expect("cluster").status.and_then(|s| s.leader);
+    assert_ne!(s.member, leader, "taken from a follower: {s:?}");
+
+    // The object, read from the S3 server's disk: the recorded size and SHA-256, and
+    // etcd's own SHA-256 of the db as its last 32 bytes.
+    let key = s.object_key.clone().expect("object key");
+    assert!(key.starts_with(&format!("{ns}/{ns}/main/")) && key.ends_with("-b1.db"), "{key}");
+    let bytes = std::fs::read(s3_object_file(&kit, &key)).expect("object on the S3 server's disk");
+    assert_eq!(Some(bytes.len() as i64), s.size_bytes);
+    assert_eq!(Some(hex::encode(Sha256::digest(&bytes))), s.sha256);
+    let (db, hash) = bytes.split_at(bytes.len() - 32);
+    assert_eq!(Sha256::digest(db).as_slice(), hash, "etcd's appended hash is intact");
+
+    let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
+    let last_backup = ec.status.and_then(|s| s.last_backup).expect("status.lastBackup");
+    assert_eq!((last_backup.name.as_str(), last_backup.object_key.as_str()), ("b1", key.as_str()));
+    let ev = events(&kit, &ns, "b1").await;
+    assert!(ev.iter().any(|e| e.starts_with("Normal BackupSucceeded")), "{ev:?}");
+    let metrics = operator_metrics(&kit).await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("etcdpilot_backups_total{")
+            && l.contains(&format!("namespace=\"{ns}\""))
+            && l.contains("result=\"succeeded\"")),
+        "backups counted"
+    );
+
+    // Deleting the EtcdBackup deletes its object (the finalizer), and the cluster no
+    // longer names it.
+    let api: Api<EtcdBackup> = Api::namespaced(kit.client.clone(), &ns);
+    api.delete("b1", &DeleteParams::default()).await.expect("delete backup");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while api.get_opt("b1").await.expect("get").is_some() {
+        assert!(std::time::Instant::now() < deadline, "the EtcdBackup was never deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!s3_object_file(&kit, &key).exists(), "the object went with its EtcdBackup");
+    let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
+    assert_eq!(ec.status.and_then(|s| s.last_backup), None);
+    kit.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn bad_backup_input_fails_clearly_and_writes_nothing() {
+    let (kit, ns) = setup("backup-bad").await;
+    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    s3_secret(&kit, &ns, "s3-wrong", S3_ACCESS_KEY, "not-the-secret").await;
+    let _: k8s_openapi::api::core::v1::Secret = kit
+        .create(&ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-keys"},
+                             "stringData": {"access": S3_ACCESS_KEY, "secret": S3_SECRET_KEY}}))
+        .await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 1).await;
+
+    let mut no_bucket = s3_target(&ns, "s3");
+    no_bucket["bucket"] = json!("no-such-bucket");
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
+        ("no-secret", "main", s3_target(&ns, "missing"), "S3 credentials Secret \"missing\" does not exist"),
+        ("wrong-key", "main", s3_target(&ns, "s3-keys"), "lacks key \"AWS_ACCESS_KEY_ID\""),
+        ("bad-creds", "main", s3_target(&ns, "s3-wrong"), "refused the credentials"),
+        ("no-bucket", "main", no_bucket, "bucket \"no-such-bucket\" does not exist"),
+        ("no-cluster", "ghost", s3_target(&ns, "s3"), "the EtcdCluster does not exist"),
+    ];
+    for (name, cluster, target, _) in &cases {
+        let _: EtcdBackup = kit.create(&ns, backup(name, cluster, target.clone())).await;
+    }
+    for (name, _, _, want) in &cases {
+        let b = wait_backup(&kit, &ns, name, Duration::from_secs(120)).await;
+        let s = b.status.expect("status");
+        assert_eq!(s.phase, Phase::Failed, "{name}: {s:?}");
+        let error = s.error.unwrap_or_default();
+        assert!(error.contains(want), "{name}: {error:?} should say {want:?}");
+        assert_eq!(s.object_key, None, "{name}");
+        let ev = events(&kit, &ns, name).await;
+        assert!(ev.iter().any(|e| e.starts_with("Warning BackupFailed") && e.contains(want)), "{name}: {ev:?}");
+    }
+    assert_eq!(s3_objects(&kit, &ns), Vec::<String>::new(), "nothing written");
+    let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
+    assert_eq!(ec.status.and_then(|s| s.last_backup), None);
+    kit.delete_namespace(&ns).await;
+}
+
+fn restore(name: &str, backup: &str, cluster: &str, new_cluster: Value) -> Value {
+    json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdRestore", "metadata": {"name": name},
+           "spec": {"source": {"backup": {"name": backup}}, "mode": "NewCluster", "clusterName": cluster,
+                    "newCluster": new_cluster}})
+}
+
+async fn wait_restore(kit: &etcd_pilot_e2e::kit::Kit, ns: &str, name: &str) -> EtcdRestore {
+    let api: Api<EtcdRestore> = Api::namespaced(kit.client.clone(), ns);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = api.get(name).await
+            && r.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "restore {ns}/{name} did not finish: {:?}", api.get(name).await.ok().and_then(|r| r.status));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A backup of a `src_size` cluster restored into a new `dst_size` cluster of the same
+/// version: every key back, new writes above every revision the source served, and a
+/// watch from an old revision told it was compacted.
+async fn restore_into_a_new_cluster(prefix: &str, version: &str, src_size: i32, dst_size: i32) {
+    let (kit, ns) = setup(prefix).await;
+    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    create_cluster(&kit, &ns, cluster_manifest("src", src_size, version, json!({"backup": s3_target(&ns, "s3")})))
+        .await;
+    wait_ready(&kit, &ns, "src", src_size as usize).await;
+    let mut c = etcd(&kit, &ns, "src").await;
+    for i in 0..100 {
+        c.put(format!("/registry/configmaps/default/c{i}"), format!("v{i}"), None).await.expect("put");
+    }
+    // No target: the cluster's spec.backup.
+    let _: EtcdBackup = kit
+        .create(&ns, json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackup", "metadata": {"name": "b1"},
+                             "spec": {"clusterName": "src"}}))
+        .await;
+    let b = wait_backup(&kit, &ns, "b1", WAIT).await;
+    assert_eq!(b.status.as_ref().map(|s| s.phase), Some(Phase::Succeeded), "{:?}", b.status);
+    // Writes after the backup: not in the restore, but their revisions must never be
+    // handed out again.
+    let mut last = 0;
+    for i in 0..50 {
+        let r = c.put(format!("/after/{i}"), "x", None).await.expect("put");
+        last = r.header().map(|h| h.revision()).unwrap_or(0);
+    }
+
+    let _: EtcdRestore =
+        kit.create(&ns, restore("r1", "b1", "restored", json!({"size": dst_size, "version": version}))).await;
+    let r = wait_restore(&kit, &ns, "r1").await;
+    let s = r.status.clone().expect("status");
+    assert_eq!(s.phase, Phase::Succeeded, "{s:?}");
+    let steps: Vec<&str> = s.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(steps, ["SourceVerified", "ClusterCreated", "ClusterAvailable"]);
+    assert_eq!(s.source_sha256, b.status.as_ref().and_then(|s| s.sha256.clone()));
+    let restored_from = s.restored_revision.expect("restoredRevision");
+    assert!(restored_from > last, "restored revisions start above the source's last ({restored_from} > {last})");
+    let ec = wait_ready(&kit, &ns, "restored", dst_size as usize).await;
+    let pods = member_pods(&kit, &ns, "restored").await;
+    assert_eq!(pods.len(), dst_size as usize);
+    for p in &pods {
+        let seeded = p.spec.as_ref().and_then(|s| s.init_containers.as_ref()).is_some_and(|i| i.iter().any(|c| c.name == "seed"));
+        assert!(seeded, "{} was seeded from the snapshot", p.metadata.name.clone().unwrap_or_default());
+    }
+    assert_ne!(ec.status.as_ref().and_then(|s| s.cluster_id.clone()), None);
+
+    let mut n = etcd(&kit, &ns, "restored").await;
+    let got = n
+        .get("/registry/configmaps/default/", Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .expect("get");
+    assert_eq!(got.kvs().len(), 100, "every key of the backup is back");
+    for kv in got.kvs() {
+        let k = kv.key_str().expect("key");
+        let i = k.rsplit('c').next().unwrap_or_default();
+        assert_eq!(kv.value_str().expect("value"), format!("v{i}"), "{k}");
+    }
+    let after = n.get("/after/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.expect("get");
+    assert_eq!(after.count(), 0, "writes after the backup are not in it");
+    let put = n.put("/registry/configmaps/default/new", "n", None).await.expect("put");
+    let rev = put.header().map(|h| h.revision()).unwrap_or(0);
+    assert!(rev > last, "a new write gets a revision above the source's last: {rev} > {last}");
+    // An informer resuming from a revision it saw on the old cluster is told to relist.
+    let mut stream = n
+        .watch("/registry/", Some(etcd_client::WatchOptions::new().with_prefix().with_start_revision(last)))
+        .await
+        .expect("watch");
+    let first = stream.message().await.expect("watch answer").expect("a message");
+    assert!(first.compact_revision() > last || first.canceled(), "compacted: {first:?}");
+    kit.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn restore_of_a_3_4_backup_into_a_new_3_member_cluster() {
+    restore_into_a_new_cluster("restore34", "3.4.23", 1, 3).await;
+}
+
+#[tokio::test]
+async fn restore_of_a_3_5_backup_into_a_new_cluster() {
+    restore_into_a_new_cluster("restore35", "3.5.30", 1, 1).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_object_fails_the_restore_and_creates_nothing() {
+    let (kit, ns) = setup("restore-bad").await;
+    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    create_cluster(&kit, &ns, cluster_manifest("src", 1, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "src", 1).await;
+    let mut c = etcd(&kit, &ns, "src").await;
+    c.put("/registry/a", "b", None).await.expect("put");
+    let _: EtcdBackup = kit.create(&ns, backup("b1", "src", s3_target(&ns, "s3"))).await;
+    let b = wait_backup(&kit, &ns, "b1", WAIT).await;
+    let key = b.status.and_then(|s| s.object_key).expect("object key");
+    // One bit flipped in the stored object, on the S3 server's disk.
+    let file = s3_object_file(&kit, &key);
+    let mut bytes = std::fs::read(&file).expect("object");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&file, &bytes).expect("flip a bit");
+
+    let _: EtcdRestore = kit.create(&ns, restore("r1", "b1", "restored", json!({"size": 1, "version": "3.4.23"}))).await;
+    let r = wait_restore(&kit, &ns, "r1").await;
+    let s = r.status.expect("status");
+    assert_eq!(s.phase, Phase::Failed, "{s:?}");
+    let error = s.error.unwrap_or_default();
+    assert!(error.contains("is corrupt: its SHA-256 is"), "{error}");
+    let ev = events(&kit, &ns, "r1").await;
+    assert!(ev.iter().any(|e| e.starts_with("Warning RestoreFailed") && e.contains("corrupt")), "{ev:?}");
+    assert!(clusters(&kit, &ns).get_opt("restored").await.expect("get").is_none(), "no EtcdCluster created");
+    assert!(member_pods(&kit, &ns, "restored").await.is_empty(), "no pod created");
+    kit.delete_namespace(&ns).await;
+}

@@ -1,0 +1,42 @@
+//! Why a pass of the EtcdBackup controller failed: one variant per step. A backup that
+//! fails is not a pass that fails: that is the backup's `Failed` phase. These are the
+//! passes that could not even record what happened.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("leader election: cannot read the Lease: {0}")]
+    Lease(#[source] kube::Error),
+    #[error("observe: {what}: {source}")]
+    Observe {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("operation slot: {0}")]
+    Slot(#[source] kube::Error),
+    #[error("cleanup: deleting the backup's object: {0}")]
+    Cleanup(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    /// The step, for the error metric.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::Lease(_) => "lease",
+            Error::Observe { .. } => "observe",
+            Error::Slot(_) => "slot",
+            Error::Cleanup(_) => "cleanup",
+            Error::Finalizer(_) => "finalizer",
+            Error::Status(_) => "status",
+        }
+    }
+}
+
+pub fn observe(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Observe { what, source }
+}

@@ -1,0 +1,375 @@
+//! The EtcdRestore controller. observe (the restore, its source, the cluster it names)
+//! -> [`plan`] (pure) -> act -> status (`status.steps` records each step done).
+//!
+//! `NewCluster`: the object is read through every check first (the SHA-256 recorded when
+//! it was written, etcd's own hash of the db), and only then is the EtcdCluster created,
+//! carrying the seed annotation ([`crate::seed`]): its bootstrap members seed their
+//! volumes from the same object before etcd starts, with the revision bumped above what
+//! the source cluster served and older revisions marked compacted.
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use self::plan::{Observation, Step, Target};
+use crate::api::restore::RestoreStep;
+use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, EtcdRestoreStatus, Phase, S3Target};
+use crate::metrics::ErrorLabels;
+use crate::runtime::events::{EventType, publish};
+use crate::runtime::s3::{self, OpenError};
+use crate::runtime::{Runtime, kube_ops};
+use crate::seed::{self, SeedSource};
+
+pub const CONTROLLER: &str = "restore";
+pub const FIELD_MANAGER: &str = "etcd-pilot-restore";
+/// Added to the highest revision known for the source: writes the operator did not see
+/// between its last look and the loss are covered.
+pub const REVISION_MARGIN: i64 = 1_000_000;
+/// When nothing is known of the source's revisions.
+pub const REVISION_BUMP_UNKNOWN: i64 = 1_000_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("leader election: cannot read the Lease: {0}")]
+    Lease(#[source] kube::Error),
+    #[error("observe: {what}: {source}")]
+    Observe {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("act: {what}: {source}")]
+    Act {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::Lease(_) => "lease",
+            Error::Observe { .. } => "observe",
+            Error::Act { .. } => "act",
+            Error::Status(_) => "status",
+        }
+    }
+}
+
+fn observe_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Observe { what, source }
+}
+
+pub struct Context {
+    pub rt: Arc<Runtime>,
+}
+
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.rt.client.clone();
+    let restores: Api<EtcdRestore> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    Controller::new(restores, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "restore reconcile");
+            }
+        })
+        .await;
+}
+
+fn error_policy(r: Arc<EtcdRestore>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(restore = %r.name_any(), namespace = ?r.namespace(), %error, "restore reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+pub async fn reconcile(r: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = pass(&r, &ctx).await;
+    if let Err(e) = &result {
+        let l = ErrorLabels {
+            namespace: r.namespace().unwrap_or_default(),
+            cluster: r.spec.cluster_name.clone(),
+            controller: CONTROLLER.into(),
+            step: e.step().into(),
+        };
+        ctx.rt.metrics.reconcile_errors.get_or_create(&l).inc();
+    }
+    result
+}
+
+/// Where the snapshot is, as the source names it.
+struct Source {
+    target: S3Target,
+    key: String,
+    /// SHA-256 recorded by the backup, when the source is one.
+    sha256: Option<String>,
+    revision: Option<i64>,
+    /// The cluster the snapshot came from, if known.
+    cluster: Option<String>,
+}
+
+async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str) -> Result<Source, OpenError> {
+    let client = &ctx.rt.client;
+    match (&r.spec.source.backup, &r.spec.source.s3) {
+        (Some(b), None) => {
+            let backups: Api<EtcdBackup> = Api::namespaced(client.clone(), ns);
+            let backup = backups
+                .get_opt(&b.name)
+                .await
+                .map_err(|e| OpenError::Transient(format!("reading EtcdBackup {}: {e}", b.name)))?
+                .ok_or_else(|| OpenError::Invalid(format!("EtcdBackup {} does not exist in namespace {ns}", b.name)))?;
+            let status = backup.status.clone().unwrap_or_default();
+            if status.phase != Phase::Succeeded {
+                return Err(OpenError::Invalid(format!(
+                    "EtcdBackup {} is {:?}, not Succeeded: only a finished, verified backup can be restored",
+                    b.name, status.phase
+                )));
+            }
+            let target = match backup.spec.target.clone() {
+                Some(t) => Some(t),
+                None => Api::<EtcdCluster>::namespaced(client.clone(), ns)
+                    .get_opt(&backup.spec.cluster_name)
+                    .await
+                    .map_err(|e| OpenError::Transient(e.to_string()))?
+                    .and_then(|c| c.spec.backup),
+            };
+            let target = target.ok_or_else(|| {
+                OpenError::Invalid(format!(
+                    "the bucket of EtcdBackup {} is unknown: it has no spec.target and its cluster no spec.backup; restore with source.s3",
+                    b.name
+                ))
+            })?;
+            Ok(Source {
+                target,
+                key: status.object_key.clone().unwrap_or_default(),
+                sha256: status.sha256.clone(),
+                revision: status.etcd_revision,
+                cluster: Some(backup.spec.cluster_name.clone()),
+            })
+        }
+        (None, Some(o)) => {
+            Ok(Source { target: o.target.clone(), key: o.key.clone(), sha256: None, revision: None, cluster: None })
+        }
+        _ => Err(OpenError::Invalid("spec.source: set exactly one of backup or s3".into())),
+    }
+}
+
+fn step_record(name: &str, message: String) -> RestoreStep {
+    RestoreStep { name: name.into(), phase: Phase::Succeeded, message: Some(message), time: Some(Time(jiff::Timestamp::now())) }
+}
+
+async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
+    let ns = r.namespace().unwrap_or_default();
+    let status = r.status.clone().unwrap_or_default();
+    if status.phase.is_finished() {
+        return Ok(Action::await_change());
+    }
+    if !ctx.rt.lease.holds(&ctx.rt.client).await.map_err(Error::Lease)? {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let clusters: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
+    let existing = clusters.get_opt(&r.spec.cluster_name).await.map_err(observe_err("read the EtcdCluster"))?;
+    let target = match &existing {
+        None => Target::Absent,
+        Some(ec) if SeedSource::from_cluster(ec).is_some_and(|s| s.restore == r.name_any()) => Target::Ours {
+            available: ec
+                .status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Available" && c.status == "True")),
+        },
+        Some(_) => Target::Other,
+    };
+    let source = resolve(r, ctx, &ns).await;
+    let (source, source_problem) = match source {
+        Ok(s) => (Some(s), None),
+        Err(OpenError::Invalid(m)) => (None, Some(m)),
+        Err(OpenError::Transient(m)) => {
+            tracing::info!(restore = %r.name_any(), error = %m, "source not reachable; retrying");
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+    };
+    let obs = Observation {
+        phase: status.phase,
+        mode: r.spec.mode,
+        has_new_cluster: r.spec.new_cluster.is_some(),
+        source_problem,
+        done: status.steps.iter().filter(|s| s.phase == Phase::Succeeded).map(|s| s.name.clone()).collect(),
+        target,
+    };
+    let step = plan::plan(&obs);
+    let mut next = EtcdRestoreStatus {
+        start_time: status.start_time.clone().or_else(|| Some(Time(jiff::Timestamp::now()))),
+        ..status.clone()
+    };
+    let requeue = match step {
+        Step::Done => return Ok(Action::await_change()),
+        Step::Fail(why) => {
+            next.phase = Phase::Failed;
+            next.error = Some(why.clone());
+            next.completion_time = Some(Time(jiff::Timestamp::now()));
+            publish(&ctx.rt, r, EventType::Warning, "RestoreFailed", &why).await;
+            None
+        }
+        Step::Wait(why) => {
+            next.phase = Phase::Running;
+            next.error = Some(why);
+            Some(Duration::from_secs(3))
+        }
+        Step::Verify => {
+            let Some(src) = source else { return Ok(Action::requeue(Duration::from_secs(5))) };
+            next.phase = Phase::Running;
+            match verify(ctx, &ns, &src).await {
+                Ok((size, sha, meta)) => {
+                    let revision = src.revision.or_else(|| meta.get("etcd-revision").and_then(|v| v.parse().ok()));
+                    let source_cluster = src.cluster.clone().or_else(|| meta.get("cluster").cloned());
+                    let seen = match &source_cluster {
+                        Some(c) => clusters
+                            .get_opt(c)
+                            .await
+                            .map_err(observe_err("read the source cluster"))?
+                            .and_then(|ec| ec.status.and_then(|s| s.revision)),
+                        None => None,
+                    };
+                    next.source_revision = revision;
+                    next.source_sha256 = Some(sha.clone());
+                    next.restored_revision = revision.map(|rev| rev + bump(rev, seen));
+                    next.steps.push(step_record(
+                        plan::VERIFIED,
+                        format!(
+                            "s3://{}/{}: {size} bytes, sha256 {sha}, etcd revision {}; etcd's own hash checked",
+                            src.target.bucket,
+                            src.key,
+                            revision.map(|r| r.to_string()).unwrap_or_else(|| "unknown".into())
+                        ),
+                    ));
+                    next.error = None;
+                    Some(Duration::from_millis(200))
+                }
+                Err((why, permanent)) if permanent => {
+                    next.phase = Phase::Failed;
+                    next.error = Some(why.clone());
+                    next.completion_time = Some(Time(jiff::Timestamp::now()));
+                    publish(&ctx.rt, r, EventType::Warning, "RestoreFailed", &why).await;
+                    None
+                }
+                Err((why, _)) => {
+                    next.error = Some(format!("reading the snapshot: {why}; retrying"));
+                    Some(Duration::from_secs(10))
+                }
+            }
+        }
+        Step::CreateCluster => {
+            let Some(src) = source else { return Ok(Action::requeue(Duration::from_secs(5))) };
+            next.phase = Phase::Running;
+            if obs.target == Target::Absent {
+                let Some(spec) = r.spec.new_cluster.clone() else { return Ok(Action::requeue(Duration::from_secs(5))) };
+                let ec = new_cluster(r, spec, &src, &status);
+                match clusters.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &ec).await {
+                    Ok(_) => {}
+                    // Created meanwhile: the next pass sees whose it is.
+                    Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Action::requeue(Duration::from_secs(1))),
+                    Err(source) => return Err(Error::Act { what: "create the EtcdCluster".into(), source }),
+                }
+                publish(&ctx.rt, r, EventType::Normal, "ClusterCreated", &format!(
+                    "EtcdCluster {} created; its members seed their volumes from s3://{}/{}",
+                    r.spec.cluster_name, src.target.bucket, src.key
+                ))
+                .await;
+            }
+            next.steps.push(step_record(plan::CREATED, format!("EtcdCluster {} created", r.spec.cluster_name)));
+            Some(Duration::from_secs(3))
+        }
+        Step::Succeed => {
+            next.phase = Phase::Succeeded;
+            next.error = None;
+            next.completion_time = Some(Time(jiff::Timestamp::now()));
+            next.steps.push(step_record(plan::AVAILABLE, format!("EtcdCluster {} is Available", r.spec.cluster_name)));
+            let note = format!(
+                "EtcdCluster {} restored and Available; revisions start above {} (snapshot at {})",
+                r.spec.cluster_name,
+                next.restored_revision.map(|v| v.to_string()).unwrap_or_else(|| "unknown".into()),
+                next.source_revision.map(|v| v.to_string()).unwrap_or_else(|| "unknown".into())
+            );
+            publish(&ctx.rt, r, EventType::Normal, "RestoreSucceeded", &note).await;
+            None
+        }
+    };
+    if r.status.is_none() || next != status {
+        let api: Api<EtcdRestore> = Api::namespaced(ctx.rt.client.clone(), &ns);
+        let value = serde_json::to_value(&next).unwrap_or_default();
+        kube_ops::apply_status(&api, FIELD_MANAGER, &r.name_any(), value).await.map_err(Error::Status)?;
+    }
+    Ok(match requeue {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
+
+/// How far to move the revision: past the highest revision seen of the source cluster,
+/// plus a margin for what was written after that look.
+pub fn bump(snapshot_revision: i64, seen: Option<i64>) -> i64 {
+    match seen {
+        Some(s) => (s - snapshot_revision).max(0) + REVISION_MARGIN,
+        None => REVISION_MARGIN,
+    }
+}
+
+/// Reads the object through its checks. Err: (why, permanent).
+async fn verify(ctx: &Context, ns: &str, src: &Source) -> Result<(u64, String, std::collections::HashMap<String, String>), (String, bool)> {
+    let store = s3::open(&ctx.rt.client, ns, &src.target).await.map_err(|e| match e {
+        OpenError::Invalid(m) => (m, true),
+        OpenError::Transient(m) => (m, false),
+    })?;
+    seed::verify_object(&store, &src.key, src.sha256.as_deref()).await.map_err(|e| {
+        let permanent = match &e {
+            seed::SeedError::Download(se) => s3::permanent(se),
+            seed::SeedError::Mismatch { .. } | seed::SeedError::NotASnapshot { .. } => true,
+            _ => false,
+        };
+        (format!("s3://{}/{}: {e}", src.target.bucket, src.key), permanent)
+    })
+}
+
+fn new_cluster(r: &EtcdRestore, spec: crate::api::EtcdClusterSpec, src: &Source, status: &EtcdRestoreStatus) -> EtcdCluster {
+    let bump = match (status.restored_revision, status.source_revision) {
+        (Some(to), Some(from)) => to - from,
+        _ => REVISION_BUMP_UNKNOWN,
+    };
+    let seed = SeedSource {
+        restore: r.name_any(),
+        bucket: src.target.bucket.clone(),
+        key: src.key.clone(),
+        sha256: status.source_sha256.clone().or_else(|| src.sha256.clone()).unwrap_or_default(),
+        endpoint: src.target.endpoint.clone(),
+        region: src.target.region.clone(),
+        path_style: src.target.path_style(),
+        credentials_secret: src.target.credentials_secret.clone(),
+        bump_revision: bump,
+    };
+    let mut ec = EtcdCluster::new(&r.spec.cluster_name, spec);
+    ec.meta_mut().namespace = r.namespace();
+    ec.meta_mut().annotations =
+        Some(BTreeMap::from([(seed::ANNOTATION.to_string(), serde_json::to_string(&seed).unwrap_or_default())]));
+    ec.meta_mut().labels = Some(BTreeMap::from([("etcdpilot.io/restored-by".to_string(), r.name_any())]));
+    ec
+}
