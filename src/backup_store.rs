@@ -578,8 +578,12 @@ impl BackupStore {
 
     /// Checks that the bucket exists and the credentials are good.
     pub async fn check(&self) -> Result<(), StoreError> {
-        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| self.err("HeadBucket", "", e))?;
-        Ok(())
+        match self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| self.err("HeadBucket", "", e)) {
+            Ok(_) => Ok(()),
+            // A HEAD of a missing bucket comes back as a bare 404 (`NotFound`).
+            Err(StoreError::NoSuchKey { .. }) => Err(StoreError::NoSuchBucket { bucket: self.bucket.clone() }),
+            Err(e) => Err(e),
+        }
     }
 }
 

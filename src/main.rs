@@ -148,7 +148,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir, api_doc } => crds(out_dir, api_doc),
         Command::SeedMember { source, data_dir, name, peer_url, initial_cluster, token, etcdutl } => {
-            seed(&source, &data_dir, etcd_pilot::seed::Member { name, peer_url, initial_cluster, token }, &etcdutl).await
+            seed(&source, &data_dir, etcd_pilot::seed::Member { name, peer_url, initial_cluster, token }, &etcdutl)
+                .await
         }
         Command::Run {
             listen,

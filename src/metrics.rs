@@ -123,9 +123,17 @@ impl Default for Metrics {
             "When the newest successful backup of a cluster finished (Unix time)",
             m.last_backup_timestamp.clone(),
         );
-        registry.register("last_successful_backup_size_bytes", "Size of the newest successful backup", m.last_backup_size.clone());
+        registry.register(
+            "last_successful_backup_size_bytes",
+            "Size of the newest successful backup",
+            m.last_backup_size.clone(),
+        );
         registry.register("backup_uploaded_bytes", "Snapshot bytes uploaded to S3", m.backup_uploaded_bytes.clone());
-        registry.register("backup_duration_seconds", "Duration of a backup, snapshot to verified object", m.backup_duration.clone());
+        registry.register(
+            "backup_duration_seconds",
+            "Duration of a backup, snapshot to verified object",
+            m.backup_duration.clone(),
+        );
         Metrics { registry, ..m }
     }
 }

@@ -33,3 +33,5 @@ cargo test --locked -p etcd-pilot-e2e --test smoke -- --test-threads=3
 cargo test --locked -p etcd-pilot-e2e --test lifecycle -- --test-threads="${E2E_THREADS:-2}" --nocapture
 # The faults, each in its own namespace, three at a time on the same operator.
 cargo test --locked -p etcd-pilot-e2e --test faults -- --test-threads="${E2E_FAULT_THREADS:-3}" --nocapture
+# Backups and restores, against the testbed's S3 server, all at once.
+cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BACKUP_THREADS:-5}" --nocapture

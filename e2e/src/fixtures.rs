@@ -455,7 +455,11 @@ pub async fn wait_backup(kit: &Kit, ns: &str, name: &str, within: Duration) -> e
         {
             return b;
         }
-        assert!(Instant::now() < deadline, "backup {ns}/{name} did not finish: {:?}", api.get(name).await.ok().and_then(|b| b.status));
+        assert!(
+            Instant::now() < deadline,
+            "backup {ns}/{name} did not finish: {:?}",
+            api.get(name).await.ok().and_then(|b| b.status)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -26,7 +26,8 @@ async fn a_backup_is_a_verified_object_in_s3_and_goes_with_its_resource() {
     for i in 0..200 {
         c.put(format!("/registry/pods/default/p{i}"), format!("pod-{i}"), None).await.expect("put");
     }
-    let last = c.get("/registry/pods/default/p199", None).await.expect("get").header().map(|h| h.revision()).unwrap_or(0);
+    let last =
+        c.get("/registry/pods/default/p199", None).await.expect("get").header().map(|h| h.revision()).unwrap_or(0);
 
     let _: EtcdBackup = kit.create(&ns, backup("b1", "main", s3_target(&ns, "s3"))).await;
     let b = wait_backup(&kit, &ns, "b1", WAIT).await;
@@ -81,8 +82,11 @@ async fn bad_backup_input_fails_clearly_and_writes_nothing() {
     s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
     s3_secret(&kit, &ns, "s3-wrong", S3_ACCESS_KEY, "not-the-secret").await;
     let _: k8s_openapi::api::core::v1::Secret = kit
-        .create(&ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-keys"},
-                             "stringData": {"access": S3_ACCESS_KEY, "secret": S3_SECRET_KEY}}))
+        .create(
+            &ns,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-keys"},
+                             "stringData": {"access": S3_ACCESS_KEY, "secret": S3_SECRET_KEY}}),
+        )
         .await;
     create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.4.23", json!({}))).await;
     wait_ready(&kit, &ns, "main", 1).await;
@@ -130,7 +134,11 @@ async fn wait_restore(kit: &etcd_pilot_e2e::kit::Kit, ns: &str, name: &str) -> E
         {
             return r;
         }
-        assert!(std::time::Instant::now() < deadline, "restore {ns}/{name} did not finish: {:?}", api.get(name).await.ok().and_then(|r| r.status));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "restore {ns}/{name} did not finish: {:?}",
+            api.get(name).await.ok().and_then(|r| r.status)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -150,8 +158,11 @@ async fn restore_into_a_new_cluster(prefix: &str, version: &str, src_size: i32, 
     }
     // No target: the cluster's spec.backup.
     let _: EtcdBackup = kit
-        .create(&ns, json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackup", "metadata": {"name": "b1"},
-                             "spec": {"clusterName": "src"}}))
+        .create(
+            &ns,
+            json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackup", "metadata": {"name": "b1"},
+                             "spec": {"clusterName": "src"}}),
+        )
         .await;
     let b = wait_backup(&kit, &ns, "b1", WAIT).await;
     assert_eq!(b.status.as_ref().map(|s| s.phase), Some(Phase::Succeeded), "{:?}", b.status);
@@ -177,23 +188,26 @@ async fn restore_into_a_new_cluster(prefix: &str, version: &str, src_size: i32, 
     let pods = member_pods(&kit, &ns, "restored").await;
     assert_eq!(pods.len(), dst_size as usize);
     for p in &pods {
-        let seeded = p.spec.as_ref().and_then(|s| s.init_containers.as_ref()).is_some_and(|i| i.iter().any(|c| c.name == "seed"));
+        let seeded = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|i| i.iter().any(|c| c.name == "seed"));
         assert!(seeded, "{} was seeded from the snapshot", p.metadata.name.clone().unwrap_or_default());
     }
     assert_ne!(ec.status.as_ref().and_then(|s| s.cluster_id.clone()), None);
 
     let mut n = etcd(&kit, &ns, "restored").await;
-    let got = n
-        .get("/registry/configmaps/default/", Some(etcd_client::GetOptions::new().with_prefix()))
-        .await
-        .expect("get");
+    let got =
+        n.get("/registry/configmaps/default/", Some(etcd_client::GetOptions::new().with_prefix())).await.expect("get");
     assert_eq!(got.kvs().len(), 100, "every key of the backup is back");
     for kv in got.kvs() {
         let k = kv.key_str().expect("key");
         let i = k.rsplit('c').next().unwrap_or_default();
         assert_eq!(kv.value_str().expect("value"), format!("v{i}"), "{k}");
     }
-    let after = n.get("/after/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.expect("get");
+    let after =
+        n.get("/after/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.expect("get");
     assert_eq!(after.count(), 0, "writes after the backup are not in it");
     let put = n.put("/registry/configmaps/default/new", "n", None).await.expect("put");
     let rev = put.header().map(|h| h.revision()).unwrap_or(0);
@@ -203,8 +217,20 @@ async fn restore_into_a_new_cluster(prefix: &str, version: &str, src_size: i32, 
         .watch("/registry/", Some(etcd_client::WatchOptions::new().with_prefix().with_start_revision(last)))
         .await
         .expect("watch");
-    let first = stream.message().await.expect("watch answer").expect("a message");
-    assert!(first.compact_revision() > last || first.canceled(), "compacted: {first:?}");
+    let mut told = None;
+    for _ in 0..5 {
+        let m = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a watch answer in time")
+            .expect("watch answer")
+            .expect("a message");
+        if m.canceled() || m.compact_revision() > 0 {
+            told = Some(m);
+            break;
+        }
+    }
+    let told = told.expect("the watch was cancelled as compacted");
+    assert!(told.compact_revision() > last, "compacted up to the restored revision: {told:?}");
     kit.delete_namespace(&ns).await;
 }
 
@@ -236,7 +262,8 @@ async fn a_corrupt_object_fails_the_restore_and_creates_nothing() {
     bytes[mid] ^= 0x10;
     std::fs::write(&file, &bytes).expect("flip a bit");
 
-    let _: EtcdRestore = kit.create(&ns, restore("r1", "b1", "restored", json!({"size": 1, "version": "3.4.23"}))).await;
+    let _: EtcdRestore =
+        kit.create(&ns, restore("r1", "b1", "restored", json!({"size": 1, "version": "3.4.23"}))).await;
     let r = wait_restore(&kit, &ns, "r1").await;
     let s = r.status.expect("status");
     assert_eq!(s.phase, Phase::Failed, "{s:?}");

@@ -56,7 +56,13 @@ where
                         st.done = true;
                         if st.tail.len() < HASH_LEN {
                             let total = st.total;
-                            return Some((Err(EtcdError::SnapshotCorrupt { endpoint, detail: format!("the stream ended after {total} bytes, before etcd's SHA-256") }), st));
+                            return Some((
+                                Err(EtcdError::SnapshotCorrupt {
+                                    endpoint,
+                                    detail: format!("the stream ended after {total} bytes, before etcd's SHA-256"),
+                                }),
+                                st,
+                            ));
                         }
                         let actual = st.hasher.clone().finalize();
                         if actual.as_slice() != &st.tail[..] {

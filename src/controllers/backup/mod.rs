@@ -147,10 +147,8 @@ async fn pass(b: &EtcdBackup, ctx: &Context) -> Result<Action, Error> {
     if let Some(ec) = &cluster {
         match &target {
             None => {
-                target_problem = Some(format!(
-                    "no S3 target: set spec.target, or spec.backup on EtcdCluster {}",
-                    ec.name_any()
-                ))
+                target_problem =
+                    Some(format!("no S3 target: set spec.target, or spec.backup on EtcdCluster {}", ec.name_any()))
             }
             Some(t) => match s3::open(&client, &ns, t).await {
                 Ok(s) => store = Some(s),
@@ -200,7 +198,12 @@ async fn pass(b: &EtcdBackup, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-async fn write_status(b: &EtcdBackup, ctx: &Context, old: &EtcdBackupStatus, new: EtcdBackupStatus) -> Result<(), Error> {
+async fn write_status(
+    b: &EtcdBackup,
+    ctx: &Context,
+    old: &EtcdBackupStatus,
+    new: EtcdBackupStatus,
+) -> Result<(), Error> {
     if b.status.is_some() && *old == new {
         return Ok(());
     }
@@ -423,7 +426,9 @@ async fn cleanup(b: &EtcdBackup, ctx: &Context) -> Result<Action, Error> {
         };
         match b.spec.target.clone().or(cluster_target) {
             None => {
-                let why = format!("the object {object} was left in the bucket: its target is unknown (no spec.target, and the cluster has no spec.backup)");
+                let why = format!(
+                    "the object {object} was left in the bucket: its target is unknown (no spec.target, and the cluster has no spec.backup)"
+                );
                 publish(&ctx.rt, b, EventType::Warning, "BackupObjectLeft", &why).await;
             }
             Some(t) => match s3::credentials(&ctx.rt.client, &ns, &t).await {
@@ -433,9 +438,10 @@ async fn cleanup(b: &EtcdBackup, ctx: &Context) -> Result<Action, Error> {
                 }
                 Err(OpenError::Transient(m)) => return Err(Error::Cleanup(m)),
                 Ok(creds) => {
-                    let store = crate::backup_store::BackupStore::new(crate::backup_store::StoreConfig::from_target(&t, creds))
-                        .await
-                        .map_err(|e| Error::Cleanup(e.to_string()))?;
+                    let store =
+                        crate::backup_store::BackupStore::new(crate::backup_store::StoreConfig::from_target(&t, creds))
+                            .await
+                            .map_err(|e| Error::Cleanup(e.to_string()))?;
                     match store.delete(object).await {
                         Ok(()) => {}
                         Err(e) if s3::permanent(&e) => {

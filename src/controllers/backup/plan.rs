@@ -148,11 +148,7 @@ mod tests {
                 Observation { slot: busy(), ..base() },
                 Step::Wait("waiting for the cluster's operation slot (cluster RemoveMember runs)".into()),
             ),
-            (
-                "paused: wait",
-                Observation { paused: true, ..base() },
-                Step::Wait("the cluster is paused".into()),
-            ),
+            ("paused: wait", Observation { paused: true, ..base() }, Step::Wait("the cluster is paused".into())),
             (
                 "no healthy voter: wait",
                 Observation { candidates: vec![], ..base() },
@@ -161,7 +157,9 @@ mod tests {
             (
                 "could not start for half an hour: fail",
                 Observation { candidates: vec![], age_secs: START_DEADLINE_SECS, ..base() },
-                Step::Fail("could not start within 30 minutes: no healthy voting member to take a snapshot from".into()),
+                Step::Fail(
+                    "could not start within 30 minutes: no healthy voting member to take a snapshot from".into(),
+                ),
             ),
             (
                 "crash mid-snapshot (Running, own slot): snapshot again",

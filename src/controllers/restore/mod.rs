@@ -175,7 +175,12 @@ async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str) -> Result<Source, Ope
 }
 
 fn step_record(name: &str, message: String) -> RestoreStep {
-    RestoreStep { name: name.into(), phase: Phase::Succeeded, message: Some(message), time: Some(Time(jiff::Timestamp::now())) }
+    RestoreStep {
+        name: name.into(),
+        phase: Phase::Succeeded,
+        message: Some(message),
+        time: Some(Time(jiff::Timestamp::now())),
+    }
 }
 
 async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
@@ -284,16 +289,25 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
             if obs.target == Target::Absent {
                 let Some(spec) = r.spec.new_cluster.clone() else { return Ok(Action::requeue(Duration::from_secs(5))) };
                 let ec = new_cluster(r, spec, &src, &status);
-                match clusters.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &ec).await {
+                match clusters
+                    .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &ec)
+                    .await
+                {
                     Ok(_) => {}
                     // Created meanwhile: the next pass sees whose it is.
                     Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Action::requeue(Duration::from_secs(1))),
                     Err(source) => return Err(Error::Act { what: "create the EtcdCluster".into(), source }),
                 }
-                publish(&ctx.rt, r, EventType::Normal, "ClusterCreated", &format!(
-                    "EtcdCluster {} created; its members seed their volumes from s3://{}/{}",
-                    r.spec.cluster_name, src.target.bucket, src.key
-                ))
+                publish(
+                    &ctx.rt,
+                    r,
+                    EventType::Normal,
+                    "ClusterCreated",
+                    &format!(
+                        "EtcdCluster {} created; its members seed their volumes from s3://{}/{}",
+                        r.spec.cluster_name, src.target.bucket, src.key
+                    ),
+                )
                 .await;
             }
             next.steps.push(step_record(plan::CREATED, format!("EtcdCluster {} created", r.spec.cluster_name)));
@@ -335,7 +349,11 @@ pub fn bump(snapshot_revision: i64, seen: Option<i64>) -> i64 {
 }
 
 /// Reads the object through its checks. Err: (why, permanent).
-async fn verify(ctx: &Context, ns: &str, src: &Source) -> Result<(u64, String, std::collections::HashMap<String, String>), (String, bool)> {
+async fn verify(
+    ctx: &Context,
+    ns: &str,
+    src: &Source,
+) -> Result<(u64, String, std::collections::HashMap<String, String>), (String, bool)> {
     let store = s3::open(&ctx.rt.client, ns, &src.target).await.map_err(|e| match e {
         OpenError::Invalid(m) => (m, true),
         OpenError::Transient(m) => (m, false),
@@ -350,7 +368,12 @@ async fn verify(ctx: &Context, ns: &str, src: &Source) -> Result<(u64, String, s
     })
 }
 
-fn new_cluster(r: &EtcdRestore, spec: crate::api::EtcdClusterSpec, src: &Source, status: &EtcdRestoreStatus) -> EtcdCluster {
+fn new_cluster(
+    r: &EtcdRestore,
+    spec: crate::api::EtcdClusterSpec,
+    src: &Source,
+    status: &EtcdRestoreStatus,
+) -> EtcdCluster {
     let bump = match (status.restored_revision, status.source_revision) {
         (Some(to), Some(from)) => to - from,
         _ => REVISION_BUMP_UNKNOWN,

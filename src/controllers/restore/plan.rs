@@ -13,7 +13,9 @@ pub const AVAILABLE: &str = "ClusterAvailable";
 pub enum Target {
     Absent,
     /// Created by this restore (its seed annotation names it).
-    Ours { available: bool },
+    Ours {
+        available: bool,
+    },
     /// Someone else's.
     Other,
 }
@@ -63,7 +65,11 @@ pub fn plan(o: &Observation) -> Step {
             );
         }
         Target::Ours { available } if done(CREATED) => {
-            return if *available { Step::Succeed } else { Step::Wait("waiting for the restored cluster to be Available".into()) };
+            return if *available {
+                Step::Succeed
+            } else {
+                Step::Wait("waiting for the restored cluster to be Available".into())
+            };
         }
         // Created by this restore, but the step was not recorded (a crash in between).
         Target::Ours { .. } => return Step::CreateCluster,
@@ -145,6 +151,8 @@ mod tests {
         for (what, obs, want) in rows {
             assert_eq!(plan(&obs), want, "{what}");
         }
-        assert!(matches!(plan(&Observation { mode: RestoreMode::InPlace, ..base() }), Step::Fail(m) if m.contains("InPlace")));
+        assert!(
+            matches!(plan(&Observation { mode: RestoreMode::InPlace, ..base() }), Step::Fail(m) if m.contains("InPlace"))
+        );
     }
 }
