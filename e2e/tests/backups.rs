@@ -275,3 +275,149 @@ async fn a_corrupt_object_fails_the_restore_and_creates_nothing() {
     assert!(member_pods(&kit, &ns, "restored").await.is_empty(), "no pod created");
     kit.delete_namespace(&ns).await;
 }
+
+fn schedule(name: &str, cluster: &str, cron: &str, extra: Value) -> Value {
+    let mut spec = json!({"clusterName": cluster, "schedule": cron});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackupSchedule", "metadata": {"name": name}, "spec": spec})
+}
+
+#[tokio::test]
+async fn a_schedule_every_minute_keeps_the_two_newest_backups() {
+    use etcd_pilot::api::EtcdBackupSchedule;
+    use std::collections::BTreeSet;
+    let (kit, ns) = setup("schedule").await;
+    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.4.23", json!({"backup": s3_target(&ns, "s3")}))).await;
+    wait_ready(&kit, &ns, "main", 1).await;
+    let _: EtcdBackupSchedule =
+        kit.create(&ns, schedule("every-minute", "main", "* * * * *", json!({"retention": {"keepLast": 2}}))).await;
+    let backups: Api<EtcdBackup> = Api::namespaced(kit.client.clone(), &ns);
+    let lp = kube::api::ListParams::default().labels("etcdpilot.io/schedule=every-minute");
+    let mut seen = BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(420);
+    let (kept, keys) = loop {
+        let list = backups.list(&lp).await.expect("list").items;
+        seen.extend(list.iter().filter_map(|b| b.metadata.name.clone()));
+        let live: Vec<&EtcdBackup> = list.iter().filter(|b| b.metadata.deletion_timestamp.is_none()).collect();
+        let all_done = live.iter().all(|b| b.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded));
+        let keys: BTreeSet<String> =
+            live.iter().filter_map(|b| b.status.as_ref().and_then(|s| s.object_key.clone())).collect();
+        let on_disk: BTreeSet<String> = s3_objects(&kit, &ns).into_iter().collect();
+        // Several runs, pruning seen, and a quiet moment: exactly two kept, and the
+        // bucket holds exactly their objects.
+        if seen.len() >= 4 && live.len() == 2 && all_done && keys == on_disk {
+            break (live.iter().filter_map(|b| b.metadata.name.clone()).collect::<BTreeSet<String>>(), keys);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seen {seen:?}; live {:?}; objects {on_disk:?}",
+            live.iter().map(|b| (b.metadata.name.clone(), b.status.as_ref().map(|s| s.phase))).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let newest: BTreeSet<String> = seen.iter().rev().take(2).cloned().collect();
+    assert_eq!(kept, newest, "the two newest are kept (names follow the slot)");
+    assert_eq!(keys.len(), 2);
+    let s: EtcdBackupSchedule = Api::namespaced(kit.client.clone(), &ns).get("every-minute").await.expect("schedule");
+    let st = s.status.expect("status");
+    assert!(st.next_schedule_time.is_some() && st.last_successful_time.is_some(), "{st:?}");
+    let ev = events(&kit, &ns, "every-minute").await;
+    assert!(ev.iter().any(|e| e.starts_with("Normal BackupPruned")), "{ev:?}");
+
+    // Bad input: nothing runs, and the schedule says why.
+    let _: EtcdBackupSchedule = kit.create(&ns, schedule("bad-cron", "main", "61 * * * *", json!({}))).await;
+    let _: EtcdBackupSchedule =
+        kit.create(&ns, schedule("bad-zone", "main", "* * * * *", json!({"timeZone": "Mars/Olympus"}))).await;
+    for (name, want) in [("bad-cron", "is not a valid cron expression"), ("bad-zone", "is not a known IANA time zone")]
+    {
+        let api: Api<EtcdBackupSchedule> = Api::namespaced(kit.client.clone(), &ns);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let error = api.get(name).await.expect("schedule").status.and_then(|s| s.error).unwrap_or_default();
+            if error.contains(want) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name}: {error:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let ev = events(&kit, &ns, name).await;
+        assert!(ev.iter().any(|e| e.starts_with("Warning InvalidSchedule") && e.contains(want)), "{name}: {ev:?}");
+    }
+    // Once a slot has passed (the valid schedule made its next backup), still nothing
+    // ran for them.
+    let before = seen.len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = backups.list(&lp).await.expect("list").items;
+        seen.extend(list.iter().filter_map(|b| b.metadata.name.clone()));
+        if seen.len() > before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot passed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for name in ["bad-cron", "bad-zone"] {
+        let lp = kube::api::ListParams::default().labels(&format!("etcdpilot.io/schedule={name}"));
+        assert!(backups.list(&lp).await.expect("list").items.is_empty(), "{name} made no backup");
+    }
+    kit.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn a_backup_during_a_scale_up_waits_for_the_operation_slot() {
+    let (kit, ns) = setup("backup-scale").await;
+    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({"backup": s3_target(&ns, "s3")}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    patch_spec(&kit, &ns, "main", json!({"size": 5})).await;
+    // The scale-up holds the cluster's operation slot.
+    let slot = |ec: &etcd_pilot::api::EtcdCluster| {
+        ec.metadata.annotations.as_ref().and_then(|a| a.get("etcdpilot.io/operation")).cloned().unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
+        if slot(&ec).contains("\"controller\":\"cluster\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scale-up never took the slot");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _: EtcdBackup = kit
+        .create(
+            &ns,
+            json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackup",
+        "metadata": {"name": "b1"}, "spec": {"clusterName": "main"}}),
+        )
+        .await;
+    // Sampled until both are done: the backup never runs while the cluster's own
+    // operation holds the slot, and it says it waits.
+    let api: Api<EtcdBackup> = Api::namespaced(kit.client.clone(), &ns);
+    let (mut waited, mut overlaps) = (false, Vec::new());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let b = api.get("b1").await.expect("backup");
+        let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
+        let s = b.status.clone().unwrap_or_default();
+        waited |= s.error.as_deref().is_some_and(|e| e.contains("waiting for the cluster's operation slot (cluster"));
+        if s.phase == Phase::Running && slot(&ec).contains("\"controller\":\"cluster\"") {
+            overlaps.push(slot(&ec));
+        }
+        let ready = ec.status.as_ref().map(|s| s.ready_members).unwrap_or(0);
+        if s.phase.is_finished() && ready == 5 {
+            assert_eq!(s.phase, Phase::Succeeded, "{s:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "backup {s:?}, {ready} ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(waited, "the backup waited for the scale-up's slot");
+    assert!(overlaps.is_empty(), "a snapshot ran during a membership change: {overlaps:?}");
+    wait_ready(&kit, &ns, "main", 5).await;
+    kit.delete_namespace(&ns).await;
+}

@@ -6,3 +6,4 @@
 pub mod backup;
 pub mod cluster;
 pub mod restore;
+pub mod schedule;

@@ -213,8 +213,11 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
+    let problems: Vec<String> =
+        crate::api::validation::validate_restore(&r.spec).iter().map(ToString::to_string).collect();
     let obs = Observation {
         phase: status.phase,
+        spec_problem: (!problems.is_empty()).then(|| problems.join("; ")),
         mode: r.spec.mode,
         has_new_cluster: r.spec.new_cluster.is_some(),
         source_problem,

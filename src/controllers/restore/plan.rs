@@ -23,6 +23,8 @@ pub enum Target {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
     pub phase: Phase,
+    /// What is wrong with the spec on its own (validation the schema cannot express).
+    pub spec_problem: Option<String>,
     pub mode: RestoreMode,
     pub has_new_cluster: bool,
     /// What is wrong with the source (no such backup, not Succeeded, no target ...).
@@ -46,6 +48,9 @@ pub enum Step {
 pub fn plan(o: &Observation) -> Step {
     if o.phase.is_finished() {
         return Step::Done;
+    }
+    if let Some(p) = &o.spec_problem {
+        return Step::Fail(p.clone());
     }
     if o.mode == RestoreMode::InPlace {
         return Step::Fail(
@@ -94,6 +99,7 @@ mod tests {
     fn base() -> Observation {
         Observation {
             phase: Phase::Pending,
+            spec_problem: None,
             mode: RestoreMode::NewCluster,
             has_new_cluster: true,
             source_problem: None,
@@ -147,6 +153,11 @@ mod tests {
                 Step::Fail("spec.newCluster is required for mode NewCluster: the spec of the cluster to create".into()),
             ),
             ("finished", Observation { phase: Phase::Failed, ..base() }, Step::Done),
+            (
+                "an invalid spec fails before anything is read",
+                Observation { spec_problem: Some("spec.source: set exactly one of backup or s3".into()), ..base() },
+                Step::Fail("spec.source: set exactly one of backup or s3".into()),
+            ),
         ];
         for (what, obs, want) in rows {
             assert_eq!(plan(&obs), want, "{what}");
