@@ -40,6 +40,11 @@ pub struct SeedSource {
     pub credentials_secret: Option<S3CredentialsSecret>,
     /// Added to the snapshot's revision.
     pub bump_revision: i64,
+    /// For an in-place restore: the id of the etcd cluster the restore replaces. Records
+    /// that the cluster formed with this id no longer count, so the controller bootstraps
+    /// the restored members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 impl SeedSource {

@@ -421,3 +421,105 @@ async fn a_backup_during_a_scale_up_waits_for_the_operation_slot() {
     wait_ready(&kit, &ns, "main", 5).await;
     kit.delete_namespace(&ns).await;
 }
+
+fn in_place(name: &str, source: Value, force: bool) -> Value {
+    json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdRestore", "metadata": {"name": name},
+           "spec": {"source": source, "mode": "InPlace", "clusterName": "main", "force": force}})
+}
+
+async fn count(c: &mut etcd_client::Client, prefix: &str) -> i64 {
+    c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.expect("count").count()
+}
+
+#[tokio::test]
+async fn quorum_loss_is_recovered_in_place_from_the_survivor_and_from_a_backup() {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    let (kit, ns) = setup("quorum-loss").await;
+    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({"backup": s3_target(&ns, "s3")}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let mut c = etcd(&kit, &ns, "main").await;
+    for i in 0..100 {
+        c.put(format!("/registry/k1/{i}"), "before the backup", None).await.expect("put");
+    }
+    let _: EtcdBackup = kit.create(&ns, backup("b1", "main", s3_target(&ns, "s3"))).await;
+    assert_eq!(wait_backup(&kit, &ns, "b1", WAIT).await.status.map(|s| s.phase), Some(Phase::Succeeded));
+    let mut last = 0;
+    for i in 0..50 {
+        let r = c.put(format!("/registry/k2/{i}"), "after the backup", None).await.expect("put");
+        last = r.header().map(|h| h.revision()).unwrap_or(0);
+    }
+
+    // A healthy cluster is not restored in place without force, and nothing changes.
+    let uids = |pods: &[Pod]| pods.iter().filter_map(|p| p.metadata.uid.clone()).collect::<Vec<_>>();
+    let before = uids(&member_pods(&kit, &ns, "main").await);
+    let _: EtcdRestore = kit.create(&ns, in_place("r0", json!({"backup": {"name": "b1"}}), false)).await;
+    let s = wait_restore(&kit, &ns, "r0").await.status.expect("status");
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(s.error.unwrap_or_default().contains("the cluster has quorum"), "refused");
+    assert_eq!(uids(&member_pods(&kit, &ns, "main").await), before, "no member touched");
+    assert_eq!(count(&mut c, "/registry/k2/").await, 50);
+
+    // Two of three members lost with their volumes.
+    let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kit.client.clone(), &ns);
+    for m in ["main-1", "main-2"] {
+        pvcs.delete(&format!("data-{m}"), &DeleteParams::default()).await.expect("delete PVC");
+        pods.delete(m, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+            .await
+            .expect("delete pod");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
+        let degraded = condition(&ec, "Degraded").map(|c| c.2).unwrap_or_default();
+        let available = condition(&ec, "Available").map(|c| c.0).unwrap_or_default();
+        if degraded.contains("quorum lost for good") && available == "False" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the cluster never said it lost quorum: {degraded}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Nothing destructive on its own: after passes that could have acted, the survivor
+    // is the only member pod and no member was added or removed.
+    wait_passes(&kit, &ns, "main", 5).await;
+    let left: Vec<String> =
+        member_pods(&kit, &ns, "main").await.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    assert_eq!(left, ["main-0"]);
+    let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
+    let known: Vec<String> = ec
+        .status
+        .map(|s| s.members.iter().filter(|m| !m.id.is_empty()).map(|m| m.name.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(known, ["main-0", "main-1", "main-2"], "etcd still knows all three");
+
+    // From the survivor: every write it had, the ones after the backup included.
+    let _: EtcdRestore = kit.create(&ns, in_place("r1", json!({"member": "main-0"}), false)).await;
+    let s = wait_restore(&kit, &ns, "r1").await.status.expect("status");
+    assert_eq!(s.phase, Phase::Succeeded, "{s:?}");
+    let steps: Vec<&str> = s.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(steps, ["SurvivorSnapshotted", "SourceVerified", "MembersStopped", "DataReplaced", "ClusterAvailable"]);
+    assert!(s.restored_revision.unwrap_or(0) > last, "{s:?}");
+    wait_ready(&kit, &ns, "main", 3).await;
+    let names: Vec<String> =
+        member_pods(&kit, &ns, "main").await.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    assert_eq!(names, ["main-3", "main-4", "main-5"], "new members, new names");
+    let mut c = etcd(&kit, &ns, "main").await;
+    assert_eq!(count(&mut c, "/registry/k1/").await, 100);
+    assert_eq!(count(&mut c, "/registry/k2/").await, 50, "writes after the backup recovered from the survivor");
+    let rev = c.put("/registry/k3/x", "y", None).await.expect("put").header().map(|h| h.revision()).unwrap_or(0);
+    assert!(rev > last, "revisions move forward: {rev} > {last}");
+
+    // From the backup (the cluster is healthy again: forced): the backup's keys only.
+    let _: EtcdRestore = kit.create(&ns, in_place("r2", json!({"backup": {"name": "b1"}}), true)).await;
+    let s = wait_restore(&kit, &ns, "r2").await.status.expect("status");
+    assert_eq!(s.phase, Phase::Succeeded, "{s:?}");
+    assert!(s.restored_revision.unwrap_or(0) > rev, "{s:?}");
+    wait_ready(&kit, &ns, "main", 3).await;
+    let mut c = etcd(&kit, &ns, "main").await;
+    assert_eq!(count(&mut c, "/registry/k1/").await, 100);
+    assert_eq!(count(&mut c, "/registry/k2/").await, 0, "the backup's keys, no more");
+    let after = c.put("/registry/k3/z", "y", None).await.expect("put").header().map(|h| h.revision()).unwrap_or(0);
+    assert!(after > rev, "revisions move forward again: {after} > {rev}");
+    kit.delete_namespace(&ns).await;
+}

@@ -48,7 +48,7 @@ pub struct EtcdRestoreSpec {
     pub force: bool,
 }
 
-/// Exactly one of `backup` or `s3`.
+/// Exactly one of `backup`, `s3` or `member`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSource {
@@ -58,6 +58,11 @@ pub struct RestoreSource {
     /// An object in S3, e.g. from another cluster or another Kubernetes cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Object>,
+    /// For mode `InPlace` after quorum loss: a surviving member of the cluster itself
+    /// (e.g. `main-0`), usually newer than the last backup. Its data is snapshotted to
+    /// the cluster's `spec.backup` target first, then restored like a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 /// An object in a bucket.
@@ -91,6 +96,10 @@ pub struct EtcdRestoreStatus {
     /// Steps taken so far, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<RestoreStep>,
+    /// The snapshot restored, as `s3://<bucket>/<key>` (for a `member` source, the
+    /// snapshot taken of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_object: Option<String>,
     /// SHA-256 of the snapshot object, as verified before anything was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_sha256: Option<String>,

@@ -181,10 +181,14 @@ pub fn validate_schedule(spec: &EtcdBackupScheduleSpec) -> Vec<Problem> {
 /// Checks a restore.
 pub fn validate_restore(spec: &EtcdRestoreSpec) -> Vec<Problem> {
     let mut out = Vec::new();
-    match (&spec.source.backup, &spec.source.s3) {
-        (Some(_), Some(_)) => out.push(problem("spec.source", "set exactly one of backup or s3, not both")),
-        (None, None) => out.push(problem("spec.source", "set exactly one of backup or s3")),
-        _ => {}
+    let sources = [spec.source.backup.is_some(), spec.source.s3.is_some(), spec.source.member.is_some()];
+    match sources.iter().filter(|s| **s).count() {
+        0 => out.push(problem("spec.source", "set exactly one of backup, s3 or member")),
+        1 => {}
+        _ => out.push(problem("spec.source", "set exactly one of backup, s3 or member, not more")),
+    }
+    if spec.source.member.is_some() && spec.mode != RestoreMode::InPlace {
+        out.push(problem("spec.source.member", "a surviving member is a source for mode InPlace only"));
     }
     match (spec.mode, &spec.new_cluster) {
         (RestoreMode::NewCluster, None) => {
@@ -346,11 +350,12 @@ compaction: {schedule: "*/5 * * * *"}
 
     #[test]
     fn restores_need_exactly_one_source_and_a_spec_only_for_new_clusters() {
-        let backup = RestoreSource { backup: Some(LocalObjectRef { name: "b1".into() }), s3: None };
+        let backup = RestoreSource { backup: Some(LocalObjectRef { name: "b1".into() }), ..RestoreSource::default() };
         let s3 = RestoreSource {
-            backup: None,
             s3: Some(S3Object { target: S3Target { bucket: "bkt".into(), ..Default::default() }, key: "k.db".into() }),
+            ..RestoreSource::default()
         };
+        let survivor = RestoreSource { member: Some("main-0".into()), ..RestoreSource::default() };
         let new_cluster = Some(cluster("version: 3.5.17"));
         let r = |source: RestoreSource, mode, new_cluster: Option<EtcdClusterSpec>| EtcdRestoreSpec {
             source,
@@ -361,7 +366,12 @@ compaction: {schedule: "*/5 * * * *"}
         };
         assert!(validate_restore(&r(backup.clone(), RestoreMode::NewCluster, new_cluster.clone())).is_empty());
         assert!(validate_restore(&r(s3.clone(), RestoreMode::InPlace, None)).is_empty());
-        let both = RestoreSource { backup: backup.backup.clone(), s3: s3.s3.clone() };
+        assert!(validate_restore(&r(survivor.clone(), RestoreMode::InPlace, None)).is_empty());
+        assert_eq!(
+            fields(&validate_restore(&r(survivor, RestoreMode::NewCluster, new_cluster.clone()))),
+            ["spec.source.member"]
+        );
+        let both = RestoreSource { backup: backup.backup.clone(), s3: s3.s3.clone(), member: None };
         assert_eq!(fields(&validate_restore(&r(both, RestoreMode::InPlace, None))), ["spec.source"]);
         assert_eq!(
             fields(&validate_restore(&r(RestoreSource::default(), RestoreMode::InPlace, None))),

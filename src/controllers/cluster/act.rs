@@ -370,5 +370,9 @@ pub fn recorded_bootstrap(ec: &EtcdCluster) -> Option<Vec<String>> {
 
 /// The EtcdCluster's own record of its cluster id (annotation, else status).
 pub fn cluster_id_recorded(ec: &EtcdCluster) -> bool {
-    ec.annotations().contains_key(CLUSTER_ID_ANNOTATION) || ec.status.as_ref().is_some_and(|s| s.cluster_id.is_some())
+    // An in-place restore replaces the cluster: the replaced cluster's id is no record.
+    let replaced = crate::seed::SeedSource::from_cluster(ec).and_then(|s| s.replaces);
+    let counts = |id: &String| Some(id) != replaced.as_ref();
+    ec.annotations().get(CLUSTER_ID_ANNOTATION).is_some_and(counts)
+        || ec.status.as_ref().and_then(|s| s.cluster_id.as_ref()).is_some_and(counts)
 }

@@ -47,6 +47,8 @@ pub const STATUS_MANAGER: &str = "etcd-pilot-status";
 /// an error past this, etcd's part counts as no answer past [`ETCD_OBSERVE_TIMEOUT`].
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
 const ETCD_OBSERVE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Operations recorded by restores are held as `restore/<name>`.
+pub const RESTORE_HOLDER_PREFIX: &str = "restore/";
 /// The revision in the status is brought up to date at least this often.
 const REVISION_RECORD_STEP: i64 = 10_000;
 /// How long after giving up on a learner another is added.
@@ -416,7 +418,15 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
     let want = desired(ec, &ctx.settings.etcd_image_repository);
     let delete_on_scale = ec.spec.storage.retention.when_scaled == RetentionAction::Delete;
-    let step = if problems.is_empty() { plan::plan(&names.cluster, &want, &obs, delete_on_scale) } else { Step::Idle };
+    let step = match &slot {
+        // A restore replaces the members: the planner stands down entirely, even from
+        // steps that are not disruptive (recreating a pod it stopped would undo it).
+        Slot::Busy(op) if op.controller.starts_with(RESTORE_HOLDER_PREFIX) => {
+            Step::Wait(format!("{} holds the cluster: restoring", op.controller))
+        }
+        _ if problems.is_empty() => plan::plan(&names.cluster, &want, &obs, delete_on_scale),
+        _ => Step::Idle,
+    };
     if !matches!(step, Step::Idle | Step::Wait(_)) {
         tracing::debug!(cluster = %names.cluster, ?step, "planned");
     }

@@ -176,8 +176,13 @@ pub fn observation(
         .chain(members.iter().flatten().map(|m| m.name.as_str()))
         .filter_map(ordinal_of)
         .max();
-    let formed =
-        records.cluster_id_recorded || pvcs.iter().any(|c| c.annotations().contains_key(CLUSTER_ID_ANNOTATION));
+    // A removed member's volume (kept by retention, or by an in-place restore that
+    // replaced every member) is evidence of nothing.
+    let formed = records.cluster_id_recorded
+        || pvcs.iter().any(|c| {
+            c.annotations().contains_key(CLUSTER_ID_ANNOTATION)
+                && !c.name_any().strip_prefix("data-").is_some_and(|m| retained.contains(m))
+        });
     Observation {
         pods,
         volumes,
@@ -327,6 +332,21 @@ mod tests {
         let o =
             observation(&names(), &[], &pvcs, None, &Records::default(), &HashMap::new(), jiff::Timestamp::UNIX_EPOCH);
         assert_eq!(o.volumes, BTreeSet::from(["main-0".into()]), "retained and terminating volumes are no member's");
+        let replaced: Vec<PersistentVolumeClaim> = vec![
+            serde_json::from_value(json!({"metadata": {
+            "name": "data-main-1", "annotations": {REMOVED_ANNOTATION: "delete", CLUSTER_ID_ANNOTATION: "abc"}}}))
+            .unwrap(),
+        ];
+        let r = observation(
+            &names(),
+            &[],
+            &replaced,
+            None,
+            &Records::default(),
+            &HashMap::new(),
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        assert!(!r.formed, "a removed member's volume is no evidence that this cluster formed");
         assert_eq!(o.highest_ordinal, Some(9));
     }
 

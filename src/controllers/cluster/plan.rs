@@ -239,7 +239,22 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
     let healthy_voters = voters.iter().filter(|m| m.healthy).count();
     let deadline = want.replace_unhealthy_after_secs;
 
-    // 4. Voters whose pods are gone: before anything a learner waits for.
+    // 4. Voters whose pods are gone: before anything a learner waits for. When a
+    // majority is gone with its volumes, quorum can never come back by itself: say so,
+    // and do nothing (an EtcdRestore recovers, from a survivor or a backup).
+    let lost: Vec<&str> = voters
+        .iter()
+        .filter(|m| pod(&m.name).is_none() && !obs.volumes.contains(&m.name))
+        .map(|m| m.name.as_str())
+        .collect();
+    if !voters.is_empty() && voters.len() - lost.len() < quorum(voters.len()) {
+        return Step::Blocked(format!(
+            "quorum lost for good: {} of {} voting members are gone with their volumes ({}); nothing is done on its own: recover with an EtcdRestore (mode InPlace, source.member a survivor, or source.backup)",
+            lost.len(),
+            voters.len(),
+            lost.join(", ")
+        ));
+    }
     for m in &voters {
         if pod(&m.name).is_some() {
             continue;
@@ -399,7 +414,10 @@ fn no_answer(cluster: &str, want: &Desired, obs: &Observation) -> Step {
                 .into(),
         );
     }
-    let members: Vec<String> = (0..want.size as u32).map(|i| member_name(cluster, i)).collect();
+    // Names never given before: after an in-place restore, the new members follow the
+    // ordinals of the members they replace.
+    let first = obs.highest_ordinal.map_or(0, |h| h + 1);
+    let members: Vec<String> = (first..first + want.size as u32).map(|i| member_name(cluster, i)).collect();
     Step::Bootstrap { create: members.clone(), members }
 }
 
@@ -516,6 +534,27 @@ mod tests {
             Step::Bootstrap {
                 members: names(&["main-0", "main-1", "main-2"]),
                 create: names(&["main-0", "main-1", "main-2"]),
+            },
+        ));
+        cases.push((
+            "two of three gone with their volumes: quorum lost for good, nothing done",
+            want(3),
+            {
+                let mut o = without_pod(without_pod(healthy(3), "main-1"), "main-2");
+                o.volumes = BTreeSet::from(["main-0".into()]);
+                members(&mut o)[1].healthy = false;
+                members(&mut o)[2].healthy = false;
+                o
+            },
+            Step::Blocked("quorum lost for good: 2 of 3 voting members are gone with their volumes (main-1, main-2); nothing is done on its own: recover with an EtcdRestore (mode InPlace, source.member a survivor, or source.backup)".into()),
+        ));
+        cases.push((
+            "after an in-place restore (every member replaced): the new members take new ordinals",
+            want(3),
+            Observation { highest_ordinal: Some(2), ..Observation::default() },
+            Step::Bootstrap {
+                members: names(&["main-3", "main-4", "main-5"]),
+                create: names(&["main-3", "main-4", "main-5"]),
             },
         ));
         cases.push((

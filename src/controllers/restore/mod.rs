@@ -7,6 +7,7 @@
 //! volumes from the same object before etcd starts, with the revision bumped above what
 //! the source cluster served and older revisions marked compacted.
 
+mod in_place;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use crate::api::restore::RestoreStep;
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, EtcdRestoreStatus, Phase, S3Target};
 use crate::metrics::ErrorLabels;
 use crate::runtime::events::{EventType, publish};
+use crate::runtime::operation;
 use crate::runtime::s3::{self, OpenError};
 use crate::runtime::{Runtime, kube_ops};
 use crate::seed::{self, SeedSource};
@@ -128,8 +130,19 @@ struct Source {
     cluster: Option<String>,
 }
 
-async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str) -> Result<Source, OpenError> {
+async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str, cluster: Option<&EtcdCluster>) -> Result<Source, OpenError> {
     let client = &ctx.rt.client;
+    if let Some(member) = &r.spec.source.member {
+        // The survivor's snapshot is staged in the cluster's own backup target.
+        let target = cluster.and_then(|c| c.spec.backup.clone()).ok_or_else(|| {
+            OpenError::Invalid(format!(
+                "source.member {member}: the cluster has no spec.backup to stage the survivor's snapshot in; set one"
+            ))
+        })?;
+        let staged = r.status.as_ref().and_then(|s| s.source_object.clone()).unwrap_or_default();
+        let key = staged.strip_prefix(&format!("s3://{}/", target.bucket)).unwrap_or_default().to_string();
+        return Ok(Source { target, key, sha256: None, revision: None, cluster: Some(r.spec.cluster_name.clone()) });
+    }
     match (&r.spec.source.backup, &r.spec.source.s3) {
         (Some(b), None) => {
             let backups: Api<EtcdBackup> = Api::namespaced(client.clone(), ns);
@@ -194,17 +207,29 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
     }
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
     let existing = clusters.get_opt(&r.spec.cluster_name).await.map_err(observe_err("read the EtcdCluster"))?;
+    let available = |ec: &EtcdCluster| {
+        ec.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Available" && c.status == "True"))
+    };
     let target = match &existing {
         None => Target::Absent,
-        Some(ec) if SeedSource::from_cluster(ec).is_some_and(|s| s.restore == r.name_any()) => Target::Ours {
-            available: ec
-                .status
-                .as_ref()
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Available" && c.status == "True")),
+        Some(ec) => match SeedSource::from_cluster(ec) {
+            // Ours, and Available as the restored cluster: with an id other than the one
+            // it replaced.
+            Some(seed) if seed.restore == r.name_any() => Target::Ours {
+                available: available(ec)
+                    && ec
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.cluster_id.clone())
+                        .is_some_and(|id| Some(id) != seed.replaces),
+            },
+            _ => Target::Other,
         },
-        Some(_) => Target::Other,
     };
-    let source = resolve(r, ctx, &ns).await;
+    let holder = format!("{}{}", crate::controllers::cluster::RESTORE_HOLDER_PREFIX, r.name_any());
+    let slot =
+        operation::decide(existing.as_ref().and_then(operation::recorded).as_ref(), &holder, jiff::Timestamp::now());
+    let source = resolve(r, ctx, &ns, existing.as_ref()).await;
     let (source, source_problem) = match source {
         Ok(s) => (Some(s), None),
         Err(OpenError::Invalid(m)) => (None, Some(m)),
@@ -223,6 +248,10 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
         source_problem,
         done: status.steps.iter().filter(|s| s.phase == Phase::Succeeded).map(|s| s.name.clone()).collect(),
         target,
+        force: r.spec.force,
+        has_quorum: existing.as_ref().is_some_and(available),
+        from_member: r.spec.source.member.is_some(),
+        slot,
     };
     let step = plan::plan(&obs);
     let mut next = EtcdRestoreStatus {
@@ -316,6 +345,60 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
             next.steps.push(step_record(plan::CREATED, format!("EtcdCluster {} created", r.spec.cluster_name)));
             Some(Duration::from_secs(3))
         }
+        Step::SnapshotSurvivor => {
+            let (Some(src), Some(ec)) = (source, existing.as_ref()) else {
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            };
+            next.phase = Phase::Running;
+            match in_place::snapshot_survivor(r, ctx, &ns, ec, &src.target).await {
+                Ok((object, message)) => {
+                    next.source_object = Some(object);
+                    next.steps.push(step_record(plan::SURVIVOR, message));
+                    next.error = None;
+                    Some(Duration::from_millis(200))
+                }
+                Err((why, true)) => {
+                    next.phase = Phase::Failed;
+                    next.error = Some(why.clone());
+                    next.completion_time = Some(Time(jiff::Timestamp::now()));
+                    publish(&ctx.rt, r, EventType::Warning, "RestoreFailed", &why).await;
+                    None
+                }
+                Err((why, false)) => {
+                    next.error = Some(format!("snapshot of the survivor: {why}; retrying"));
+                    Some(Duration::from_secs(10))
+                }
+            }
+        }
+        Step::StopMembers => {
+            let Some(ec) = existing.as_ref() else { return Ok(Action::requeue(Duration::from_secs(5))) };
+            next.phase = Phase::Running;
+            match in_place::stop_members(r, ctx, &ns, ec, &holder).await? {
+                in_place::Stopped::Done(message) => {
+                    publish(&ctx.rt, r, EventType::Normal, "MembersStopped", &message).await;
+                    next.steps.push(step_record(plan::STOPPED, message));
+                    next.error = None;
+                    Some(Duration::from_millis(200))
+                }
+                in_place::Stopped::NotYet(why) => {
+                    next.error = Some(why);
+                    Some(Duration::from_secs(2))
+                }
+            }
+        }
+        Step::ReplaceData => {
+            let (Some(src), Some(ec)) = (source, existing.as_ref()) else {
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            };
+            next.phase = Phase::Running;
+            let seed = seed_source(r, &src, &status);
+            let message = in_place::replace_data(ctx, &ns, ec, seed, &holder).await?;
+            if !status.steps.iter().any(|s| s.name == plan::REPLACED) {
+                publish(&ctx.rt, r, EventType::Normal, "DataReplaced", &message).await;
+                next.steps.push(step_record(plan::REPLACED, message));
+            }
+            Some(Duration::from_secs(3))
+        }
         Step::Succeed => {
             next.phase = Phase::Succeeded;
             next.error = None;
@@ -371,17 +454,12 @@ async fn verify(
     })
 }
 
-fn new_cluster(
-    r: &EtcdRestore,
-    spec: crate::api::EtcdClusterSpec,
-    src: &Source,
-    status: &EtcdRestoreStatus,
-) -> EtcdCluster {
+fn seed_source(r: &EtcdRestore, src: &Source, status: &EtcdRestoreStatus) -> SeedSource {
     let bump = match (status.restored_revision, status.source_revision) {
         (Some(to), Some(from)) => to - from,
         _ => REVISION_BUMP_UNKNOWN,
     };
-    let seed = SeedSource {
+    SeedSource {
         restore: r.name_any(),
         bucket: src.target.bucket.clone(),
         key: src.key.clone(),
@@ -391,7 +469,17 @@ fn new_cluster(
         path_style: src.target.path_style(),
         credentials_secret: src.target.credentials_secret.clone(),
         bump_revision: bump,
-    };
+        replaces: None,
+    }
+}
+
+fn new_cluster(
+    r: &EtcdRestore,
+    spec: crate::api::EtcdClusterSpec,
+    src: &Source,
+    status: &EtcdRestoreStatus,
+) -> EtcdCluster {
+    let seed = seed_source(r, src, status);
     let mut ec = EtcdCluster::new(&r.spec.cluster_name, spec);
     ec.meta_mut().namespace = r.namespace();
     ec.meta_mut().annotations =

@@ -2,8 +2,15 @@
 
 use crate::api::Phase;
 use crate::api::restore::RestoreMode;
+use crate::runtime::operation::Slot;
 
 /// Steps recorded in `status.steps`, in order.
+/// In place from a surviving member: its data, snapshotted to the cluster's target.
+pub const SURVIVOR: &str = "SurvivorSnapshotted";
+/// In place: every member pod stopped, every old volume set aside (kept, never reused).
+pub const STOPPED: &str = "MembersStopped";
+/// In place: the cluster told to start new members seeded from the snapshot.
+pub const REPLACED: &str = "DataReplaced";
 pub const VERIFIED: &str = "SourceVerified";
 pub const CREATED: &str = "ClusterCreated";
 pub const AVAILABLE: &str = "ClusterAvailable";
@@ -32,6 +39,14 @@ pub struct Observation {
     /// The steps done so far.
     pub done: Vec<String>,
     pub target: Target,
+    /// In place: restore a cluster that still has quorum.
+    pub force: bool,
+    /// In place: the cluster says it has quorum (Available).
+    pub has_quorum: bool,
+    /// In place: the source is a surviving member.
+    pub from_member: bool,
+    /// In place: the cluster's operation slot, as this restore sees it.
+    pub slot: Slot,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +58,13 @@ pub enum Step {
     CreateCluster,
     Wait(String),
     Succeed,
+    /// In place: snapshot the surviving member to the cluster's target.
+    SnapshotSurvivor,
+    /// In place: take the slot, stop every member pod, set every volume aside.
+    StopMembers,
+    /// In place: void the old cluster's records and have the cluster bootstrap seeded
+    /// members; release the slot.
+    ReplaceData,
 }
 
 pub fn plan(o: &Observation) -> Step {
@@ -53,10 +75,7 @@ pub fn plan(o: &Observation) -> Step {
         return Step::Fail(p.clone());
     }
     if o.mode == RestoreMode::InPlace {
-        return Step::Fail(
-            "mode InPlace is not supported by this version of etcd-pilot yet: restore into a new cluster (mode NewCluster)"
-                .into(),
-        );
+        return in_place(o);
     }
     if !o.has_new_cluster {
         return Step::Fail("spec.newCluster is required for mode NewCluster: the spec of the cluster to create".into());
@@ -92,6 +111,51 @@ pub fn plan(o: &Observation) -> Step {
     Step::CreateCluster
 }
 
+/// In place: refuse a cluster with quorum unless forced; the source made and checked
+/// before anything is touched; the slot taken; the members stopped; the data replaced.
+fn in_place(o: &Observation) -> Step {
+    let done = |s: &str| o.done.iter().any(|d| d == s);
+    match &o.target {
+        Target::Absent => {
+            return Step::Fail(
+                "the EtcdCluster does not exist: an InPlace restore replaces the data of an existing cluster (use NewCluster)"
+                    .into(),
+            );
+        }
+        Target::Ours { available } if done(REPLACED) => {
+            return if *available {
+                Step::Succeed
+            } else {
+                Step::Wait("waiting for the restored members to form the cluster".into())
+            };
+        }
+        _ if done(REPLACED) => return Step::ReplaceData,
+        _ => {}
+    }
+    if !done(STOPPED) && o.has_quorum && !o.force {
+        return Step::Fail(
+            "the cluster has quorum: an in-place restore would throw away a working cluster's data; set spec.force to restore anyway"
+                .into(),
+        );
+    }
+    if let Some(p) = &o.source_problem {
+        return Step::Fail(p.clone());
+    }
+    if o.from_member && !done(SURVIVOR) {
+        return Step::SnapshotSurvivor;
+    }
+    if !done(VERIFIED) {
+        return Step::Verify;
+    }
+    if let Slot::Busy(op) = &o.slot {
+        return Step::Wait(format!("waiting for the cluster's operation slot ({} {} runs)", op.controller, op.kind));
+    }
+    if !done(STOPPED) {
+        return Step::StopMembers;
+    }
+    Step::ReplaceData
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +169,81 @@ mod tests {
             source_problem: None,
             done: vec![],
             target: Target::Absent,
+            force: false,
+            has_quorum: false,
+            from_member: false,
+            slot: Slot::Free,
+        }
+    }
+
+    fn in_place() -> Observation {
+        Observation { mode: RestoreMode::InPlace, has_new_cluster: false, target: Target::Other, ..base() }
+    }
+
+    #[test]
+    fn the_in_place_table() {
+        use crate::runtime::operation::Operation;
+        let busy = Slot::Busy(Operation {
+            kind: "AddLearner".into(),
+            member: None,
+            controller: "cluster".into(),
+            holder: "a".into(),
+            since: jiff::Timestamp::from_second(0).unwrap(),
+            expires: jiff::Timestamp::from_second(100).unwrap(),
+        });
+        let quorum = "the cluster has quorum: an in-place restore would throw away a working cluster's data; set spec.force to restore anyway";
+        let rows: Vec<(&str, Observation, Step)> = vec![
+            ("a healthy cluster is refused", Observation { has_quorum: true, ..in_place() }, Step::Fail(quorum.into())),
+            ("forced: verified first", Observation { has_quorum: true, force: true, ..in_place() }, Step::Verify),
+            ("quorum lost: verified first", in_place(), Step::Verify),
+            ("from a survivor: its snapshot first", Observation { from_member: true, ..in_place() }, Step::SnapshotSurvivor),
+            (
+                "survivor snapshotted: verified",
+                Observation { from_member: true, done: done(&[SURVIVOR]), ..in_place() },
+                Step::Verify,
+            ),
+            (
+                "the cluster mid-change holds the slot: wait",
+                Observation { done: done(&[VERIFIED]), slot: busy, ..in_place() },
+                Step::Wait("waiting for the cluster's operation slot (cluster AddLearner runs)".into()),
+            ),
+            ("verified: stop the members", Observation { done: done(&[VERIFIED]), ..in_place() }, Step::StopMembers),
+            (
+                "stopping began: quorum is gone by our hand, go on",
+                Observation { done: done(&[VERIFIED, STOPPED]), has_quorum: true, ..in_place() },
+                Step::ReplaceData,
+            ),
+            (
+                "crash after replacing, before its record: replace again (idempotent)",
+                Observation { done: done(&[VERIFIED, STOPPED, REPLACED]), ..in_place() },
+                Step::ReplaceData,
+            ),
+            (
+                "replaced: wait for the new members",
+                Observation {
+                    done: done(&[VERIFIED, STOPPED, REPLACED]),
+                    target: Target::Ours { available: false },
+                    ..in_place()
+                },
+                Step::Wait("waiting for the restored members to form the cluster".into()),
+            ),
+            (
+                "restored and Available",
+                Observation {
+                    done: done(&[VERIFIED, STOPPED, REPLACED]),
+                    target: Target::Ours { available: true },
+                    ..in_place()
+                },
+                Step::Succeed,
+            ),
+            (
+                "no such cluster",
+                Observation { target: Target::Absent, ..in_place() },
+                Step::Fail("the EtcdCluster does not exist: an InPlace restore replaces the data of an existing cluster (use NewCluster)".into()),
+            ),
+        ];
+        for (what, obs, want) in rows {
+            assert_eq!(plan(&obs), want, "{what}");
         }
     }
 
