@@ -65,3 +65,4 @@ bench: deps testbed-tools testbed-build ## Benchmarks with real servers and the 
 	python3 hack/record-bench.py docs/benchmarks.md backup target/bench-backup.md
 	bash e2e/hack/run-e2e.sh bench
 	python3 hack/record-bench.py docs/benchmarks.md lifecycle target/bench-lifecycle.md
+	python3 hack/record-bench.py docs/benchmarks.md restore target/bench-restore.md

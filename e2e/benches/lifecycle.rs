@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use etcd_pilot::api::EtcdCluster;
-use etcd_pilot_e2e::fixtures::LEASE;
+use etcd_pilot_e2e::fixtures::{operator_cpu_seconds, operator_memory, operator_proc};
 use etcd_pilot_e2e::kit::{Kit, OPERATOR_NS};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
@@ -57,49 +57,6 @@ fn median(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
 
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
-}
-
-/// The /proc entry of the operator replica holding the Lease (its pod name is in its
-/// environment): the testbed's pods are processes of this machine.
-async fn operator_proc(kit: &Kit) -> Option<std::path::PathBuf> {
-    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kit.client.clone(), OPERATOR_NS)
-        .get(LEASE)
-        .await
-        .ok()?;
-    let holder = format!("POD_NAME={}", lease.spec?.holder_identity?);
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.len() > 1 && args[0].ends_with(b"etcd-pilot") && args[1] == b"run" {
-            let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            if env.split(|b| *b == 0).any(|v| v == holder.as_bytes()) {
-                return Some(entry.path());
-            }
-        }
-    }
-    None
-}
-
-/// RSS and peak RSS (MiB) of the leading operator.
-async fn operator_memory(kit: &Kit) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(operator_proc(kit).await?.join("status")).ok()?;
-    let kb = |key: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace().nth(1)?.parse::<f64>().ok()
-    };
-    Some((kb("VmRSS:")? / 1024.0, kb("VmHWM:")? / 1024.0))
-}
-
-/// CPU seconds (user + system) the leading operator has used.
-async fn operator_cpu_seconds(kit: &Kit) -> Option<f64> {
-    let stat = std::fs::read_to_string(operator_proc(kit).await?.join("stat")).ok()?;
-    // Fields after the command name (which is in parentheses): utime is the 14th field.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz)
 }
 
 async fn fresh_operator(kit: &Kit) {
