@@ -506,4 +506,3 @@ pub async fn operator_cpu_seconds(kit: &Kit) -> Option<f64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some(ticks / hz)
 }
-

@@ -523,3 +523,46 @@ async fn quorum_loss_is_recovered_in_place_from_the_survivor_and_from_a_backup()
     assert!(after > rev, "revisions move forward again: {after} > {rev}");
     kit.delete_namespace(&ns).await;
 }
+
+#[tokio::test]
+async fn opt_in_recovery_from_quorum_loss_starts_by_itself() {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    let (kit, ns) = setup("auto-recovery").await;
+    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    let spec = json!({"backup": s3_target(&ns, "s3"), "healing": {"recoverQuorumLossAfterSeconds": 30}});
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", spec)).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let mut c = etcd(&kit, &ns, "main").await;
+    for i in 0..30 {
+        c.put(format!("/registry/k/{i}"), "v", None).await.expect("put");
+    }
+    let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kit.client.clone(), &ns);
+    for m in ["main-0", "main-2"] {
+        pvcs.delete(&format!("data-{m}"), &DeleteParams::default()).await.expect("delete PVC");
+        pods.delete(m, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+            .await
+            .expect("delete pod");
+    }
+    // etcd-pilot starts the recovery itself, from the survivor, and it succeeds.
+    let restores: Api<EtcdRestore> = Api::namespaced(kit.client.clone(), &ns);
+    let lp = kube::api::ListParams::default().labels("etcdpilot.io/auto-recovery=main");
+    let deadline = std::time::Instant::now() + WAIT;
+    let name = loop {
+        if let Some(r) = restores.list(&lp).await.expect("list").items.first() {
+            break r.metadata.name.clone().expect("name");
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery started");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let r = wait_restore(&kit, &ns, &name).await;
+    assert_eq!(r.spec.source.member.as_deref(), Some("main-1"), "from the survivor");
+    assert_eq!(r.status.as_ref().map(|s| s.phase), Some(Phase::Succeeded), "{:?}", r.status);
+    let ev = events(&kit, &ns, "main").await;
+    assert!(ev.iter().any(|e| e.starts_with("Warning QuorumRecoveryStarted") && e.contains("main-1")), "{ev:?}");
+    wait_ready(&kit, &ns, "main", 3).await;
+    let mut c = etcd(&kit, &ns, "main").await;
+    assert_eq!(count(&mut c, "/registry/k/").await, 30, "every write recovered");
+    assert_eq!(restores.list(&lp).await.expect("list").items.len(), 1, "one recovery, not one per pass");
+    kit.delete_namespace(&ns).await;
+}

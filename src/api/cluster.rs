@@ -543,11 +543,19 @@ pub struct HealingPolicy {
     #[serde(default = "default_unhealthy_seconds")]
     #[schemars(range(min = 30))]
     pub replace_unhealthy_after_seconds: i32,
+    /// Off (unset) by default. When set, and quorum has been lost for good for this many
+    /// seconds (a majority of voting members gone with their volumes; never while their
+    /// pods are merely Pending or their volumes remain), etcd-pilot starts an in-place
+    /// EtcdRestore from the most advanced surviving member by itself. Needs
+    /// `spec.backup`, where the survivor's snapshot is staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30))]
+    pub recover_quorum_loss_after_seconds: Option<i32>,
 }
 
 impl Default for HealingPolicy {
     fn default() -> Self {
-        Self { replace_unhealthy_after_seconds: default_unhealthy_seconds() }
+        Self { replace_unhealthy_after_seconds: default_unhealthy_seconds(), recover_quorum_loss_after_seconds: None }
     }
 }
 

@@ -376,3 +376,62 @@ pub fn cluster_id_recorded(ec: &EtcdCluster) -> bool {
     ec.annotations().get(CLUSTER_ID_ANNOTATION).is_some_and(counts)
         || ec.status.as_ref().and_then(|s| s.cluster_id.as_ref()).is_some_and(counts)
 }
+
+/// Label of the EtcdRestores etcd-pilot starts by itself after quorum loss.
+pub const AUTO_RECOVERY_LABEL: &str = "etcdpilot.io/auto-recovery";
+
+/// Starts an in-place EtcdRestore from the most advanced surviving member (highest raft
+/// index), unless one it started is still under way or the cluster has no backup target
+/// to stage the survivor's snapshot in. Returns what it did, for an Event.
+pub async fn start_quorum_recovery(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    names: &Names,
+    view: Option<&EtcdView>,
+    obs: &super::plan::Observation,
+    lost: &[String],
+) -> Result<Option<String>, Error> {
+    use crate::api::EtcdRestore;
+    if ec.spec.backup.is_none() {
+        return Ok(None);
+    }
+    let ns = ec.namespace().unwrap_or_default();
+    let restores: Api<EtcdRestore> = Api::namespaced(ctx.rt.client.clone(), &ns);
+    let mine = restores
+        .list(&kube::api::ListParams::default().labels(&format!("{AUTO_RECOVERY_LABEL}={}", ec.name_any())))
+        .await
+        .map_err(error::act_kube("list automatic recoveries"))?;
+    if mine.items.iter().any(|r| !r.status.as_ref().is_some_and(|s| s.phase.is_finished())) {
+        return Ok(None);
+    }
+    let Some(view) = view else { return Ok(None) };
+    let survivor = view
+        .members
+        .iter()
+        .filter(|m| !m.is_learner)
+        .filter_map(|m| {
+            let name = m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u))?;
+            let status = view.statuses.get(&m.id)?;
+            obs.pods.iter().any(|p| p.name == name).then_some((status.raft_index, name))
+        })
+        .max();
+    let Some((index, survivor)) = survivor else { return Ok(None) };
+    let name = format!("{}-recovery-{}", ec.name_any(), jiff::Timestamp::now().as_second());
+    let mut restore = EtcdRestore::new(
+        &name,
+        crate::api::EtcdRestoreSpec {
+            source: crate::api::restore::RestoreSource { member: Some(survivor.clone()), ..Default::default() },
+            mode: crate::api::restore::RestoreMode::InPlace,
+            cluster_name: ec.name_any(),
+            new_cluster: None,
+            force: false,
+        },
+    );
+    restore.metadata.namespace = Some(ns.clone());
+    restore.metadata.labels = Some([(AUTO_RECOVERY_LABEL.to_string(), ec.name_any())].into());
+    create_if_absent(&restores, FIELD_MANAGER, &restore).await.map_err(error::act_kube("start the recovery"))?;
+    Ok(Some(format!(
+        "quorum lost for good ({} gone with their volumes): started EtcdRestore {name}, in place from the most advanced survivor {survivor} (raft index {index})",
+        lost.join(", ")
+    )))
+}

@@ -72,6 +72,8 @@ struct Memory {
     learner_given_up: Option<Instant>,
     /// The cluster's etcd admin, kept between passes with its connections.
     admin: Option<EtcdAdmin>,
+    /// Since when quorum has been lost for good (a majority gone with its volumes).
+    quorum_lost_since: Option<Instant>,
 }
 
 /// Settings of the controller.
@@ -432,6 +434,34 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
     if let Step::Blocked(why) = &step {
         warn_once(ctx, ec, &key, "Blocked", why.clone()).await;
+    }
+    // Opt-in: recovery from quorum loss, once it has lasted long enough.
+    let lost = plan::quorum_lost_for_good(&obs);
+    let lost_for = ctx.with_memory(&key, |m| match &lost {
+        Some(_) => Some(m.quorum_lost_since.get_or_insert_with(Instant::now).elapsed()),
+        None => {
+            m.quorum_lost_since = None;
+            None
+        }
+    });
+    if let (Some(after), Some(lost), Some(lost_for)) =
+        (ec.spec.healing.recover_quorum_loss_after_seconds, &lost, lost_for)
+        && lost_for.as_secs() >= u64::try_from(after).unwrap_or(u64::MAX)
+        && !matches!(&slot, Slot::Busy(op) if op.controller.starts_with(RESTORE_HOLDER_PREFIX))
+    {
+        if let Some(note) = act::start_quorum_recovery(ec, ctx, &names, view.as_ref(), &obs, lost).await? {
+            publish(&ctx.rt, ec, EventType::Warning, "QuorumRecoveryStarted", &note).await;
+        }
+        if ec.spec.backup.is_none() {
+            warn_once(
+                ctx,
+                ec,
+                &key,
+                "QuorumRecoveryImpossible",
+                "healing.recoverQuorumLossAfterSeconds is set, but the cluster has no spec.backup to stage the survivor's snapshot in".into(),
+            )
+            .await;
+        }
     }
 
     // Act: a bootstrap is recorded before its first pod, a disruptive step fenced.

@@ -242,12 +242,7 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
     // 4. Voters whose pods are gone: before anything a learner waits for. When a
     // majority is gone with its volumes, quorum can never come back by itself: say so,
     // and do nothing (an EtcdRestore recovers, from a survivor or a backup).
-    let lost: Vec<&str> = voters
-        .iter()
-        .filter(|m| pod(&m.name).is_none() && !obs.volumes.contains(&m.name))
-        .map(|m| m.name.as_str())
-        .collect();
-    if !voters.is_empty() && voters.len() - lost.len() < quorum(voters.len()) {
+    if let Some(lost) = quorum_lost_for_good(obs) {
         return Step::Blocked(format!(
             "quorum lost for good: {} of {} voting members are gone with their volumes ({}); nothing is done on its own: recover with an EtcdRestore (mode InPlace, source.member a survivor, or source.backup)",
             lost.len(),
@@ -419,6 +414,20 @@ fn no_answer(cluster: &str, want: &Desired, obs: &Observation) -> Step {
     let first = obs.highest_ordinal.map_or(0, |h| h + 1);
     let members: Vec<String> = (first..first + want.size as u32).map(|i| member_name(cluster, i)).collect();
     Step::Bootstrap { create: members.clone(), members }
+}
+
+/// The voting members gone with their volumes, when they are a majority: quorum can
+/// never come back by itself. Members whose pods are merely gone, Pending or down, but
+/// whose volumes remain, may come back and do not count.
+pub fn quorum_lost_for_good(obs: &Observation) -> Option<Vec<String>> {
+    let members = obs.members.as_ref()?;
+    let voters: Vec<&MemberState> = members.iter().filter(|m| !m.learner).collect();
+    let lost: Vec<String> = voters
+        .iter()
+        .filter(|m| !obs.pods.iter().any(|p| p.name == m.name) && !obs.volumes.contains(&m.name))
+        .map(|m| m.name.clone())
+        .collect();
+    (!voters.is_empty() && voters.len() - lost.len() < quorum(voters.len())).then_some(lost)
 }
 
 /// Removes `m` only if the members left keep quorum.
@@ -998,6 +1007,28 @@ mod tests {
         assert!(!Step::RecreatePod { name: "m".into() }.disruptive());
         assert!(!Step::Wait(String::new()).disruptive());
         assert!(!Step::Bootstrap { members: vec![], create: vec![] }.disruptive());
+    }
+
+    #[test]
+    fn quorum_is_lost_for_good_only_when_a_majority_is_gone_with_its_volumes() {
+        let lost = |o: &Observation| quorum_lost_for_good(o);
+        assert_eq!(lost(&healthy(3)), None);
+        let one_gone = without_pod(healthy(3), "main-2");
+        let mut o = one_gone.clone();
+        o.volumes.remove("main-2");
+        assert_eq!(lost(&o), None, "one of three gone: quorum stays");
+        let mut two = without_pod(o.clone(), "main-1");
+        assert_eq!(lost(&two), None, "main-1's volume remains: it may come back");
+        two.volumes.remove("main-1");
+        assert_eq!(lost(&two), Some(vec!["main-1".to_string(), "main-2".to_string()]));
+        let pending = without_pod(without_pod(healthy(3), "main-1"), "main-2");
+        assert_eq!(lost(&pending), None, "pods gone (or Pending) with volumes kept: never");
+        let mut five = healthy(5);
+        for m in ["main-3", "main-4"] {
+            five = without_pod(five, m);
+            five.volumes.remove(m);
+        }
+        assert_eq!(lost(&five), None, "two of five gone: three keep quorum");
     }
 
     #[test]
