@@ -506,3 +506,34 @@ pub async fn operator_cpu_seconds(kit: &Kit) -> Option<f64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some(ticks / hz)
 }
+
+/// Waits until an Event about `name` satisfies `pred`; returns every Event then.
+pub async fn wait_event(kit: &Kit, ns: &str, name: &str, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ev = events(kit, ns, name).await;
+        if ev.iter().any(|e| pred(e)) {
+            return ev;
+        }
+        assert!(Instant::now() < deadline, "no such Event about {ns}/{name}: {ev:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until the cluster's `status.lastBackup` satisfies `pred`.
+pub async fn wait_last_backup(
+    kit: &Kit,
+    ns: &str,
+    name: &str,
+    pred: impl Fn(Option<&etcd_pilot::api::cluster::BackupRef>) -> bool,
+) -> Option<etcd_pilot::api::cluster::BackupRef> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = clusters(kit, ns).get(name).await.expect("cluster").status.and_then(|s| s.last_backup);
+        if pred(last.as_ref()) {
+            return last;
+        }
+        assert!(Instant::now() < deadline, "{ns}/{name}: status.lastBackup is {last:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

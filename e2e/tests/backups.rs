@@ -48,11 +48,9 @@ async fn a_backup_is_a_verified_object_in_s3_and_goes_with_its_resource() {
     let (db, hash) = bytes.split_at(bytes.len() - 32);
     assert_eq!(Sha256::digest(db).as_slice(), hash, "etcd's appended hash is intact");
 
-    let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
-    let last_backup = ec.status.and_then(|s| s.last_backup).expect("status.lastBackup");
+    let last_backup = wait_last_backup(&kit, &ns, "main", |l| l.is_some()).await.expect("status.lastBackup");
     assert_eq!((last_backup.name.as_str(), last_backup.object_key.as_str()), ("b1", key.as_str()));
-    let ev = events(&kit, &ns, "b1").await;
-    assert!(ev.iter().any(|e| e.starts_with("Normal BackupSucceeded")), "{ev:?}");
+    wait_event(&kit, &ns, "b1", |e| e.starts_with("Normal BackupSucceeded")).await;
     let metrics = operator_metrics(&kit).await;
     assert!(
         metrics.lines().any(|l| l.starts_with("etcdpilot_backups_total{")
@@ -71,8 +69,7 @@ async fn a_backup_is_a_verified_object_in_s3_and_goes_with_its_resource() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(!s3_object_file(&kit, &key).exists(), "the object went with its EtcdBackup");
-    let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
-    assert_eq!(ec.status.and_then(|s| s.last_backup), None);
+    wait_last_backup(&kit, &ns, "main", |l| l.is_none()).await;
     kit.delete_namespace(&ns).await;
 }
 
@@ -110,8 +107,7 @@ async fn bad_backup_input_fails_clearly_and_writes_nothing() {
         let error = s.error.unwrap_or_default();
         assert!(error.contains(want), "{name}: {error:?} should say {want:?}");
         assert_eq!(s.object_key, None, "{name}");
-        let ev = events(&kit, &ns, name).await;
-        assert!(ev.iter().any(|e| e.starts_with("Warning BackupFailed") && e.contains(want)), "{name}: {ev:?}");
+        wait_event(&kit, &ns, name, |e| e.starts_with("Warning BackupFailed") && e.contains(want)).await;
     }
     assert_eq!(s3_objects(&kit, &ns), Vec::<String>::new(), "nothing written");
     let ec = clusters(&kit, &ns).get("main").await.expect("cluster");
@@ -269,8 +265,7 @@ async fn a_corrupt_object_fails_the_restore_and_creates_nothing() {
     assert_eq!(s.phase, Phase::Failed, "{s:?}");
     let error = s.error.unwrap_or_default();
     assert!(error.contains("is corrupt: its SHA-256 is"), "{error}");
-    let ev = events(&kit, &ns, "r1").await;
-    assert!(ev.iter().any(|e| e.starts_with("Warning RestoreFailed") && e.contains("corrupt")), "{ev:?}");
+    wait_event(&kit, &ns, "r1", |e| e.starts_with("Warning RestoreFailed") && e.contains("corrupt")).await;
     assert!(clusters(&kit, &ns).get_opt("restored").await.expect("get").is_none(), "no EtcdCluster created");
     assert!(member_pods(&kit, &ns, "restored").await.is_empty(), "no pod created");
     kit.delete_namespace(&ns).await;
@@ -326,8 +321,7 @@ async fn a_schedule_every_minute_keeps_the_two_newest_backups() {
     let s: EtcdBackupSchedule = Api::namespaced(kit.client.clone(), &ns).get("every-minute").await.expect("schedule");
     let st = s.status.expect("status");
     assert!(st.next_schedule_time.is_some() && st.last_successful_time.is_some(), "{st:?}");
-    let ev = events(&kit, &ns, "every-minute").await;
-    assert!(ev.iter().any(|e| e.starts_with("Normal BackupPruned")), "{ev:?}");
+    wait_event(&kit, &ns, "every-minute", |e| e.starts_with("Normal BackupPruned")).await;
 
     // Bad input: nothing runs, and the schedule says why.
     let _: EtcdBackupSchedule = kit.create(&ns, schedule("bad-cron", "main", "61 * * * *", json!({}))).await;
@@ -345,8 +339,7 @@ async fn a_schedule_every_minute_keeps_the_two_newest_backups() {
             assert!(std::time::Instant::now() < deadline, "{name}: {error:?}");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let ev = events(&kit, &ns, name).await;
-        assert!(ev.iter().any(|e| e.starts_with("Warning InvalidSchedule") && e.contains(want)), "{name}: {ev:?}");
+        wait_event(&kit, &ns, name, |e| e.starts_with("Warning InvalidSchedule") && e.contains(want)).await;
     }
     // Once a slot has passed (the valid schedule made its next backup), still nothing
     // ran for them.
@@ -558,8 +551,7 @@ async fn opt_in_recovery_from_quorum_loss_starts_by_itself() {
     let r = wait_restore(&kit, &ns, &name).await;
     assert_eq!(r.spec.source.member.as_deref(), Some("main-1"), "from the survivor");
     assert_eq!(r.status.as_ref().map(|s| s.phase), Some(Phase::Succeeded), "{:?}", r.status);
-    let ev = events(&kit, &ns, "main").await;
-    assert!(ev.iter().any(|e| e.starts_with("Warning QuorumRecoveryStarted") && e.contains("main-1")), "{ev:?}");
+    wait_event(&kit, &ns, "main", |e| e.starts_with("Warning QuorumRecoveryStarted") && e.contains("main-1")).await;
     wait_ready(&kit, &ns, "main", 3).await;
     let mut c = etcd(&kit, &ns, "main").await;
     assert_eq!(count(&mut c, "/registry/k/").await, 30, "every write recovered");

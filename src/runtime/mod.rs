@@ -4,6 +4,8 @@
 //! a controller keeps only its own memory and settings beside it.
 
 pub mod events;
+#[cfg(test)]
+pub mod fake_api;
 pub mod kube_ops;
 pub mod lease;
 pub mod operation;

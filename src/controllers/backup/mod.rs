@@ -219,7 +219,7 @@ async fn fail(b: &EtcdBackup, ctx: &Context, status: &EtcdBackupStatus, why: Str
         completion_time: Some(act::now()),
         ..status.clone()
     };
-    write_status(b, ctx, status, next).await?;
+    // The Event and the count first: whoever sees the status Failed finds both.
     publish(&ctx.rt, b, EventType::Warning, "BackupFailed", &why).await;
     let l = BackupResultLabels {
         namespace: b.namespace().unwrap_or_default(),
@@ -227,6 +227,7 @@ async fn fail(b: &EtcdBackup, ctx: &Context, status: &EtcdBackupStatus, why: Str
         result: "failed".into(),
     };
     ctx.rt.metrics.backups.get_or_create(&l).inc();
+    write_status(b, ctx, status, next).await?;
     release(b, ctx).await?;
     Ok(Action::await_change())
 }
@@ -253,8 +254,8 @@ async fn attempt_failed(
         error: Some(format!("attempt {attempts} failed: {why}; retrying in {}s", wait.as_secs())),
         ..status.clone()
     };
-    write_status(b, ctx, status, next).await?;
     publish(&ctx.rt, b, EventType::Warning, "BackupAttemptFailed", &why).await;
+    write_status(b, ctx, status, next).await?;
     release(b, ctx).await?;
     Ok(Action::requeue(wait))
 }
@@ -371,19 +372,7 @@ async fn snapshot(
                 error: None,
                 ..running.clone()
             };
-            write_status(b, ctx, &running, done).await?;
-            release(b, ctx).await?;
-            ctx.failed_at.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-            let m = &ctx.rt.metrics;
-            m.backups
-                .get_or_create(&BackupResultLabels {
-                    namespace: ns.clone(),
-                    cluster: b.spec.cluster_name.clone(),
-                    result: "succeeded".into(),
-                })
-                .inc();
             let took = (jiff::Timestamp::now() - start.0).get_milliseconds() as f64 / 1000.0;
-            m.backup_duration.get_or_create(&metric_labels).observe(took);
             publish(
                 &ctx.rt,
                 b,
@@ -400,6 +389,18 @@ async fn snapshot(
                 ),
             )
             .await;
+            let m = &ctx.rt.metrics;
+            m.backups
+                .get_or_create(&BackupResultLabels {
+                    namespace: ns.clone(),
+                    cluster: b.spec.cluster_name.clone(),
+                    result: "succeeded".into(),
+                })
+                .inc();
+            m.backup_duration.get_or_create(&metric_labels).observe(took);
+            write_status(b, ctx, &running, done).await?;
+            release(b, ctx).await?;
+            ctx.failed_at.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
             act::sync_last_backup(&ctx.rt.client, &ns, &b.spec.cluster_name, m).await.map_err(Error::Status)?;
             Ok(Action::await_change())
         }

@@ -4,162 +4,17 @@
 //! No etcd is reached in these rows (no member answers), which is the state the
 //! bootstrap and status-loss rows are about.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use http::{Method, Request, Response};
-use kube::Client;
-use kube::client::Body;
 use serde_json::{Value, json};
-use tower_test::mock;
 
 use super::*;
 use crate::metrics::Metrics;
 use crate::runtime::LeaseGuard;
-
-const NS: &str = "prod";
-
-/// Objects by (plural, name); what was asked, in order; a path whose next create fails
-/// (the process "dies" there).
-#[derive(Default)]
-struct Store {
-    objects: BTreeMap<(String, String), Value>,
-    requests: Vec<String>,
-    fail_create: Option<(String, String)>,
-    rv: u64,
-}
-
-type Shared = Arc<Mutex<Store>>;
-
-fn response(code: u16, body: Value) -> Response<Body> {
-    Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap()
-}
-
-fn status(code: u16, reason: &str) -> Response<Body> {
-    response(code, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code}))
-}
-
-/// `(plural, name, subresource)` of a namespaced path.
-fn parse(path: &str) -> (String, Option<String>, Option<String>) {
-    let parts: Vec<&str> = path.split('/').collect();
-    let at = parts.iter().position(|p| *p == "namespaces").map_or(parts.len(), |i| i + 2);
-    (
-        parts.get(at).unwrap_or(&"").to_string(),
-        parts.get(at + 1).map(|s| s.to_string()),
-        parts.get(at + 2).map(|s| s.to_string()),
-    )
-}
-
-async fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, store: Shared) {
-    while let Some((req, send)) = handle.next_request().await {
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        let body = req.into_body().collect_bytes().await.unwrap_or_default();
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (plural, name, sub) = parse(&path);
-        let mut s = store.lock().unwrap();
-        s.requests.push(format!("{method} {plural}{}", name.as_ref().map(|n| format!("/{n}")).unwrap_or_default()));
-        s.rv += 1;
-        let rv = s.rv.to_string();
-        let resp = match (method, name) {
-            (Method::GET, None) => {
-                let items: Vec<Value> =
-                    s.objects.iter().filter(|((p, _), _)| *p == plural).map(|(_, v)| v.clone()).collect();
-                response(
-                    200,
-                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}),
-                )
-            }
-            (Method::GET, Some(n)) => match s.objects.get(&(plural, n)) {
-                Some(v) => response(200, v.clone()),
-                None => status(404, "NotFound"),
-            },
-            (Method::POST, None) => {
-                let mut obj = body;
-                let n = obj["metadata"]["name"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("{}{rv}", obj["metadata"]["generateName"].as_str().unwrap_or("x")));
-                if s.fail_create.as_ref() == Some(&(plural.clone(), n.clone())) {
-                    s.fail_create = None;
-                    status(500, "InternalError")
-                } else if s.objects.contains_key(&(plural.clone(), n.clone())) {
-                    status(409, "AlreadyExists")
-                } else {
-                    obj["metadata"]["name"] = json!(n);
-                    obj["metadata"]["uid"] = json!(format!("uid-{n}"));
-                    obj["metadata"]["resourceVersion"] = json!(rv);
-                    obj["metadata"]["creationTimestamp"] = json!("2026-11-23T00:00:00Z");
-                    s.objects.insert((plural, n), obj.clone());
-                    response(201, obj)
-                }
-            }
-            (Method::DELETE, Some(n)) => match s.objects.remove(&(plural, n)) {
-                Some(v) => response(200, v),
-                None => status(404, "NotFound"),
-            },
-            (Method::PATCH, Some(n)) => {
-                let key = (plural.clone(), n.clone());
-                let existing = s.objects.get(&key).cloned();
-                match (existing, sub.as_deref()) {
-                    // A status apply: the status replaces the stored one.
-                    (Some(mut obj), Some("status")) => {
-                        obj["status"] = body["status"].clone();
-                        obj["metadata"]["resourceVersion"] = json!(rv);
-                        s.objects.insert(key, obj.clone());
-                        response(200, obj)
-                    }
-                    (Some(mut obj), _) => {
-                        let want_rv = body["metadata"]["resourceVersion"].as_str().map(str::to_string);
-                        if want_rv.is_some()
-                            && want_rv.as_ref()
-                                != obj["metadata"]["resourceVersion"].as_str().map(|s| s.to_string()).as_ref()
-                        {
-                            status(409, "Conflict")
-                        } else if body.is_array() {
-                            // A JSON patch (the slot's test + remove): applied as asked.
-                            let patch: json_patch::Patch = serde_json::from_value(body).unwrap();
-                            match json_patch::patch(&mut obj, &patch) {
-                                Ok(()) => {
-                                    obj["metadata"]["resourceVersion"] = json!(rv);
-                                    s.objects.insert(key, obj.clone());
-                                    response(200, obj)
-                                }
-                                Err(_) => status(422, "Invalid"),
-                            }
-                        } else {
-                            let mut patch = body;
-                            if let Some(m) = patch.get_mut("metadata").and_then(Value::as_object_mut) {
-                                m.remove("resourceVersion");
-                            }
-                            json_patch::merge(&mut obj, &patch);
-                            obj["metadata"]["resourceVersion"] = json!(rv);
-                            s.objects.insert(key, obj.clone());
-                            response(200, obj)
-                        }
-                    }
-                    // Server-side apply of an object that does not exist yet creates it.
-                    (None, _) => {
-                        let mut obj = body;
-                        obj["metadata"]["resourceVersion"] = json!(rv);
-                        s.objects.insert(key, obj.clone());
-                        response(200, obj)
-                    }
-                }
-            }
-            _ => status(405, "MethodNotAllowed"),
-        };
-        drop(s);
-        send.send_response(resp);
-    }
-}
+use crate::runtime::fake_api::{self, NS, Shared, names_of};
 
 fn harness(cluster: Value) -> (Arc<Context>, Shared) {
-    let store: Shared = Arc::default();
-    store.lock().unwrap().objects.insert(("etcdclusters".into(), "main".into()), cluster);
-    let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    tokio::spawn(serve(handle, store.clone()));
-    let client = Client::new(svc, NS);
+    let (client, store) = fake_api::client(vec![("etcdclusters", "main", cluster)]);
     let rt =
         Arc::new(Runtime::new(client, Arc::new(Metrics::default()), "test-replica".into(), LeaseGuard::unguarded()));
     let settings = Settings {
@@ -183,10 +38,6 @@ fn cluster(size: i32) -> Value {
 fn current(store: &Shared) -> EtcdCluster {
     serde_json::from_value(store.lock().unwrap().objects[&("etcdclusters".to_string(), "main".to_string())].clone())
         .unwrap()
-}
-
-fn names_of(store: &Shared, plural: &str) -> Vec<String> {
-    store.lock().unwrap().objects.keys().filter(|(p, _)| p == plural).map(|(_, n)| n.clone()).collect()
 }
 
 fn pod_args(store: &Shared, name: &str) -> Vec<String> {

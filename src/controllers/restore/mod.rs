@@ -8,6 +8,8 @@
 //! the source cluster served and older revisions marked compacted.
 
 mod in_place;
+#[cfg(test)]
+mod pass_tests;
 pub mod plan;
 
 use std::collections::BTreeMap;
