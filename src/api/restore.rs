@@ -126,7 +126,8 @@ pub struct EtcdRestoreStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreStep {
-    /// What the step does (e.g. `DownloadVerified`, `MembersStopped`, `DataRestored`).
+    /// The step: `SurvivorSnapshotted`, `SourceVerified`, `MembersStopped`,
+    /// `DataReplaced`, `ClusterCreated` or `ClusterAvailable`.
     pub name: String,
     /// How it went.
     #[serde(default)]
