@@ -147,6 +147,18 @@ impl Metrics {
         out
     }
 
+    /// Counts a failed pass of `controller` over something of `cluster`, by the step
+    /// that failed.
+    pub fn count_error(&self, namespace: &str, cluster: &str, controller: &str, step: &str) {
+        let l = ErrorLabels {
+            namespace: namespace.into(),
+            cluster: cluster.into(),
+            controller: controller.into(),
+            step: step.into(),
+        };
+        self.reconcile_errors.get_or_create(&l).inc();
+    }
+
     /// Drops every series of a cluster that is gone.
     pub fn forget_cluster(&self, namespace: &str, cluster: &str, members: &[String]) {
         let c = ClusterLabels { namespace: namespace.into(), cluster: cluster.into() };

@@ -22,7 +22,7 @@ use self::error::Error;
 use self::plan::{Candidate, Observation, Step};
 use crate::api::backup::DeletionPolicy;
 use crate::api::{EtcdBackup, EtcdBackupStatus, EtcdCluster, Phase};
-use crate::metrics::{BackupResultLabels, ClusterLabels, ErrorLabels};
+use crate::metrics::{BackupResultLabels, ClusterLabels};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::operation::{self, Operation, Taken};
 use crate::runtime::s3::{self, OpenError};
@@ -100,13 +100,7 @@ pub async fn reconcile(b: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, 
     }
     .await;
     if let Err(e) = &result {
-        let l = ErrorLabels {
-            namespace: ns,
-            cluster: b.spec.cluster_name.clone(),
-            controller: CONTROLLER.into(),
-            step: e.step().into(),
-        };
-        ctx.rt.metrics.reconcile_errors.get_or_create(&l).inc();
+        ctx.rt.metrics.count_error(&ns, &b.spec.cluster_name, CONTROLLER, e.step());
     }
     result
 }

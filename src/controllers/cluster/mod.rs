@@ -32,7 +32,7 @@ use crate::api::EtcdCluster;
 use crate::api::cluster::{EtcdClusterStatus, RetentionAction, StorageMedium, Topology};
 use crate::api::validation;
 use crate::etcd::EtcdAdmin;
-use crate::metrics::{ClusterLabels, ErrorLabels, MemberLabels};
+use crate::metrics::{ClusterLabels, MemberLabels};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::operation::{self, Slot};
 use crate::runtime::{Runtime, kube_ops};
@@ -188,13 +188,7 @@ pub async fn reconcile(ec: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action
     let result = pass(&ec, &ctx).await;
     ctx.rt.metrics.reconcile_duration.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
-        let l = ErrorLabels {
-            namespace: labels.namespace,
-            cluster: labels.cluster,
-            controller: CONTROLLER.into(),
-            step: e.step().into(),
-        };
-        ctx.rt.metrics.reconcile_errors.get_or_create(&l).inc();
+        ctx.rt.metrics.count_error(&labels.namespace, &labels.cluster, CONTROLLER, e.step());
     }
     result
 }

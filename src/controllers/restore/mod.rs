@@ -26,7 +26,6 @@ use kube::{Resource, ResourceExt};
 use self::plan::{Observation, Step, Target};
 use crate::api::restore::RestoreStep;
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, EtcdRestoreStatus, Phase, S3Target};
-use crate::metrics::ErrorLabels;
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::operation;
 use crate::runtime::s3::{self, OpenError};
@@ -110,13 +109,7 @@ fn error_policy(r: Arc<EtcdRestore>, error: &Error, _ctx: Arc<Context>) -> Actio
 pub async fn reconcile(r: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let result = pass(&r, &ctx).await;
     if let Err(e) = &result {
-        let l = ErrorLabels {
-            namespace: r.namespace().unwrap_or_default(),
-            cluster: r.spec.cluster_name.clone(),
-            controller: CONTROLLER.into(),
-            step: e.step().into(),
-        };
-        ctx.rt.metrics.reconcile_errors.get_or_create(&l).inc();
+        ctx.rt.metrics.count_error(&r.namespace().unwrap_or_default(), &r.spec.cluster_name, CONTROLLER, e.step());
     }
     result
 }

@@ -25,7 +25,6 @@ use self::plan::{Made, Run};
 use crate::api::backup::{DeletionPolicy, EtcdBackupSpec};
 use crate::api::schedule::ScheduledBackup;
 use crate::api::{EtcdBackup, EtcdBackupSchedule, EtcdBackupScheduleStatus, EtcdCluster, Phase, validation};
-use crate::metrics::ErrorLabels;
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::{Runtime, kube_ops};
 
@@ -101,13 +100,7 @@ fn error_policy(s: Arc<EtcdBackupSchedule>, error: &Error, _ctx: Arc<Context>) -
 pub async fn reconcile(s: Arc<EtcdBackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
     let result = pass(&s, &ctx).await;
     if let Err(e) = &result {
-        let l = ErrorLabels {
-            namespace: s.namespace().unwrap_or_default(),
-            cluster: s.spec.cluster_name.clone(),
-            controller: CONTROLLER.into(),
-            step: e.step().into(),
-        };
-        ctx.rt.metrics.reconcile_errors.get_or_create(&l).inc();
+        ctx.rt.metrics.count_error(&s.namespace().unwrap_or_default(), &s.spec.cluster_name, CONTROLLER, e.step());
     }
     result
 }
