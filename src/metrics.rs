@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+type GaugeF = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -42,7 +44,7 @@ pub struct ErrorLabels {
 pub struct BackupResultLabels {
     pub namespace: String,
     pub cluster: String,
-    /// `succeeded` or `failed`.
+    /// `succeeded` or `failed` (backups); `success` or `failure` (defragmentations).
     pub result: String,
 }
 
@@ -75,6 +77,13 @@ pub struct Metrics {
     pub last_backup_size: Family<ClusterLabels, Gauge>,
     pub backup_uploaded_bytes: Family<ClusterLabels, Counter>,
     pub backup_duration: Family<ClusterLabels, Histogram, fn() -> Histogram>,
+    pub quota_used_ratio: Family<MemberLabels, GaugeF>,
+    pub fragmentation_ratio: Family<MemberLabels, GaugeF>,
+    pub last_defrag_timestamp: Family<MemberLabels, Gauge>,
+    pub last_defrag_blocked: Family<MemberLabels, GaugeF>,
+    pub defrags: Family<BackupResultLabels, Counter>,
+    pub compactions: Family<ClusterLabels, Counter>,
+    pub nospace_recoveries: Family<ClusterLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -100,6 +109,13 @@ impl Default for Metrics {
             last_backup_size: Family::default(),
             backup_uploaded_bytes: Family::default(),
             backup_duration: Family::new_with_constructor(backup_histogram),
+            quota_used_ratio: Family::default(),
+            fragmentation_ratio: Family::default(),
+            last_defrag_timestamp: Family::default(),
+            last_defrag_blocked: Family::default(),
+            defrags: Family::default(),
+            compactions: Family::default(),
+            nospace_recoveries: Family::default(),
             registry: Registry::default(),
         };
         registry.register("ready", "1 when the operator is ready to reconcile", m.ready.clone());
@@ -134,6 +150,33 @@ impl Default for Metrics {
             "Duration of a backup, snapshot to verified object",
             m.backup_duration.clone(),
         );
+        registry.register(
+            "member_quota_used_ratio",
+            "A member's db file as a share of the backend quota (NOSPACE at 1)",
+            m.quota_used_ratio.clone(),
+        );
+        registry.register(
+            "member_fragmentation_ratio",
+            "Free share of a member's db file, reclaimed by defragmentation",
+            m.fragmentation_ratio.clone(),
+        );
+        registry.register(
+            "member_last_defrag_timestamp_seconds",
+            "When etcd-pilot last defragmented a member (Unix time)",
+            m.last_defrag_timestamp.clone(),
+        );
+        registry.register(
+            "member_last_defrag_blocked_seconds",
+            "How long the member was blocked by its last defragmentation",
+            m.last_defrag_blocked.clone(),
+        );
+        registry.register("defrags", "Defragmentations of a member, by result", m.defrags.clone());
+        registry.register("compactions", "Compactions etcd-pilot did", m.compactions.clone());
+        registry.register(
+            "nospace_recoveries",
+            "NOSPACE alarms etcd-pilot recovered from",
+            m.nospace_recoveries.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -167,6 +210,15 @@ impl Metrics {
         }
         self.leader_changes.remove(&c);
         self.reconcile_duration.remove(&c);
+        self.compactions.remove(&c);
+        self.nospace_recoveries.remove(&c);
+        for result in ["success", "failure"] {
+            self.defrags.remove(&BackupResultLabels {
+                namespace: namespace.into(),
+                cluster: cluster.into(),
+                result: result.into(),
+            });
+        }
         for m in members {
             self.forget_member(namespace, cluster, m);
         }
@@ -177,6 +229,10 @@ impl Metrics {
         let l = MemberLabels { namespace: namespace.into(), cluster: cluster.into(), member: member.into() };
         self.db_size_bytes.remove(&l);
         self.db_size_in_use_bytes.remove(&l);
+        self.quota_used_ratio.remove(&l);
+        self.fragmentation_ratio.remove(&l);
+        self.last_defrag_timestamp.remove(&l);
+        self.last_defrag_blocked.remove(&l);
     }
 }
 

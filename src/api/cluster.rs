@@ -106,6 +106,10 @@ pub struct EtcdClusterSpec {
     #[serde(default)]
     pub compaction: CompactionPolicy,
 
+    /// Warning before the backend quota is reached, and automatic recovery from NOSPACE.
+    #[serde(default)]
+    pub quota: QuotaPolicy,
+
     /// Default target of EtcdBackups and EtcdBackupSchedules of this cluster that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<S3Target>,
@@ -123,6 +127,10 @@ pub struct EtcdClusterSpec {
     /// backups). Status keeps being updated.
     #[serde(default)]
     pub paused: bool,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 fn default_size() -> i32 {
@@ -509,6 +517,32 @@ pub struct CompactionPolicy {
     pub retain_revisions: i64,
 }
 
+/// What etcd-pilot does about the backend quota (`spec.etcd.quotaBackendBytes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaPolicy {
+    /// Condition `QuotaHigh` and a Warning Event when a member's db file reaches this
+    /// share (percent) of the quota, before etcd refuses writes.
+    #[serde(default = "default_warn_at_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub warn_at_percent: i32,
+    /// When etcd raises NOSPACE: compact (keeping `compaction.retainRevisions`, or all
+    /// history if that frees too little), defragment every member (the leader last),
+    /// then disarm the alarm. Off: the alarm stays until someone acts.
+    #[serde(default = "yes")]
+    pub remediate_no_space: bool,
+}
+
+impl Default for QuotaPolicy {
+    fn default() -> Self {
+        Self { warn_at_percent: default_warn_at_percent(), remediate_no_space: true }
+    }
+}
+
+fn default_warn_at_percent() -> i32 {
+    80
+}
+
 /// Which kube-apiserver resources this cluster serves.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -606,6 +640,73 @@ pub struct EtcdClusterStatus {
     /// The newest successful backup (written by the backup controller alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupRef>,
+    /// Compactions and NOSPACE recoveries etcd-pilot did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceStatus>,
+}
+
+/// Compaction and NOSPACE recovery, as done by etcd-pilot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceStatus {
+    /// The last compaction etcd-pilot did (scheduled, or to recover from NOSPACE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_compaction: Option<CompactionRecord>,
+    /// A NOSPACE recovery under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_space: Option<NoSpaceRecovery>,
+    /// The last NOSPACE recovery that finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_no_space_recovery: Option<NoSpaceRecovery>,
+}
+
+/// One compaction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactionRecord {
+    /// When it was done.
+    pub time: Time,
+    /// Revisions below this one are gone.
+    pub revision: i64,
+}
+
+/// A recovery from NOSPACE: detected, compacted, every member defragmented, disarmed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoSpaceRecovery {
+    /// When etcd-pilot first saw the alarm.
+    pub detected: Time,
+    /// The largest member db file then.
+    pub db_size_before: i64,
+    /// When history was compacted for this recovery (members defragmented after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted: Option<Time>,
+    /// The revision compacted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted_revision: Option<i64>,
+    /// All history was compacted (keeping `compaction.retainRevisions` freed too little).
+    #[serde(default)]
+    pub all_history: bool,
+    /// When the alarm was disarmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<Time>,
+    /// The largest member db file after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_size_after: Option<i64>,
+}
+
+/// A member's last defragmentation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefragRecord {
+    /// When it finished.
+    pub time: Time,
+    /// How long the member was blocked (it serves nothing while etcd rewrites its db).
+    pub blocked_millis: i64,
+    /// Size of the db file before.
+    pub db_size_before: i64,
+    /// Size of the db file after.
+    pub db_size_after: i64,
 }
 
 /// One member as etcd-pilot saw it.
@@ -638,6 +739,25 @@ pub struct MemberStatus {
     /// Bytes of the db file in use; the rest is reclaimed by defragmentation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db_size_in_use: Option<i64>,
+    /// Share (percent) of the db file that is free space, reclaimed by defragmentation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragmentation_percent: Option<i32>,
+    /// Size of the db file as a share (percent) of the backend quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_used_percent: Option<i32>,
+    /// The member's last defragmentation by etcd-pilot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_defragmentation: Option<DefragRecord>,
+    /// Defragmentations of this member that failed in a row (retried with backoff).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub defrag_failures: i32,
+    /// When the last of those failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_defrag_failure: Option<Time>,
+    /// etcd raised a CORRUPT alarm for this member: never a backup source, never
+    /// disarmed by etcd-pilot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub corrupt: bool,
     /// etcd version the member runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,

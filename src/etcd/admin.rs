@@ -497,10 +497,17 @@ impl EtcdAdmin {
     /// when there was nothing to compact.
     pub async fn compact_keeping(&self, keep: i64) -> Result<Option<i64>, EtcdError> {
         let target = self.revision().await? - keep.max(0);
+        self.compact_to(target).await
+    }
+
+    /// Compacts away revisions older than `target`, physically. `None`: nothing to
+    /// compact (`target` at most 1). A revision compacted already is success.
+    pub async fn compact_to(&self, target: i64) -> Result<Option<i64>, EtcdError> {
         if target <= 1 {
             return Ok(None);
         }
-        self.any("compact", false, |mut c| async move {
+        // A physical compaction of a long history takes longer than an ordinary request.
+        let compact = |mut c: Client| async move {
             match c.compact(target, Some(CompactionOptions::new().with_physical())).await {
                 Ok(_) => Ok(Some(target)),
                 // Compacting to an already compacted revision is success: the goal holds.
@@ -511,8 +518,15 @@ impl EtcdAdmin {
                 }
                 Err(e) => Err(e),
             }
-        })
-        .await
+        };
+        let mut errors = Vec::new();
+        for ep in &self.endpoints {
+            match self.call("compact", ep, self.config.defrag_timeout, compact).await {
+                Ok(v) => return Ok(v),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(EtcdError::AllEndpointsFailed { op: "compact", errors })
     }
 
     /// Streams a snapshot of the member at `endpoint`. Refuses learners: etcd 3.4 does

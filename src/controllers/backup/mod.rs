@@ -110,11 +110,12 @@ fn holder_id(b: &EtcdBackup) -> String {
     format!("{CONTROLLER}/{}", b.name_any())
 }
 
+/// Healthy voters, but never a member etcd raised CORRUPT for.
 fn candidates(ec: &EtcdCluster) -> Vec<Candidate> {
     ec.status
         .iter()
         .flat_map(|s| s.members.iter())
-        .filter(|m| m.healthy && !m.learner && !m.id.is_empty())
+        .filter(|m| m.healthy && !m.learner && !m.id.is_empty() && !m.corrupt)
         .filter_map(|m| {
             Some(Candidate { name: m.name.clone(), endpoint: m.client_urls.first()?.clone(), leader: m.leader })
         })
@@ -455,4 +456,26 @@ async fn cleanup(b: &EtcdBackup, ctx: &Context) -> Result<Action, Error> {
             .map_err(Error::Status)?;
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_member_is_never_a_source() {
+        let ec: EtcdCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster",
+            "metadata": {"name": "main", "namespace": "prod"},
+            "spec": {"size": 3, "version": "3.5.1"},
+            "status": {"members": [
+                {"name": "main-0", "id": "1", "healthy": true, "leader": true, "clientUrls": ["https://main-0:2379"]},
+                {"name": "main-1", "id": "2", "healthy": true, "corrupt": true, "clientUrls": ["https://main-1:2379"]},
+                {"name": "main-2", "id": "3", "healthy": true, "clientUrls": ["https://main-2:2379"]},
+            ]},
+        }))
+        .unwrap();
+        let names: Vec<String> = candidates(&ec).into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["main-0", "main-2"]);
+    }
 }

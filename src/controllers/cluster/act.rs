@@ -11,13 +11,14 @@ use serde_json::json;
 
 use super::build::{self, BOOTSTRAP_ANNOTATION, CLUSTER_ID_ANNOTATION, Join, Names};
 use super::error::{self, Error};
+use super::maintenance::Outcome;
 use super::observe::{EtcdView, REMOVED_ANNOTATION};
 use super::plan::Step;
 use super::tls;
 use super::{CONTROLLER, Context, FIELD_MANAGER, Key};
 use crate::api::EtcdCluster;
 use crate::api::cluster::{StorageMedium, TlsMode};
-use crate::etcd::{AdminConfig, EtcdAdmin, EtcdError};
+use crate::etcd::{AdminConfig, AlarmKind, EtcdAdmin, EtcdError};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::kube_ops::{annotate_if_unchanged, apply, create_if_absent, delete_if_present};
 use crate::runtime::operation::{self, Operation, Taken};
@@ -299,6 +300,9 @@ pub async fn act(
     let (reason, note) = super::status::describe(step);
     match step {
         Step::Idle | Step::Wait(_) | Step::Blocked(_) => return Ok(false),
+        Step::Compact { .. } | Step::Defragment { .. } | Step::Disarm { .. } => {
+            return maintain(ec, ctx, names, step, view, admin).await.map(|(done, _)| done);
+        }
         Step::Bootstrap { members, create } => {
             let join = Join {
                 initial_cluster: members.iter().map(|m| (m.clone(), names.peer_url(m))).collect(),
@@ -434,4 +438,101 @@ pub async fn start_quorum_recovery(
         "quorum lost for good ({} gone with their volumes): started EtcdRestore {name}, in place from the most advanced survivor {survivor} (raft index {index})",
         lost.join(", ")
     )))
+}
+
+/// Does one maintenance step (compact, defragment, disarm). Returns whether it was done
+/// and what it did. A failed defragmentation is an outcome, not an error: it is
+/// recorded, announced, and retried with backoff, and never stops the pass.
+pub async fn maintain(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    names: &Names,
+    step: &Step,
+    view: Option<&EtcdView>,
+    admin: &EtcdAdmin,
+) -> Result<(bool, Outcome), Error> {
+    let now = jiff::Timestamp::now;
+    match step {
+        Step::Compact { revision, all_history, reason } => {
+            let done = admin
+                .compact_to(*revision)
+                .await
+                .map_err(error::act_etcd(format!("compact to revision {revision}")))?;
+            let note = match done {
+                Some(r) => format!("compacted history below revision {r}: {reason}"),
+                None => format!("nothing to compact yet: {reason}"),
+            };
+            publish(&ctx.rt, ec, EventType::Normal, "Compacted", &note).await;
+            Ok((true, Outcome::Compacted { revision: done.unwrap_or(0), all_history: *all_history, at: now() }))
+        }
+        Step::Disarm { reason } => {
+            let alarms = admin.alarms().await.map_err(error::act_etcd("list alarms"))?;
+            for a in alarms.iter().filter(|a| a.kind == AlarmKind::NoSpace) {
+                admin.disarm(a).await.map_err(error::act_etcd("disarm NOSPACE"))?;
+            }
+            tracing::info!(cluster = %names.cluster, "NOSPACE disarmed: {reason}");
+            Ok((true, Outcome::Disarmed { at: now() }))
+        }
+        Step::Defragment { name, reason, .. } => {
+            let ep = names.client_url(name);
+            let member_name = |id: u64| -> String {
+                view.and_then(|v| v.members.iter().find(|m| m.id == id))
+                    .and_then(|m| m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u)))
+                    .unwrap_or_else(|| format!("{id:x}"))
+            };
+            let voters = view.map_or(1, |v| v.members.iter().filter(|m| !m.is_learner).count());
+            // Checked right before: a member that leads is not defragmented (leadership
+            // is moved away first), unless it is the only voter.
+            let before = admin.status(&ep).await.map_err(error::act_etcd(format!("status of {name}")))?;
+            if before.is_leader() && voters > 1 {
+                return Ok((false, Outcome::None));
+            }
+            let leader = member_name(before.leader);
+            publish(
+                &ctx.rt,
+                ec,
+                EventType::Normal,
+                "Defragmenting",
+                &format!(
+                    "defragmenting {name} ({reason}); leader {leader}; db file {} MiB, {} MiB in use",
+                    before.db_size >> 20,
+                    before.db_size_in_use >> 20
+                ),
+            )
+            .await;
+            let start = std::time::Instant::now();
+            match admin.defragment(&ep).await {
+                Ok(()) => {
+                    let blocked = start.elapsed();
+                    let after = admin.status(&ep).await.map(|s| s.db_size).unwrap_or(before.db_size);
+                    let note = format!(
+                        "defragmented {name}: db file {} MiB -> {} MiB, member blocked {:.2}s; leader {leader}",
+                        before.db_size >> 20,
+                        after >> 20,
+                        blocked.as_secs_f64()
+                    );
+                    tracing::info!(cluster = %names.cluster, "{note}");
+                    publish(&ctx.rt, ec, EventType::Normal, "Defragmented", &note).await;
+                    let blocked_ms = i64::try_from(blocked.as_millis()).unwrap_or(i64::MAX);
+                    Ok((
+                        true,
+                        Outcome::Defragmented {
+                            name: name.clone(),
+                            at: now(),
+                            blocked_ms,
+                            before: before.db_size,
+                            after,
+                        },
+                    ))
+                }
+                Err(e) => {
+                    let note = format!("defragmenting {name} failed: {e}; retried later with backoff");
+                    tracing::warn!(cluster = %names.cluster, "{note}");
+                    publish(&ctx.rt, ec, EventType::Warning, "DefragmentationFailed", &note).await;
+                    Ok((true, Outcome::DefragFailed { name: name.clone(), at: now() }))
+                }
+            }
+        }
+        _ => Ok((false, Outcome::None)),
+    }
 }

@@ -5,6 +5,7 @@
 pub mod act;
 pub mod build;
 pub mod error;
+pub mod maintenance;
 pub mod observe;
 #[cfg(test)]
 mod pass_tests;
@@ -408,6 +409,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let recorded = ec.status.as_ref().and_then(|s| s.highest_ordinal).and_then(|o| u32::try_from(o).ok());
     obs.highest_ordinal = obs.highest_ordinal.max(recorded);
     obs.since_learner_given_up = ctx.with_memory(&key, |m| m.learner_given_up.map(|t| t.elapsed().as_secs()));
+    obs.maintenance = maintenance_observed(ec, &names, view.as_ref(), jiff::Timestamp::now());
     let slot = operation::decide(operation::recorded(ec).as_ref(), CONTROLLER, jiff::Timestamp::now());
     if let Slot::Busy(op) = &slot {
         obs.slot_busy = Some(format!("{} {}", op.controller, op.kind));
@@ -460,6 +462,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
 
     // Act: a bootstrap is recorded before its first pod, a disruptive step fenced.
     let mut fenced = None;
+    let mut outcome = maintenance::Outcome::None;
     if let Step::Bootstrap { members, .. } = &step
         && obs.bootstrap.is_none()
         && !act::record_bootstrap(ec, ctx, members).await?
@@ -473,6 +476,12 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         Some(why) => {
             tracing::info!(cluster = %names.cluster, namespace = %ns, ?step, why, "not acting: fenced");
             Ok(false)
+        }
+        None if matches!(step, Step::Compact { .. } | Step::Defragment { .. } | Step::Disarm { .. }) => {
+            act::maintain(ec, ctx, &names, &step, view.as_ref(), &admin).await.map(|(done, o)| {
+                outcome = o;
+                done
+            })
         }
         None => {
             let volumes: Vec<String> = obs.volumes.iter().cloned().collect();
@@ -506,9 +515,14 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         ca_lost: ca_lost.as_deref(),
         previous,
         now: Time(jiff::Timestamp::now()),
+        quota: ec.spec.etcd.quota_backend_bytes,
+        warn_at_percent: i64::from(ec.spec.quota.warn_at_percent),
+        compaction_conflict: compaction_conflict(ec),
+        outcome: &outcome,
     });
     let new_status = EtcdClusterStatus { highest_ordinal: highest_ordinal.map(i64::from), ..new_status };
     record_metrics(ctx, ec, &key, &new_status, view.as_ref());
+    record_maintenance(ctx, ec, &key, &new_status, &outcome).await;
     let unchanged = previous.is_some_and(|p| {
         // The revision alone is recorded only every REVISION_RECORD_STEP revisions: a
         // status write (and the pass it triggers) per write to etcd would be a loop.
@@ -533,6 +547,122 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(requeue_after(&step)))
 }
 
+/// Why two compactors are configured on this cluster, if they are.
+fn compaction_conflict(ec: &EtcdCluster) -> Option<String> {
+    let schedule = ec.spec.compaction.schedule.as_ref()?;
+    let retention = ec.spec.etcd.auto_compaction_retention.trim();
+    let amount: f64 = retention.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse().unwrap_or(0.0);
+    (amount > 0.0).then(|| {
+        format!(
+            "spec.compaction.schedule ({schedule}) and etcd's own auto-compaction (spec.etcd.autoCompactionRetention: {retention}) both compact this cluster: keep one (and none at all when kube-apiserver compacts it)"
+        )
+    })
+}
+
+/// What maintenance looks at: each voter's db with the status' records, alarms, the
+/// revision, and which scheduled rounds are due. `None` without an answer from etcd.
+fn maintenance_observed(
+    ec: &EtcdCluster,
+    names: &Names,
+    view: Option<&EtcdView>,
+    now: jiff::Timestamp,
+) -> Option<maintenance::Observed> {
+    let view = view?;
+    let status = ec.status.as_ref();
+    let mut members = Vec::new();
+    for m in view.members.iter().filter(|m| !m.is_learner) {
+        let Some(s) = view.statuses.get(&m.id) else { continue };
+        let name = m.peer_urls.iter().find_map(|u| names.member_of_peer_url(u)).unwrap_or_else(|| m.name.clone());
+        let recorded = status.and_then(|st| st.members.iter().find(|r| r.name == name));
+        members.push(maintenance::MemberDb {
+            name,
+            id: m.id,
+            leader: s.is_leader(),
+            db_size: s.db_size,
+            in_use: s.db_size_in_use,
+            last_defrag: recorded.and_then(|r| r.last_defragmentation.as_ref()).map(|d| d.time.0),
+            failures: recorded.map_or(0, |r| u32::try_from(r.defrag_failures).unwrap_or(0)),
+            last_failure: recorded.and_then(|r| r.last_defrag_failure.as_ref()).map(|t| t.0),
+        });
+    }
+    let alarms = observe::alarms(view);
+    let created = ec.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let slot = |cron: &Option<String>, since: jiff::Timestamp| {
+        let cron = validation::parse_cron(cron.as_ref()?).ok()?;
+        crate::controllers::schedule::plan::due_slot(&cron, &jiff::tz::TimeZone::UTC, since, now)
+    };
+    let recorded = status.and_then(|s| s.maintenance.as_ref());
+    let last_compaction = recorded.and_then(|m| m.last_compaction.as_ref()).map(|c| c.time.0);
+    Some(maintenance::Observed {
+        now,
+        members,
+        no_space: alarms.iter().any(|a| a == "NOSPACE"),
+        corrupt: alarms.iter().any(|a| a == "CORRUPT"),
+        recovery: recorded.and_then(|m| m.no_space.as_ref()).map(|r| maintenance::Recovery {
+            compacted: r.compacted.as_ref().map(|t| t.0),
+            all_history: r.all_history,
+        }),
+        revision: view.statuses.values().map(|s| s.revision).max().unwrap_or(0),
+        defrag_slot: slot(&ec.spec.defrag.schedule, created),
+        compaction_due: slot(&ec.spec.compaction.schedule, last_compaction.unwrap_or(created).max(created)).is_some(),
+    })
+}
+
+/// Events and metrics of maintenance: a finished NOSPACE recovery, a quota near full,
+/// defragmentation figures.
+async fn record_maintenance(
+    ctx: &Context,
+    ec: &EtcdCluster,
+    key: &Key,
+    s: &EtcdClusterStatus,
+    outcome: &maintenance::Outcome,
+) {
+    let m = &ctx.rt.metrics;
+    let c = ClusterLabels { namespace: key.0.clone(), cluster: key.1.clone() };
+    match outcome {
+        maintenance::Outcome::Disarmed { .. } => {
+            m.nospace_recoveries.get_or_create(&c).inc();
+            if let Some(r) = s.maintenance.as_ref().and_then(|m| m.last_no_space_recovery.as_ref()) {
+                publish(&ctx.rt, ec, EventType::Normal, "NoSpaceRecovered", &maintenance::describe_recovery(r)).await;
+            }
+        }
+        maintenance::Outcome::Compacted { .. } => {
+            m.compactions.get_or_create(&c).inc();
+        }
+        maintenance::Outcome::Defragmented { .. } | maintenance::Outcome::DefragFailed { .. } => {
+            let ok = matches!(outcome, maintenance::Outcome::Defragmented { .. });
+            let l = crate::metrics::BackupResultLabels {
+                namespace: key.0.clone(),
+                cluster: key.1.clone(),
+                result: if ok { "success" } else { "failure" }.into(),
+            };
+            m.defrags.get_or_create(&l).inc();
+        }
+        maintenance::Outcome::None => {}
+    }
+    for member in s.members.iter().filter(|m| !m.id.is_empty()) {
+        let l = MemberLabels { namespace: key.0.clone(), cluster: key.1.clone(), member: member.name.clone() };
+        if let Some(p) = member.quota_used_percent {
+            let ratio = member.db_size.unwrap_or(0) as f64 / ec.spec.etcd.quota_backend_bytes.max(1) as f64;
+            m.quota_used_ratio.get_or_create(&l).set(if p >= 0 { ratio } else { 0.0 });
+        }
+        if let (Some(size), Some(used)) = (member.db_size, member.db_size_in_use) {
+            let frag = if size > 0 { (size - used).max(0) as f64 / size as f64 } else { 0.0 };
+            m.fragmentation_ratio.get_or_create(&l).set(frag);
+        }
+        if let Some(d) = &member.last_defragmentation {
+            m.last_defrag_timestamp.get_or_create(&l).set(d.time.0.as_second());
+            m.last_defrag_blocked.get_or_create(&l).set(d.blocked_millis as f64 / 1000.0);
+        }
+    }
+    if let Some(cond) = s.conditions.iter().find(|c| c.type_ == status::QUOTA_HIGH && c.status == "True") {
+        warn_once(ctx, ec, key, "QuotaHigh", cond.message.clone()).await;
+    }
+    if let Some(cond) = s.conditions.iter().find(|c| c.type_ == status::COMPACTION_CONFLICT && c.status == "True") {
+        warn_once(ctx, ec, key, "CompactionConflict", cond.message.clone()).await;
+    }
+}
+
 /// What the user asked for, as the planner reads it.
 fn desired(ec: &EtcdCluster, repository: &str) -> Desired {
     Desired {
@@ -544,6 +674,14 @@ fn desired(ec: &EtcdCluster, repository: &str) -> Desired {
         learner_retry_after_secs: LEARNER_RETRY_AFTER_SECS,
         memory: ec.spec.storage.medium == StorageMedium::Memory,
         allow_data_loss: ec.spec.storage.allow_data_loss,
+        maintenance: Some(maintenance::Policy {
+            defrag_enabled: ec.spec.defrag.enabled,
+            threshold_percent: i64::from(ec.spec.defrag.fragmentation_threshold_percent),
+            min_db_size: ec.spec.defrag.min_db_size_bytes,
+            retain_revisions: ec.spec.compaction.retain_revisions,
+            remediate_no_space: ec.spec.quota.remediate_no_space,
+            quota: ec.spec.etcd.quota_backend_bytes,
+        }),
     }
 }
 

@@ -211,6 +211,24 @@ pub fn alarms(view: &EtcdView) -> Vec<String> {
     out
 }
 
+/// The alarms active in the cluster with the member each is about: `(member id, kind)`.
+/// etcd reports them as `memberID:<decimal id> alarm:<KIND>`.
+pub fn alarm_members(view: &EtcdView) -> Vec<(u64, String)> {
+    let mut out: Vec<(u64, String)> = view
+        .statuses
+        .values()
+        .flat_map(|s| s.errors.iter())
+        .filter_map(|e| {
+            let id = e.split("memberID:").nth(1)?.split_whitespace().next()?.parse().ok()?;
+            let kind = e.split("alarm:").nth(1)?.split_whitespace().next()?.to_string();
+            Some((id, kind))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +396,7 @@ mod tests {
         other.errors = vec!["memberID:1 alarm:NOSPACE ".into(), "memberID:2 alarm:CORRUPT ".into()];
         let view = EtcdView { members: vec![], statuses: HashMap::from([(1, s.clone()), (2, other)]) };
         assert_eq!(alarms(&view), vec!["CORRUPT".to_string(), "NOSPACE".to_string()]);
+        assert_eq!(alarm_members(&view), vec![(1, "NOSPACE".to_string()), (2, "CORRUPT".to_string())]);
         s.errors.push("etcdserver: no leader".into());
         assert!(!member_healthy(Some(&s), false), "its own errors do");
         assert!(!member_healthy(None, false), "no answer: unhealthy");

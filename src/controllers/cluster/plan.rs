@@ -26,8 +26,12 @@
 //! 9. pods built from another spec (version, image, resources, tuning, scheduling):
 //!    restart followers first, the leader last after moving leadership, one at a time,
 //!    only while all are healthy.
+//! 10. maintenance ([`super::maintenance`]): NOSPACE recovery, scheduled compaction,
+//!     defragmentation; only while every voter is healthy.
 
 use std::collections::BTreeSet;
+
+use super::maintenance;
 
 /// What the user asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub struct Desired {
     pub memory: bool,
     /// The user accepts losing the data of a single-member Memory cluster on restart.
     pub allow_data_loss: bool,
+    /// Defragmentation, compaction and NOSPACE policy.
+    pub maintenance: Option<maintenance::Policy>,
 }
 
 /// A member pod as observed.
@@ -101,6 +107,8 @@ pub struct Observation {
     pub since_learner_given_up: Option<u64>,
     /// Another controller's operation holds the cluster's slot (what it is).
     pub slot_busy: Option<String>,
+    /// Db files, alarms and maintenance records, for the maintenance rules.
+    pub maintenance: Option<maintenance::Observed>,
 }
 
 /// The one thing to do next.
@@ -152,6 +160,23 @@ pub enum Step {
         name: String,
         reason: String,
     },
+    /// Compact history below `revision` (maintenance).
+    Compact {
+        revision: i64,
+        /// Nothing but the current revision is kept.
+        all_history: bool,
+        reason: String,
+    },
+    /// Defragment one member (it is blocked while etcd rewrites its db file).
+    Defragment {
+        id: u64,
+        name: String,
+        reason: String,
+    },
+    /// Disarm the NOSPACE alarm, space having been freed.
+    Disarm {
+        reason: String,
+    },
     /// The next step would risk quorum or data: do nothing, say why.
     Blocked(String),
 }
@@ -168,6 +193,9 @@ impl Step {
                 | Step::RemoveMember { .. }
                 | Step::DeletePod { .. }
                 | Step::Restart { .. }
+                | Step::Compact { .. }
+                | Step::Defragment { .. }
+                | Step::Disarm { .. }
         )
     }
 
@@ -180,7 +208,8 @@ impl Step {
             | Step::Promote { name, .. }
             | Step::RemoveMember { name, .. }
             | Step::DeletePod { name, .. }
-            | Step::Restart { name, .. } => Some(name),
+            | Step::Restart { name, .. }
+            | Step::Defragment { name, .. } => Some(name),
             Step::MoveLeader { to_name, .. } => Some(to_name),
             _ => None,
         }
@@ -382,7 +411,15 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
             None => Step::Restart { name: leader.name.clone(), reason: why.clone() },
         };
     }
-    Step::Idle
+
+    // 10. Maintenance, the lowest priority.
+    match (&want.maintenance, &obs.maintenance) {
+        (Some(p), Some(m)) => {
+            let all_ready = healthy_voters == voters.len() && obs.pods.iter().all(|p| p.ready);
+            maintenance::next(p, m, all_ready)
+        }
+        _ => Step::Idle,
+    }
 }
 
 /// No member answers.
@@ -460,6 +497,7 @@ mod tests {
             learner_retry_after_secs: 60,
             memory: false,
             allow_data_loss: false,
+            maintenance: None,
         }
     }
 
@@ -1041,5 +1079,65 @@ mod tests {
         assert_eq!(member_name("my-etcd", 12), "my-etcd-12");
         assert_eq!(ordinal_of("my-etcd-12"), Some(12));
         assert_eq!(ordinal_of("weird"), None);
+    }
+
+    #[test]
+    fn maintenance_comes_last_and_never_while_paused_busy_or_unhealthy() {
+        const MIB: i64 = 1024 * 1024;
+        let mut w = want(3);
+        w.maintenance = Some(maintenance::Policy {
+            defrag_enabled: true,
+            threshold_percent: 50,
+            min_db_size: 64 * MIB,
+            retain_revisions: 0,
+            remediate_no_space: true,
+            quota: 256 * MIB,
+        });
+        let mut o = healthy(3);
+        o.maintenance = Some(maintenance::Observed {
+            now: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+            members: (0..3u64)
+                .map(|i| maintenance::MemberDb {
+                    name: member_name(C, i as u32),
+                    id: i + 1,
+                    leader: i == 0,
+                    db_size: 200 * MIB,
+                    in_use: 20 * MIB,
+                    last_defrag: None,
+                    failures: 0,
+                    last_failure: None,
+                })
+                .collect(),
+            no_space: false,
+            corrupt: false,
+            recovery: None,
+            revision: 100,
+            defrag_slot: None,
+            compaction_due: false,
+        });
+        let defrag = Step::Defragment {
+            id: 2,
+            name: "main-1".into(),
+            reason: "90% of its 200.0 MiB db file is free (threshold 50%)".into(),
+        };
+        assert_eq!(plan(C, &w, &o, false), defrag);
+        let mut stale = o.clone();
+        stale.pods[2].spec_hash = Some("old".into());
+        assert!(matches!(plan(C, &w, &stale, false), Step::Restart { .. }), "a rolling restart first");
+        let mut small = want(5);
+        small.maintenance = w.maintenance.clone();
+        assert!(matches!(plan(C, &small, &o, false), Step::AddLearner { .. }), "membership first");
+        let mut paused = w.clone();
+        paused.paused = true;
+        assert_eq!(plan(C, &paused, &o, false), Step::Idle, "paused: no maintenance at all");
+        let mut busy = o.clone();
+        busy.slot_busy = Some("backup/nightly Snapshot".into());
+        assert!(matches!(plan(C, &w, &busy, false), Step::Wait(_)), "another operation holds the slot");
+        let mut unready = o.clone();
+        unready.pods[1].ready = false;
+        assert_eq!(plan(C, &w, &unready, false), Step::Idle, "not while a pod is not ready");
+        assert!(defrag.disruptive(), "takes the operation slot, fenced");
+        assert!(Step::Compact { revision: 1, all_history: true, reason: String::new() }.disruptive());
+        assert!(Step::Disarm { reason: String::new() }.disruptive());
     }
 }

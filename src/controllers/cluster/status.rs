@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use super::build::Names;
+use super::maintenance::{self, Outcome};
 use super::observe::{self, EtcdView};
 use super::plan::{Step, quorum};
 use crate::api::cluster::{EtcdClusterStatus, MemberStatus};
@@ -16,6 +17,9 @@ pub const DEGRADED: &str = "Degraded";
 pub const SPEC_VALID: &str = "SpecValid";
 pub const ALARM: &str = "Alarm";
 pub const CERTIFICATES_READY: &str = "CertificatesReady";
+pub const QUOTA_HIGH: &str = "QuotaHigh";
+pub const MAINTENANCE_FAILING: &str = "MaintenanceFailing";
+pub const COMPACTION_CONFLICT: &str = "CompactionConflict";
 
 /// A short CamelCase reason and a sentence for a step.
 pub fn describe(step: &Step) -> (&'static str, String) {
@@ -35,6 +39,11 @@ pub fn describe(step: &Step) -> (&'static str, String) {
         Step::RemoveMember { name, reason, .. } => ("RemovingMember", format!("removing {name}: {reason}")),
         Step::DeletePod { name, .. } => ("DeletingPod", format!("deleting the pod of removed member {name}")),
         Step::Restart { name, reason } => ("RestartingMember", format!("restarting {name}: {reason}")),
+        Step::Compact { revision, reason, .. } => {
+            ("Compacting", format!("compacting history below revision {revision}: {reason}"))
+        }
+        Step::Defragment { name, reason, .. } => ("Defragmenting", format!("defragmenting {name}: {reason}")),
+        Step::Disarm { reason } => ("DisarmingNoSpace", format!("disarming the NOSPACE alarm: {reason}")),
         Step::Blocked(why) => ("Blocked", why.clone()),
     }
 }
@@ -54,6 +63,13 @@ pub struct Input<'a> {
     pub ca_lost: Option<&'a str>,
     pub previous: Option<&'a EtcdClusterStatus>,
     pub now: Time,
+    /// `spec.etcd.quotaBackendBytes` and `spec.quota.warnAtPercent`.
+    pub quota: i64,
+    pub warn_at_percent: i64,
+    /// Why two compactors are configured, if they are.
+    pub compaction_conflict: Option<String>,
+    /// What this pass's maintenance step did.
+    pub outcome: &'a Outcome,
 }
 
 /// The members as etcd and Kubernetes show them.
@@ -80,6 +96,7 @@ pub fn members(names: &Names, pods: &[Pod], etcd: Option<&EtcdView>) -> Vec<Memb
                 db_size_in_use: s.map(|s| s.db_size_in_use),
                 version: s.map(|s| s.version.clone()),
                 errors,
+                ..MemberStatus::default()
             });
         }
     }
@@ -128,7 +145,26 @@ fn condition(
 
 /// The whole status.
 pub fn build(i: &Input) -> EtcdClusterStatus {
-    let members = members(i.names, i.pods, i.etcd);
+    let mut members = members(i.names, i.pods, i.etcd);
+    let corrupt_ids: Vec<String> = i
+        .etcd
+        .map(observe::alarm_members)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, kind)| kind == "CORRUPT")
+        .map(|(id, _)| format!("{id:x}"))
+        .collect();
+    for m in &mut members {
+        if let Some(size) = m.db_size.filter(|s| *s > 0) {
+            let in_use = m.db_size_in_use.unwrap_or(size);
+            m.fragmentation_percent = Some(maintenance::fragmentation_percent(size, in_use) as i32);
+            if i.quota > 0 {
+                m.quota_used_percent = Some((size * 100 / i.quota) as i32);
+            }
+        }
+        m.corrupt = !m.id.is_empty() && corrupt_ids.contains(&m.id);
+    }
+    maintenance::member_records(&mut members, i.previous, i.outcome);
     let voters: Vec<&MemberStatus> = members.iter().filter(|m| !m.learner && !m.id.is_empty()).collect();
     let healthy = voters.iter().filter(|m| m.healthy).count();
     let leader = members.iter().find(|m| m.leader).map(|m| m.name.clone());
@@ -214,6 +250,41 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
             ),
         )
     };
+    let high: Vec<String> = members
+        .iter()
+        .filter(|m| m.quota_used_percent.is_some_and(|p| i64::from(p) >= i.warn_at_percent))
+        .map(|m| format!("{} {}% (db {} MiB)", m.name, m.quota_used_percent.unwrap_or(0), m.db_size.unwrap_or(0) >> 20))
+        .collect();
+    let (quota_reason, quota_msg) = if high.is_empty() {
+        ("BelowWarnLevel", format!("every member's db file is below {}% of the quota", i.warn_at_percent))
+    } else {
+        (
+            "AboveWarnLevel",
+            format!(
+                "db files at or above {}% of the {} MiB quota: {}; at 100% etcd raises NOSPACE and refuses writes: compact and defragment, delete data, or raise spec.etcd.quotaBackendBytes",
+                i.warn_at_percent,
+                i.quota >> 20,
+                high.join(", ")
+            ),
+        )
+    };
+    let failing: Vec<String> = members
+        .iter()
+        .filter(|m| m.defrag_failures >= maintenance::FAILURES_FOR_CONDITION as i32)
+        .map(|m| format!("{} ({} in a row)", m.name, m.defrag_failures))
+        .collect();
+    let (fail_reason, fail_msg) = if failing.is_empty() {
+        ("Succeeding", "maintenance steps succeed".to_string())
+    } else {
+        (
+            "DefragmentationFailing",
+            format!("defragmentation keeps failing on {}; retried with backoff (see Events)", failing.join(", ")),
+        )
+    };
+    let (conflict_reason, conflict_msg) = match &i.compaction_conflict {
+        Some(why) => ("TwoCompactors", why.clone()),
+        None => ("OneCompactor", "at most one compactor is configured".to_string()),
+    };
     let c = |t, ok, r, m| condition(i.previous, t, ok, r, m, i.generation, &i.now);
     EtcdClusterStatus {
         conditions: vec![
@@ -226,7 +297,17 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
                 Some(why) => c(CERTIFICATES_READY, false, "CALost", why.to_string()),
                 None => c(CERTIFICATES_READY, true, "Ready", "certificates are issued and renewed".to_string()),
             },
+            c(QUOTA_HIGH, !high.is_empty(), quota_reason, quota_msg),
+            c(MAINTENANCE_FAILING, !failing.is_empty(), fail_reason, fail_msg),
+            c(COMPACTION_CONFLICT, i.compaction_conflict.is_some(), conflict_reason, conflict_msg),
         ],
+        maintenance: maintenance::status(
+            i.previous.and_then(|p| p.maintenance.as_ref()),
+            i.etcd.map(|v| observe::alarms(v).iter().any(|a| a == "NOSPACE")),
+            members.iter().filter_map(|m| m.db_size).max().unwrap_or(0),
+            i.outcome,
+            i.now.0,
+        ),
         observed_generation: i.generation,
         ready_members: healthy as i32,
         leader,
@@ -320,6 +401,10 @@ mod tests {
             ca_lost: None,
             previous: prev,
             now: Time(jiff::Timestamp::from_second(1_000).unwrap()),
+            quota: 1000,
+            warn_at_percent: 80,
+            compaction_conflict: None,
+            outcome: &Outcome::None,
         }
     }
 

@@ -1,0 +1,786 @@
+//! Maintenance: the lowest-priority steps of the cluster planner (NOSPACE recovery,
+//! scheduled compaction, defragmentation). Pure: what to do next from what was observed
+//! and what the status recorded, so every transition is a table row.
+//!
+//! Rules, in order, once nothing else is to be done and every voter is healthy:
+//! 1. a CORRUPT alarm: nothing (a member's data may be bad; a person decides).
+//! 2. NOSPACE (when remediation is on): compact keeping `retainRevisions`; defragment
+//!    every member defragmented before that compaction (followers first, the leader
+//!    last, leadership moved away first); then disarm when the largest db file is back
+//!    under the quota; else compact all history and go round again; else say which quota
+//!    the data needs.
+//! 3. a scheduled compaction that is due.
+//! 4. defragmentation of members past the threshold, or defragmented before a scheduled
+//!    round's slot: one at a time, a settle time after each, followers first, the leader
+//!    last; a member whose last attempts failed waits out its backoff.
+
+use jiff::{SignedDuration, Timestamp};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::plan::Step;
+use crate::api::cluster::{
+    CompactionRecord, DefragRecord, EtcdClusterStatus, MaintenanceStatus, MemberStatus, NoSpaceRecovery,
+};
+
+/// Pause after a defragmentation before the next member's.
+pub const SETTLE_SECS: i64 = 5;
+/// A member defragmented for fragmentation is not defragmented for it again this soon
+/// (a db that does not shrink must not be rewritten in a loop).
+pub const THRESHOLD_MIN_INTERVAL_SECS: i64 = 600;
+/// After a failed defragmentation: 30 s, doubling, at most 30 min.
+pub const BACKOFF_BASE_SECS: i64 = 30;
+pub const BACKOFF_MAX_SECS: i64 = 1800;
+/// Failures in a row after which the cluster's `MaintenanceFailing` condition is set.
+pub const FAILURES_FOR_CONDITION: u32 = 3;
+/// NOSPACE is disarmed once the largest db file is below this share (percent) of the
+/// quota: above it, the next writes would raise it again at once.
+pub const DISARM_BELOW_PERCENT: i64 = 95;
+/// The quota suggested when the data itself exceeds it leaves the data at this share.
+pub const SUGGESTED_USE_PERCENT: i64 = 80;
+
+/// What the spec asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub defrag_enabled: bool,
+    pub threshold_percent: i64,
+    pub min_db_size: i64,
+    pub retain_revisions: i64,
+    pub remediate_no_space: bool,
+    pub quota: i64,
+}
+
+/// A voting member's db, with what the status recorded of its defragmentations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDb {
+    pub name: String,
+    pub id: u64,
+    pub leader: bool,
+    pub db_size: i64,
+    pub in_use: i64,
+    pub last_defrag: Option<Timestamp>,
+    /// Failed defragmentations in a row, and when the last failed.
+    pub failures: u32,
+    pub last_failure: Option<Timestamp>,
+}
+
+impl MemberDb {
+    pub fn fragmentation_percent(&self) -> i64 {
+        fragmentation_percent(self.db_size, self.in_use)
+    }
+}
+
+/// Free share (percent) of a db file.
+pub fn fragmentation_percent(db_size: i64, in_use: i64) -> i64 {
+    if db_size <= 0 { 0 } else { (db_size - in_use).max(0) * 100 / db_size }
+}
+
+/// A NOSPACE recovery under way, as the status recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// When history was compacted for it.
+    pub compacted: Option<Timestamp>,
+    pub all_history: bool,
+}
+
+/// What maintenance looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub now: Timestamp,
+    /// Voting members.
+    pub members: Vec<MemberDb>,
+    pub no_space: bool,
+    pub corrupt: bool,
+    pub recovery: Option<Recovery>,
+    /// The store's current revision.
+    pub revision: i64,
+    /// The slot of a scheduled defragmentation round that is due: members defragmented
+    /// before it are defragmented.
+    pub defrag_slot: Option<Timestamp>,
+    /// A scheduled compaction is due.
+    pub compaction_due: bool,
+}
+
+/// When a member that failed may be tried again.
+pub fn retry_at(m: &MemberDb) -> Option<Timestamp> {
+    let last = m.last_failure?;
+    if m.failures == 0 {
+        return None;
+    }
+    let exp = (m.failures - 1).min(16);
+    let secs = (BACKOFF_BASE_SECS << exp).min(BACKOFF_MAX_SECS);
+    last.checked_add(SignedDuration::from_secs(secs)).ok()
+}
+
+fn backing_off(m: &MemberDb, now: Timestamp) -> bool {
+    retry_at(m).is_some_and(|t| t > now)
+}
+
+/// The quota to set for data of `size` bytes: leaves it at [`SUGGESTED_USE_PERCENT`],
+/// rounded up to a MiB.
+pub fn suggested_quota(size: i64) -> i64 {
+    const MIB: i64 = 1024 * 1024;
+    let want = size * 100 / SUGGESTED_USE_PERCENT;
+    (want + MIB - 1) / MIB * MIB
+}
+
+fn mib(bytes: i64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The next maintenance step. `all_ready`: every voter healthy and every pod ready.
+pub fn next(p: &Policy, o: &Observed, all_ready: bool) -> Step {
+    if o.corrupt {
+        return Step::Idle;
+    }
+    if o.members.is_empty() {
+        return Step::Idle;
+    }
+    if o.no_space {
+        // Remediation off: the alarm is left to a person, and nothing else runs either.
+        return if p.remediate_no_space { no_space(p, o, all_ready) } else { Step::Idle };
+    }
+    if !all_ready {
+        return Step::Idle;
+    }
+    if o.compaction_due {
+        return Step::Compact {
+            revision: (o.revision - p.retain_revisions).max(0),
+            all_history: p.retain_revisions == 0,
+            reason: format!("scheduled compaction keeping {} revisions", p.retain_revisions),
+        };
+    }
+    if !p.defrag_enabled {
+        return Step::Idle;
+    }
+    let due = |m: &MemberDb| -> Option<String> {
+        if backing_off(m, o.now) {
+            return None;
+        }
+        if let Some(slot) = o.defrag_slot
+            && m.last_defrag.is_none_or(|t| t < slot)
+        {
+            return Some(format!("scheduled defragmentation ({slot})"));
+        }
+        let recent = m.last_defrag.is_some_and(|t| o.now.duration_since(t).as_secs() < THRESHOLD_MIN_INTERVAL_SECS);
+        (m.db_size >= p.min_db_size && m.fragmentation_percent() >= p.threshold_percent && !recent).then(|| {
+            format!(
+                "{}% of its {} db file is free (threshold {}%)",
+                m.fragmentation_percent(),
+                mib(m.db_size),
+                p.threshold_percent
+            )
+        })
+    };
+    round(o, |m| due(m))
+}
+
+/// One member of a round, followers first, the leader last (after moving leadership).
+fn round(o: &Observed, due: impl Fn(&MemberDb) -> Option<String>) -> Step {
+    let mut todo: Vec<(&MemberDb, String)> = o.members.iter().filter_map(|m| due(m).map(|why| (m, why))).collect();
+    if todo.is_empty() {
+        return Step::Idle;
+    }
+    todo.sort_by(|a, b| a.0.leader.cmp(&b.0.leader).then(a.0.name.cmp(&b.0.name)));
+    let last = o.members.iter().filter_map(|m| m.last_defrag).max();
+    if let Some(last) = last {
+        let since = o.now.duration_since(last).as_secs();
+        if (0..SETTLE_SECS).contains(&since) {
+            return Step::Wait(format!("letting the cluster settle after a defragmentation ({since}s ago)"));
+        }
+    }
+    let (m, why) = &todo[0];
+    if m.leader
+        && let Some(to) = o.members.iter().filter(|x| x.id != m.id).min_by_key(|x| (x.last_defrag.is_none(), &x.name))
+    {
+        return Step::MoveLeader {
+            to: to.id,
+            to_name: to.name.clone(),
+            reason: format!("{} leads and is defragmented last", m.name),
+        };
+    }
+    Step::Defragment { id: m.id, name: m.name.clone(), reason: why.clone() }
+}
+
+/// NOSPACE recovery: compact, defragment every member, disarm.
+fn no_space(p: &Policy, o: &Observed, all_ready: bool) -> Step {
+    if !all_ready {
+        return Step::Wait("NOSPACE: waiting for every member to be healthy before freeing space".into());
+    }
+    let compacted = o.recovery.as_ref().and_then(|r| r.compacted);
+    let all_history = o.recovery.as_ref().is_some_and(|r| r.all_history);
+    let Some(compacted) = compacted else {
+        return Step::Compact {
+            revision: (o.revision - p.retain_revisions).max(0),
+            all_history: p.retain_revisions == 0,
+            reason: format!("NOSPACE: compacting history, keeping {} revisions", p.retain_revisions),
+        };
+    };
+    let pending = |m: &MemberDb| m.last_defrag.is_none_or(|t| t < compacted);
+    if o.members.iter().any(pending) {
+        if let Some(m) = o.members.iter().find(|m| pending(m) && backing_off(m, o.now)) {
+            return Step::Wait(format!("NOSPACE: defragmenting {} failed; retrying after its backoff", m.name));
+        }
+        return round(o, |m| pending(m).then(|| "NOSPACE: freeing the space compaction released".to_string()));
+    }
+    let largest = o.members.iter().map(|m| m.db_size).max().unwrap_or(0);
+    if largest * 100 < p.quota * DISARM_BELOW_PERCENT {
+        return Step::Disarm {
+            reason: format!(
+                "NOSPACE: every member defragmented, the largest db file is {} of a {} quota",
+                mib(largest),
+                mib(p.quota)
+            ),
+        };
+    }
+    if !all_history {
+        return Step::Compact {
+            revision: o.revision,
+            all_history: true,
+            reason: format!(
+                "NOSPACE: keeping {} revisions freed too little ({} of a {} quota); compacting all history",
+                p.retain_revisions,
+                mib(largest),
+                mib(p.quota)
+            ),
+        };
+    }
+    Step::Blocked(format!(
+        "NOSPACE: the data itself takes {} of the {} quota after compacting all history and defragmenting every member; set spec.etcd.quotaBackendBytes to at least {} (rolled out member by member), or delete data",
+        mib(largest),
+        mib(p.quota),
+        suggested_quota(largest)
+    ))
+}
+
+/// What a maintenance step did, for the status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Outcome {
+    #[default]
+    None,
+    Defragmented {
+        name: String,
+        at: Timestamp,
+        blocked_ms: i64,
+        before: i64,
+        after: i64,
+    },
+    DefragFailed {
+        name: String,
+        at: Timestamp,
+    },
+    Compacted {
+        revision: i64,
+        all_history: bool,
+        at: Timestamp,
+    },
+    Disarmed {
+        at: Timestamp,
+    },
+}
+
+/// The member records of this pass: what the previous status recorded, with the
+/// outcome of this pass's step.
+pub fn member_records(members: &mut [MemberStatus], previous: Option<&EtcdClusterStatus>, outcome: &Outcome) {
+    for m in members.iter_mut() {
+        if let Some(p) = previous.and_then(|p| p.members.iter().find(|p| p.name == m.name)) {
+            m.last_defragmentation = p.last_defragmentation.clone();
+            m.defrag_failures = p.defrag_failures;
+            m.last_defrag_failure = p.last_defrag_failure.clone();
+        }
+        match outcome {
+            Outcome::Defragmented { name, at, blocked_ms, before, after } if *name == m.name => {
+                m.last_defragmentation = Some(DefragRecord {
+                    time: Time(*at),
+                    blocked_millis: *blocked_ms,
+                    db_size_before: *before,
+                    db_size_after: *after,
+                });
+                m.defrag_failures = 0;
+                m.last_defrag_failure = None;
+            }
+            Outcome::DefragFailed { name, at } if *name == m.name => {
+                m.defrag_failures += 1;
+                m.last_defrag_failure = Some(Time(*at));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The maintenance status of this pass. `no_space`: the alarm as observed (`None`: no
+/// answer); `largest_db`: the largest member db file observed.
+pub fn status(
+    previous: Option<&MaintenanceStatus>,
+    no_space: Option<bool>,
+    largest_db: i64,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> Option<MaintenanceStatus> {
+    let mut s = previous.cloned().unwrap_or_default();
+    match no_space {
+        // Raised and not yet recorded: the recovery starts (unless this pass disarmed it).
+        Some(true) if s.no_space.is_none() && !matches!(outcome, Outcome::Disarmed { .. }) => {
+            s.no_space = Some(NoSpaceRecovery {
+                detected: Time(now),
+                db_size_before: largest_db,
+                compacted: None,
+                compacted_revision: None,
+                all_history: false,
+                recovered: None,
+                db_size_after: None,
+            });
+        }
+        // Gone without etcd-pilot disarming it (someone did by hand): nothing under way.
+        Some(false) if !matches!(outcome, Outcome::Disarmed { .. }) => s.no_space = None,
+        _ => {}
+    }
+    match outcome {
+        Outcome::Compacted { revision, all_history, at } => {
+            s.last_compaction = Some(CompactionRecord { time: Time(*at), revision: *revision });
+            if let Some(r) = &mut s.no_space {
+                r.compacted = Some(Time(*at));
+                r.compacted_revision = Some(*revision);
+                r.all_history |= *all_history;
+            }
+        }
+        Outcome::Disarmed { at } => {
+            if let Some(mut r) = s.no_space.take() {
+                r.recovered = Some(Time(*at));
+                r.db_size_after = Some(largest_db);
+                s.last_no_space_recovery = Some(r);
+            }
+        }
+        _ => {}
+    }
+    (s != MaintenanceStatus::default()).then_some(s)
+}
+
+/// A finished recovery, in a sentence.
+pub fn describe_recovery(r: &NoSpaceRecovery) -> String {
+    let took = match &r.recovered {
+        Some(end) => format!(" in {}s", end.0.duration_since(r.detected.0).as_secs()),
+        None => String::new(),
+    };
+    let after = r.db_size_after.unwrap_or(r.db_size_before);
+    format!(
+        "NOSPACE recovered{took}: largest db file {} -> {} ({} freed){}; writes are accepted again",
+        mib(r.db_size_before),
+        mib(after),
+        mib((r.db_size_before - after).max(0)),
+        r.compacted_revision.map(|rev| format!(", history compacted to revision {rev}")).unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: i64 = 1024 * 1024;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            defrag_enabled: true,
+            threshold_percent: 50,
+            min_db_size: 64 * MIB,
+            retain_revisions: 1000,
+            remediate_no_space: true,
+            quota: 256 * MIB,
+        }
+    }
+
+    fn member(i: u64, db: i64, in_use: i64) -> MemberDb {
+        MemberDb {
+            name: format!("main-{i}"),
+            id: i + 1,
+            leader: i == 0,
+            db_size: db * MIB,
+            in_use: in_use * MIB,
+            last_defrag: None,
+            failures: 0,
+            last_failure: None,
+        }
+    }
+
+    /// Three members with 200 MiB db files of which 40 MiB in use; main-0 leads.
+    fn fragmented() -> Observed {
+        Observed {
+            now: t(1000),
+            members: (0..3).map(|i| member(i, 200, 40)).collect(),
+            no_space: false,
+            corrupt: false,
+            recovery: None,
+            revision: 50_000,
+            defrag_slot: None,
+            compaction_due: false,
+        }
+    }
+
+    fn done(mut o: Observed, i: usize, at: i64) -> Observed {
+        o.members[i].last_defrag = Some(t(at));
+        o.members[i].db_size = o.members[i].in_use;
+        o
+    }
+
+    fn defrag(i: u64) -> Step {
+        Step::Defragment { id: i + 1, name: format!("main-{i}"), reason: String::new() }
+    }
+
+    /// Steps compared with reasons blanked (rows check the kind and the member).
+    fn shape(s: Step) -> Step {
+        match s {
+            Step::Defragment { id, name, .. } => Step::Defragment { id, name, reason: String::new() },
+            Step::MoveLeader { to, to_name, .. } => Step::MoveLeader { to, to_name, reason: String::new() },
+            Step::Compact { revision, all_history, .. } => {
+                Step::Compact { revision, all_history, reason: String::new() }
+            }
+            Step::Disarm { .. } => Step::Disarm { reason: String::new() },
+            Step::Wait(_) => Step::Wait(String::new()),
+            Step::Blocked(_) => Step::Blocked(String::new()),
+            other => other,
+        }
+    }
+
+    fn mv(to: u64) -> Step {
+        Step::MoveLeader { to: to + 1, to_name: format!("main-{to}"), reason: String::new() }
+    }
+
+    fn compact(revision: i64, all_history: bool) -> Step {
+        Step::Compact { revision, all_history, reason: String::new() }
+    }
+
+    fn wait() -> Step {
+        Step::Wait(String::new())
+    }
+
+    fn nospace(mut o: Observed) -> Observed {
+        o.no_space = true;
+        o
+    }
+
+    fn recovering(mut o: Observed, compacted: i64, all_history: bool) -> Observed {
+        o.recovery = Some(Recovery { compacted: Some(t(compacted)), all_history });
+        o
+    }
+
+    fn with(mut o: Observed, f: impl FnOnce(&mut Observed)) -> Observed {
+        f(&mut o);
+        o
+    }
+
+    #[test]
+    fn table() {
+        let p = policy();
+        let full = |f: &mut Observed| {
+            for m in &mut f.members {
+                m.db_size = 256 * MIB;
+                m.in_use = 250 * MIB;
+            }
+        };
+        let rows: Vec<(&str, Policy, Observed, bool, Step)> = vec![
+            // Threshold defragmentation round: followers by name, then the leader after
+            // moving leadership; a settle time between members.
+            ("fragmented: a follower first", p.clone(), fragmented(), true, defrag(1)),
+            ("not while a member is unhealthy", p.clone(), fragmented(), false, Step::Idle),
+            ("settling after the first", p.clone(), done(fragmented(), 1, 998), true, wait()),
+            ("then the next follower", p.clone(), done(fragmented(), 1, 990), true, defrag(2)),
+            (
+                "the leader last: leadership moved to a defragmented member first",
+                p.clone(),
+                done(done(fragmented(), 1, 900), 2, 990),
+                true,
+                mv(1),
+            ),
+            (
+                "the old leader, now a follower",
+                p.clone(),
+                with(done(done(fragmented(), 1, 900), 2, 990), |o| {
+                    o.members[0].leader = false;
+                    o.members[1].leader = true;
+                }),
+                true,
+                defrag(0),
+            ),
+            ("all done: idle", p.clone(), done(done(done(fragmented(), 1, 900), 2, 950), 0, 990), true, Step::Idle),
+            (
+                "a crash after a defragmentation, before its record: the member is done again, harmlessly",
+                p.clone(),
+                fragmented(),
+                true,
+                defrag(1),
+            ),
+            (
+                "below the size floor: nothing",
+                Policy { min_db_size: 300 * MIB, ..p.clone() },
+                fragmented(),
+                true,
+                Step::Idle,
+            ),
+            (
+                "below the threshold: nothing",
+                Policy { threshold_percent: 90, ..p.clone() },
+                fragmented(),
+                true,
+                Step::Idle,
+            ),
+            ("defragmentation off", Policy { defrag_enabled: false, ..p.clone() }, fragmented(), true, Step::Idle),
+            (
+                "a member defragmented minutes ago that did not shrink is left alone",
+                p.clone(),
+                with(fragmented(), |o| {
+                    for m in &mut o.members {
+                        m.last_defrag = Some(t(900));
+                    }
+                }),
+                true,
+                Step::Idle,
+            ),
+            (
+                "a member backing off after a failure is skipped",
+                p.clone(),
+                with(fragmented(), |o| {
+                    o.members[1].failures = 2;
+                    o.members[1].last_failure = Some(t(980));
+                }),
+                true,
+                defrag(2),
+            ),
+            (
+                "its backoff over (60 s after a second failure), it is tried again",
+                p.clone(),
+                with(fragmented(), |o| {
+                    o.members[1].failures = 2;
+                    o.members[1].last_failure = Some(t(939));
+                }),
+                true,
+                defrag(1),
+            ),
+            (
+                "a single member defragments itself",
+                p.clone(),
+                with(fragmented(), |o| o.members.truncate(1)),
+                true,
+                defrag(0),
+            ),
+            // Scheduled defragmentation: every member defragmented before the slot.
+            (
+                "a scheduled round covers members under the threshold",
+                Policy { threshold_percent: 99, ..p.clone() },
+                with(fragmented(), |o| o.defrag_slot = Some(t(500))),
+                true,
+                defrag(1),
+            ),
+            (
+                "members defragmented after the slot are done",
+                Policy { threshold_percent: 99, ..p.clone() },
+                with(done(done(done(fragmented(), 1, 600), 2, 700), 0, 800), |o| o.defrag_slot = Some(t(500))),
+                true,
+                Step::Idle,
+            ),
+            // Compaction.
+            (
+                "a scheduled compaction first",
+                p.clone(),
+                with(fragmented(), |o| o.compaction_due = true),
+                true,
+                compact(49_000, false),
+            ),
+            (
+                "keeping nothing compacts all history",
+                Policy { retain_revisions: 0, ..p.clone() },
+                with(fragmented(), |o| o.compaction_due = true),
+                true,
+                compact(50_000, true),
+            ),
+            // CORRUPT: nothing at all.
+            ("CORRUPT: no maintenance", p.clone(), with(nospace(fragmented()), |o| o.corrupt = true), true, Step::Idle),
+            // NOSPACE.
+            ("NOSPACE: compact first", p.clone(), with(nospace(fragmented()), full), true, compact(49_000, false)),
+            (
+                "NOSPACE with a member down: wait (reads still served)",
+                p.clone(),
+                with(nospace(fragmented()), full),
+                false,
+                wait(),
+            ),
+            (
+                "NOSPACE, remediation off: nothing",
+                Policy { remediate_no_space: false, ..p.clone() },
+                nospace(fragmented()),
+                true,
+                Step::Idle,
+            ),
+            (
+                "NOSPACE compacted: a follower",
+                p.clone(),
+                recovering(nospace(fragmented()), 990, false),
+                true,
+                defrag(1),
+            ),
+            (
+                "a defragmentation from before the compaction does not count",
+                p.clone(),
+                recovering(nospace(done(fragmented(), 1, 900)), 950, false),
+                true,
+                defrag(1),
+            ),
+            (
+                "NOSPACE: the leader last, leadership moved first",
+                p.clone(),
+                recovering(nospace(done(done(fragmented(), 1, 960), 2, 980)), 950, false),
+                true,
+                mv(1),
+            ),
+            (
+                "NOSPACE: a member backing off holds the round",
+                p.clone(),
+                recovering(
+                    nospace(with(fragmented(), |o| {
+                        o.members[1].failures = 1;
+                        o.members[1].last_failure = Some(t(990));
+                    })),
+                    950,
+                    false,
+                ),
+                true,
+                wait(),
+            ),
+            (
+                "NOSPACE: all defragmented and under the quota: disarm",
+                p.clone(),
+                recovering(nospace(done(done(done(fragmented(), 1, 960), 2, 970), 0, 980)), 950, false),
+                true,
+                Step::Disarm { reason: String::new() },
+            ),
+            (
+                "NOSPACE: a crash after the disarm, before its record: the alarm is gone, so nothing",
+                p.clone(),
+                recovering(done(done(done(fragmented(), 1, 960), 2, 970), 0, 980), 950, false),
+                true,
+                Step::Idle,
+            ),
+            (
+                "NOSPACE: still full after keeping history: compact all of it",
+                p.clone(),
+                with(recovering(nospace(done(done(done(fragmented(), 1, 960), 2, 970), 0, 980)), 950, false), full),
+                true,
+                compact(50_000, true),
+            ),
+            (
+                "NOSPACE: all history compacted: a second round",
+                p.clone(),
+                with(recovering(nospace(done(done(done(fragmented(), 1, 960), 2, 970), 0, 980)), 985, true), full),
+                true,
+                defrag(1),
+            ),
+            (
+                "NOSPACE: the data itself exceeds the quota: blocked, saying what quota to set",
+                p.clone(),
+                with(recovering(nospace(done(done(done(fragmented(), 1, 960), 2, 970), 0, 980)), 950, true), full),
+                true,
+                Step::Blocked(String::new()),
+            ),
+        ];
+        for (name, p, o, ready, want) in rows {
+            assert_eq!(shape(next(&p, &o, ready)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let mut o = recovering(nospace(done(done(done(fragmented(), 1, 960), 2, 970), 0, 980)), 950, true);
+        for m in &mut o.members {
+            m.db_size = 250 * MIB;
+        }
+        let Step::Blocked(why) = next(&policy(), &o, true) else { panic!() };
+        assert!(why.contains("at least 328204288"), "{why}");
+        assert_eq!(suggested_quota(250 * MIB), 313 * MIB);
+        let Step::Defragment { reason, .. } = next(&policy(), &fragmented(), true) else { panic!() };
+        assert_eq!(reason, "80% of its 200.0 MiB db file is free (threshold 50%)");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_half_an_hour() {
+        let mut m = member(1, 100, 10);
+        m.last_failure = Some(t(0));
+        let after = |n: u32| {
+            let mut m = m.clone();
+            m.failures = n;
+            retry_at(&m).map(|r| r.duration_since(t(0)).as_secs())
+        };
+        assert_eq!(after(0), None);
+        assert_eq!(after(1), Some(30));
+        assert_eq!(after(2), Some(60));
+        assert_eq!(after(7), Some(1800));
+        assert_eq!(after(40), Some(1800));
+    }
+
+    #[test]
+    fn a_recovery_is_recorded_from_detection_to_disarm() {
+        // Detected and compacted in one pass.
+        let compacted = Outcome::Compacted { revision: 900, all_history: false, at: t(10) };
+        let s1 = status(None, Some(true), 256 * MIB, &compacted, t(10)).unwrap();
+        let r = s1.no_space.clone().unwrap();
+        assert_eq!((r.detected.0, r.db_size_before, r.compacted_revision), (t(10), 256 * MIB, Some(900)));
+        assert_eq!(s1.last_compaction.as_ref().unwrap().revision, 900);
+        // Later passes keep it; a second compaction of all history is noted.
+        let s2 = status(Some(&s1), Some(true), 256 * MIB, &Outcome::None, t(20)).unwrap();
+        assert_eq!(s2, s1);
+        let all = Outcome::Compacted { revision: 1000, all_history: true, at: t(30) };
+        let s3 = status(Some(&s2), Some(true), 250 * MIB, &all, t(30)).unwrap();
+        assert!(s3.no_space.as_ref().unwrap().all_history);
+        assert_eq!(s3.no_space.as_ref().unwrap().detected.0, t(10), "detection time kept");
+        // Disarmed: the recovery is finished with the size after; the alarm still seen
+        // in this pass's (earlier) view does not start another.
+        let s4 = status(Some(&s3), Some(true), 40 * MIB, &Outcome::Disarmed { at: t(50) }, t(50)).unwrap();
+        assert_eq!(s4.no_space, None);
+        let done = s4.last_no_space_recovery.clone().unwrap();
+        assert_eq!((done.db_size_after, done.recovered.clone().map(|r| r.0)), (Some(40 * MIB), Some(t(50))));
+        assert_eq!(
+            describe_recovery(&done),
+            "NOSPACE recovered in 40s: largest db file 256.0 MiB -> 40.0 MiB (216.0 MiB freed), history compacted to revision 1000; writes are accepted again"
+        );
+        // No answer: nothing changes; disarmed by hand: the record goes.
+        assert_eq!(status(Some(&s3), None, 0, &Outcome::None, t(60)).unwrap(), s3);
+        assert_eq!(status(Some(&s3), Some(false), 0, &Outcome::None, t(60)).unwrap().no_space, None);
+        assert_eq!(status(None, Some(false), 0, &Outcome::None, t(60)), None, "nothing recorded: no field");
+    }
+
+    #[test]
+    fn member_records_follow_outcomes() {
+        let prev = EtcdClusterStatus {
+            members: vec![
+                MemberStatus {
+                    name: "main-0".into(),
+                    defrag_failures: 2,
+                    last_defrag_failure: Some(Time(t(1))),
+                    ..Default::default()
+                },
+                MemberStatus { name: "main-1".into(), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let fresh = || {
+            vec![
+                MemberStatus { name: "main-0".into(), ..Default::default() },
+                MemberStatus { name: "main-1".into(), ..Default::default() },
+            ]
+        };
+        let mut m = fresh();
+        member_records(&mut m, Some(&prev), &Outcome::None);
+        assert_eq!(m[0].defrag_failures, 2, "carried over");
+        let mut m = fresh();
+        member_records(&mut m, Some(&prev), &Outcome::DefragFailed { name: "main-0".into(), at: t(5) });
+        assert_eq!((m[0].defrag_failures, m[0].last_defrag_failure.clone().map(|t| t.0)), (3, Some(t(5))));
+        let mut m = fresh();
+        let ok = Outcome::Defragmented { name: "main-0".into(), at: t(9), blocked_ms: 1200, before: 100, after: 20 };
+        member_records(&mut m, Some(&prev), &ok);
+        assert_eq!((m[0].defrag_failures, m[0].last_defrag_failure.clone()), (0, None), "a success resets failures");
+        assert_eq!(m[0].last_defragmentation.as_ref().map(|d| (d.blocked_millis, d.db_size_after)), Some((1200, 20)));
+        assert_eq!(m[1].last_defragmentation, None);
+    }
+}
