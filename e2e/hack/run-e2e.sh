@@ -36,3 +36,5 @@ cargo test --locked -p etcd-pilot-e2e --test lifecycle -- --test-threads="${E2E_
 cargo test --locked -p etcd-pilot-e2e --test faults -- --test-threads="${E2E_FAULT_THREADS:-3}" --nocapture
 # Backups and restores, against the testbed's S3 server, all at once.
 cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BACKUP_THREADS:-5}" --nocapture
+# Maintenance (defragmentation, NOSPACE, compaction, paused), all at once.
+cargo test --locked -p etcd-pilot-e2e --test maintenance -- --test-threads=4 --nocapture

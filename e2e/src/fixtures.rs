@@ -137,7 +137,14 @@ pub async fn events(kit: &Kit, ns: &str, name: &str) -> Vec<String> {
     let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
     let mut list =
         Api::<Event>::namespaced(kit.client.clone(), ns).list(&lp).await.map(|l| l.items).unwrap_or_default();
-    list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    // Events written as events.k8s.io/v1 carry a time in microseconds; creation times
+    // are whole seconds.
+    list.sort_by_key(|e| {
+        (
+            e.event_time.clone().map(|t| t.0).or_else(|| e.metadata.creation_timestamp.clone().map(|t| t.0)),
+            e.metadata.resource_version.clone().and_then(|v| v.parse::<u64>().ok()),
+        )
+    });
     list.iter()
         .map(|e| {
             format!(

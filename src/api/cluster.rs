@@ -26,7 +26,7 @@ use super::common::S3Target;
     shortname = "etcd",
     category = "etcdpilot",
     derive = "PartialEq",
-    doc = "An etcd cluster of 1, 3, 5 or 7 members, provisioned, scaled, healed, upgraded and backed up by etcd-pilot.",
+    doc = "An etcd cluster of 1, 3, 5 or 7 members, provisioned, scaled, healed, upgraded, kept healthy (defragmentation, compaction, NOSPACE) and backed up by etcd-pilot.",
     printcolumn(
         name = "Size",
         type_ = "integer",

@@ -186,7 +186,14 @@ fn error_policy(ec: Arc<EtcdCluster>, error: &Error, _ctx: Arc<Context>) -> Acti
 pub async fn reconcile(ec: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
     let labels = ClusterLabels { namespace: ec.namespace().unwrap_or_default(), cluster: ec.name_any() };
-    let result = pass(&ec, &ctx).await;
+    // Read fresh: the status written by the previous pass (maintenance records, the
+    // revision) must be what this one builds on, not a cache the watch has not caught up.
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &labels.namespace);
+    let result = match api.get_opt(&labels.cluster).await {
+        Ok(Some(fresh)) => pass(&fresh, &ctx).await,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(e) => Err(error::observe("read the EtcdCluster")(e)),
+    };
     ctx.rt.metrics.reconcile_duration.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
         ctx.rt.metrics.count_error(&labels.namespace, &labels.cluster, CONTROLLER, e.step());
@@ -799,6 +806,26 @@ mod tests {
             json!({"size": 3, "version": "3.4.23", "tls": {"mode": "CertManager", "certManager": {"issuerRef": {"name": "ca"}}}}),
         );
         assert!(problems(&cm, &[], &[])[0].contains("CertManager is not supported"));
+    }
+
+    #[test]
+    fn two_compactors_are_named() {
+        let one = cluster(json!({"size": 3, "version": "3.5.1", "compaction": {"schedule": "@hourly"}}));
+        assert_eq!(compaction_conflict(&one), None, "etcd's own auto-compaction is off by default (0)");
+        let etcd_only = cluster(json!({"size": 3, "version": "3.5.1", "etcd": {"autoCompactionRetention": "1h"}}));
+        assert_eq!(compaction_conflict(&etcd_only), None);
+        let off = cluster(
+            json!({"size": 3, "version": "3.5.1", "compaction": {"schedule": "@hourly"}, "etcd": {"autoCompactionRetention": "0h"}}),
+        );
+        assert_eq!(compaction_conflict(&off), None);
+        let both = cluster(
+            json!({"size": 3, "version": "3.5.1", "compaction": {"schedule": "@hourly"}, "etcd": {"autoCompactionRetention": "1h"}}),
+        );
+        assert!(compaction_conflict(&both).is_some_and(|w| w.contains("both compact this cluster")));
+        let revisions = cluster(
+            json!({"size": 3, "version": "3.5.1", "compaction": {"schedule": "@hourly"}, "etcd": {"autoCompactionMode": "Revision", "autoCompactionRetention": "1000"}}),
+        );
+        assert!(compaction_conflict(&revisions).is_some());
     }
 
     #[test]
