@@ -66,3 +66,4 @@ bench: deps testbed-tools testbed-build ## Benchmarks with real servers and the 
 	bash e2e/hack/run-e2e.sh bench
 	python3 hack/record-bench.py docs/benchmarks.md lifecycle target/bench-lifecycle.md
 	python3 hack/record-bench.py docs/benchmarks.md restore target/bench-restore.md
+	python3 hack/record-bench.py docs/benchmarks.md maintenance target/bench-maintenance.md

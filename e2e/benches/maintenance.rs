@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, CompactionOptions, DeleteOptions};
+use etcd_client::{Client, CompactionOptions};
 use etcd_pilot::api::EtcdCluster;
 use etcd_pilot_e2e::fixtures::*;
 use etcd_pilot_e2e::kit::Kit;
@@ -35,8 +35,9 @@ fn cert_files(dir: &std::path::Path, secret: &Secret) -> Vec<String> {
     args
 }
 
-/// Writes `mib` MiB under `prefix` (4 writers, 256 KiB values), deletes it and compacts:
-/// every member's db file keeps the size while little of it is in use.
+/// Writes `mib` MiB under `prefix` (4 writers, 256 KiB values), deletes every other key
+/// and compacts: every member's db file keeps its size with half of it in use, so a
+/// defragmentation has `mib / 2` MiB to copy.
 async fn fragment(kit: &Kit, ns: &str, prefix: &str, mib: usize) {
     let value = vec![b'f'; 256 * 1024];
     let mut tasks = Vec::new();
@@ -53,7 +54,9 @@ async fn fragment(kit: &Kit, ns: &str, prefix: &str, mib: usize) {
         t.await.expect("writer");
     }
     let mut c = etcd(kit, ns, "main").await;
-    c.delete(prefix, Some(DeleteOptions::new().with_prefix())).await.expect("delete");
+    for i in (0..mib * 4).step_by(2) {
+        c.delete(format!("{prefix}{i:06}"), None).await.expect("delete");
+    }
     let rev = c.get("x", None).await.expect("get").header().expect("header").revision();
     c.compact(rev, Some(CompactionOptions::new().with_physical())).await.expect("compact");
     // bbolt returns freed pages to its freelist at a later commit.

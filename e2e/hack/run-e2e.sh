@@ -26,6 +26,7 @@ fi
 if [ "$mode" = bench ]; then
   cargo bench --locked -p etcd-pilot-e2e --bench lifecycle > target/bench-lifecycle.md
   cargo bench --locked -p etcd-pilot-e2e --bench restore > target/bench-restore.md
+  cargo bench --locked -p etcd-pilot-e2e --bench maintenance > target/bench-maintenance.md
   exit 0
 fi
 cargo test --locked -p etcd-pilot-e2e --test smoke -- --test-threads=3

@@ -291,6 +291,12 @@ pub struct TlsSpec {
     /// The issuer, for mode `CertManager`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_manager: Option<CertManagerTls>,
+    /// Mode `Operator`: sign this cluster's certificates with the CA of another
+    /// EtcdCluster in this namespace (as an `--etcd-servers-overrides` cluster must, to
+    /// share the main cluster's CA). The cluster waits for that CA before it starts. Set
+    /// at creation; it cannot change once members exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_from: Option<CaFrom>,
     /// Lifetime of operator-issued leaf certificates, in days.
     #[serde(default = "default_cert_validity_days")]
     #[schemars(range(min = 1, max = 3650))]
@@ -308,6 +314,7 @@ impl Default for TlsSpec {
             mode: TlsMode::default(),
             secrets: None,
             cert_manager: None,
+            ca_from: None,
             certificate_validity_days: default_cert_validity_days(),
             renew_before_days: default_renew_before_days(),
         }
@@ -543,26 +550,43 @@ fn default_warn_at_percent() -> i32 {
     80
 }
 
-/// Which kube-apiserver resources this cluster serves.
+/// kube-apiserver's wiring to this cluster (its main etcd), and which resources other
+/// EtcdClusters of this namespace serve instead (`--etcd-servers-overrides`). etcd-pilot
+/// publishes the flags' values and a client certificate for kube-apiserver in a Secret
+/// (`status.apiServer.secretName`). `{}`: no overrides.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiServerWiring {
-    /// Resources served by this cluster instead of the apiserver's main etcd, each
-    /// becoming one `--etcd-servers-overrides` entry `group/resource#url;url`.
+    /// Resources another EtcdCluster serves, each one `--etcd-servers-overrides` entry
+    /// `group/resource#url`. That cluster must share this cluster's CA
+    /// (`spec.tls.caFrom.cluster` naming this one): kube-apiserver has one set of etcd TLS
+    /// flags for all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub overrides: Vec<GroupResource>,
+    pub overrides: Vec<ApiServerOverride>,
 }
 
-/// A Kubernetes resource by group and plural name.
+/// One resource served by another EtcdCluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct GroupResource {
+pub struct ApiServerOverride {
     /// API group; empty or unset for the core group (e.g. `events`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub group: String,
     /// Plural resource name (e.g. `events`, `leases`).
     #[schemars(length(min = 1))]
     pub resource: String,
+    /// The EtcdCluster, in this namespace, that serves it.
+    #[schemars(length(min = 1))]
+    pub cluster: String,
+}
+
+/// Another EtcdCluster whose CA this one uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaFrom {
+    /// The EtcdCluster, in this namespace, whose CA signs this cluster's certificates.
+    #[schemars(length(min = 1))]
+    pub cluster: String,
 }
 
 /// Replacement of failed members.
@@ -643,6 +667,32 @@ pub struct EtcdClusterStatus {
     /// Compactions and NOSPACE recoveries etcd-pilot did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceStatus>,
+    /// kube-apiserver's wiring, as published (written by the wiring controller alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<ApiServerStatus>,
+}
+
+/// What etcd-pilot published for kube-apiserver.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiServerStatus {
+    /// The Secret with `ca.crt`, `tls.crt`, `tls.key`, `etcd-servers` and
+    /// `etcd-servers-overrides`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret_name: String,
+    /// The value of `--etcd-servers`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub etcd_servers: String,
+    /// The value of `--etcd-servers-overrides` (empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub etcd_servers_overrides: String,
+    /// When the published values or certificate last changed: kube-apiserver reads them
+    /// only at start, so restart it after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_changed: Option<Time>,
+    /// When kube-apiserver's client certificate expires (it is renewed before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_not_after: Option<Time>,
 }
 
 /// Compaction and NOSPACE recovery, as done by etcd-pilot.

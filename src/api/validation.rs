@@ -94,6 +94,21 @@ pub fn validate_cluster(spec: &EtcdClusterSpec) -> Vec<Problem> {
             ),
         ));
     }
+    if spec.tls.ca_from.is_some() && spec.tls.mode != TlsMode::Operator {
+        out.push(problem(
+            "spec.tls.caFrom",
+            "only mode Operator signs certificates with a CA, its own or another cluster's",
+        ));
+    }
+    if let Some(w) = &spec.api_server {
+        let mut seen = std::collections::BTreeSet::new();
+        for o in &w.overrides {
+            if !seen.insert((o.group.as_str(), o.resource.as_str())) {
+                let gr = if o.group.is_empty() { o.resource.clone() } else { format!("{}/{}", o.group, o.resource) };
+                out.push(problem("spec.apiServer.overrides", format!("{gr} is listed twice")));
+            }
+        }
+    }
     if let Some(s) = &spec.defrag.schedule
         && let Err(e) = parse_cron(s)
     {

@@ -7,3 +7,4 @@ pub mod backup;
 pub mod cluster;
 pub mod restore;
 pub mod schedule;
+pub mod wiring;

@@ -38,7 +38,7 @@ pub async fn ensure_fixed_objects(
     if ec.spec.tls.mode == TlsMode::Operator {
         let mut existing = BTreeMap::new();
         let names = tls::secret_names(ec).into_iter().flat_map(|s| [s.peer, s.server, s.client]);
-        for name in names.chain([tls::ca_secret_name(&key.1)]) {
+        for name in names.chain([tls::ca_secret_of(ec)]) {
             if let Some(s) = secrets.get_opt(&name).await.map_err(error::observe(format!("read Secret {name}")))? {
                 existing.insert(name, s);
             }

@@ -29,6 +29,9 @@ pub const VERSION_ANNOTATION: &str = "etcdpilot.io/version";
 pub const TOPOLOGY_ANNOTATION: &str = "etcdpilot.io/topology";
 pub const MEDIUM_ANNOTATION: &str = "etcdpilot.io/storage-medium";
 pub const TLS_MODE_ANNOTATION: &str = "etcdpilot.io/tls-mode";
+/// Annotation of member pods: the cluster whose CA signed their certificates when it is
+/// another's (`spec.tls.caFrom`), empty for the cluster's own.
+pub const CA_FROM_ANNOTATION: &str = "etcdpilot.io/ca-from";
 /// Annotation of member PVCs: uid of the EtcdCluster they were made for.
 pub const CLUSTER_UID_ANNOTATION: &str = "etcdpilot.io/cluster-uid";
 /// Annotation of member PVCs and of the EtcdCluster: the etcd cluster id, recorded once
@@ -398,6 +401,7 @@ fn pod_of(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod 
         (TOPOLOGY_ANNOTATION.to_string(), format!("{:?}", s.topology)),
         (MEDIUM_ANNOTATION.to_string(), format!("{:?}", s.storage.medium)),
         (TLS_MODE_ANNOTATION.to_string(), format!("{:?}", s.tls.mode)),
+        (CA_FROM_ANNOTATION.to_string(), s.tls.ca_from.as_ref().map(|c| c.cluster.clone()).unwrap_or_default()),
     ]));
 
     let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];

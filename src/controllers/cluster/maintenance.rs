@@ -25,6 +25,8 @@ use crate::api::cluster::{
 
 /// Pause after a defragmentation before the next member's.
 pub const SETTLE_SECS: i64 = 5;
+/// The same under NOSPACE: writes are refused until the round ends, so it goes faster.
+pub const NOSPACE_SETTLE_SECS: i64 = 1;
 /// A member defragmented for fragmentation is not defragmented for it again this soon
 /// (a db that does not shrink must not be rewritten in a loop).
 pub const THRESHOLD_MIN_INTERVAL_SECS: i64 = 600;
@@ -172,11 +174,11 @@ pub fn next(p: &Policy, o: &Observed, all_ready: bool) -> Step {
             )
         })
     };
-    round(o, |m| due(m))
+    round(o, SETTLE_SECS, |m| due(m))
 }
 
 /// One member of a round, followers first, the leader last (after moving leadership).
-fn round(o: &Observed, due: impl Fn(&MemberDb) -> Option<String>) -> Step {
+fn round(o: &Observed, settle: i64, due: impl Fn(&MemberDb) -> Option<String>) -> Step {
     let mut todo: Vec<(&MemberDb, String)> = o.members.iter().filter_map(|m| due(m).map(|why| (m, why))).collect();
     if todo.is_empty() {
         return Step::Idle;
@@ -185,7 +187,7 @@ fn round(o: &Observed, due: impl Fn(&MemberDb) -> Option<String>) -> Step {
     let last = o.members.iter().filter_map(|m| m.last_defrag).max();
     if let Some(last) = last {
         let since = o.now.duration_since(last).as_secs();
-        if (0..SETTLE_SECS).contains(&since) {
+        if (0..settle).contains(&since) {
             return Step::Wait(format!("letting the cluster settle after a defragmentation ({since}s ago)"));
         }
     }
@@ -221,7 +223,9 @@ fn no_space(p: &Policy, o: &Observed, all_ready: bool) -> Step {
         if let Some(m) = o.members.iter().find(|m| pending(m) && backing_off(m, o.now)) {
             return Step::Wait(format!("NOSPACE: defragmenting {} failed; retrying after its backoff", m.name));
         }
-        return round(o, |m| pending(m).then(|| "NOSPACE: freeing the space compaction released".to_string()));
+        return round(o, NOSPACE_SETTLE_SECS, |m| {
+            pending(m).then(|| "NOSPACE: freeing the space compaction released".to_string())
+        });
     }
     let largest = o.members.iter().map(|m| m.db_size).max().unwrap_or(0);
     if largest * 100 < p.quota * DISARM_BELOW_PERCENT {

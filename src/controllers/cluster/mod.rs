@@ -246,6 +246,19 @@ fn problems(ec: &EtcdCluster, pods: &[Pod], pvcs: &[PersistentVolumeClaim]) -> V
     {
         live.tls.mode = m;
     }
+    // Members trust only the CA they started with.
+    if !pods.is_empty() {
+        let live = annotated(build::CA_FROM_ANNOTATION).unwrap_or_default();
+        let wanted = spec.tls.ca_from.as_ref().map(|c| c.cluster.clone()).unwrap_or_default();
+        if live != wanted {
+            let says = |c: &str| if c.is_empty() { "its own CA".to_string() } else { format!("the CA of {c}") };
+            out.push(format!(
+                "spec.tls.caFrom cannot change on a live cluster: its members trust {}, not {}",
+                says(&live),
+                says(&wanted)
+            ));
+        }
+    }
     match annotated(MEDIUM_ANNOTATION).as_deref() {
         Some("Memory") => live.storage.medium = StorageMedium::Memory,
         Some("Persistent") => live.storage.medium = StorageMedium::Persistent,
@@ -352,6 +365,18 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
                 if secrets.get_opt(&name).await.map_err(error::observe(format!("read Secret {name}")))?.is_none() {
                     problems.push(format!("spec.tls.secrets: Secret {name} does not exist in namespace {ns}"));
                 }
+            }
+        }
+        if let Some(from) = &ec.spec.tls.ca_from
+            && ec.spec.tls.mode == crate::api::cluster::TlsMode::Operator
+        {
+            let secrets: Api<Secret> = Api::namespaced(ctx.rt.client.clone(), &ns);
+            let name = tls::ca_secret_of(ec);
+            if secrets.get_opt(&name).await.map_err(error::observe(format!("read Secret {name}")))?.is_none() {
+                problems.push(format!(
+                    "spec.tls.caFrom: waiting for the CA of EtcdCluster {} (Secret {name} in namespace {ns})",
+                    from.cluster
+                ));
             }
         }
         let members_exist = !pods.is_empty() || !pvcs.is_empty() || act::cluster_id_recorded(ec);
@@ -534,7 +559,17 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         // The revision alone is recorded only every REVISION_RECORD_STEP revisions: a
         // status write (and the pass it triggers) per write to etcd would be a loop.
         let rev_moved = new_status.revision.unwrap_or(0) - p.revision.unwrap_or(0) >= REVISION_RECORD_STEP;
-        !rev_moved && EtcdClusterStatus { last_backup: None, revision: new_status.revision, ..p.clone() } == new_status
+        // Other controllers' fields and conditions are theirs.
+        let own: Vec<_> =
+            p.conditions.iter().filter(|c| new_status.conditions.iter().any(|n| n.type_ == c.type_)).cloned().collect();
+        !rev_moved
+            && EtcdClusterStatus {
+                last_backup: None,
+                api_server: None,
+                conditions: own,
+                revision: new_status.revision,
+                ..p.clone()
+            } == new_status
     });
     if !unchanged {
         let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
@@ -550,6 +585,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
     if !problems.is_empty() {
         return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    // A cluster near its quota is looked at often: NOSPACE is then found within seconds.
+    let near_full = new_status.conditions.iter().any(|c| c.type_ == status::QUOTA_HIGH && c.status == "True");
+    if near_full && step == Step::Idle {
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     Ok(Action::requeue(requeue_after(&step)))
 }
@@ -661,6 +701,10 @@ async fn record_maintenance(
             m.last_defrag_timestamp.get_or_create(&l).set(d.time.0.as_second());
             m.last_defrag_blocked.get_or_create(&l).set(d.blocked_millis as f64 / 1000.0);
         }
+    }
+    // NOSPACE and CORRUPT: a Warning when raised (CORRUPT is never disarmed here).
+    if let Some(cond) = s.conditions.iter().find(|c| c.type_ == status::ALARM && c.status == "True") {
+        warn_once(ctx, ec, key, "AlarmRaised", cond.message.clone()).await;
     }
     if let Some(cond) = s.conditions.iter().find(|c| c.type_ == status::QUOTA_HIGH && c.status == "True") {
         warn_once(ctx, ec, key, "QuotaHigh", cond.message.clone()).await;

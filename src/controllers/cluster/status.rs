@@ -245,7 +245,7 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
         (
             "NOSPACE",
             format!(
-                "alarms raised: {}; etcd refuses writes (reads are served) until space is freed (compact, defragment) and the alarm disarmed",
+                "alarms raised: {}; etcd refuses writes (reads are served) until space is freed (compact, defragment) and the alarm disarmed, which etcd-pilot does unless spec.quota.remediateNoSpace is false",
                 alarms.join(", ")
             ),
         )
@@ -314,8 +314,9 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
         version,
         cluster_id,
         client_endpoints,
-        // The backup controller's field: never written here.
+        // The backup and wiring controllers' fields: never written here.
         last_backup: None,
+        api_server: None,
         highest_ordinal: i.previous.and_then(|p| p.highest_ordinal),
         // Never lower than recorded: a member behind the others answers with less.
         revision: i

@@ -62,6 +62,15 @@ pub fn ca_secret_name(cluster: &str) -> String {
     format!("{cluster}-ca")
 }
 
+/// The Secret holding the CA that signs this cluster's certificates: its own, or that of
+/// the cluster named in `spec.tls.caFrom`.
+pub fn ca_secret_of(ec: &EtcdCluster) -> String {
+    match &ec.spec.tls.ca_from {
+        Some(from) => ca_secret_name(&from.cluster),
+        None => ca_secret_name(&ec.name_any()),
+    }
+}
+
 /// Host names the server certificate is valid for.
 pub fn server_sans(n: &Names, domain: &str) -> Vec<String> {
     let peers = format!("{}.{}.svc", n.peer_service(), n.namespace);
@@ -164,7 +173,7 @@ pub fn ca_lost(ec: &EtcdCluster, existing: &BTreeMap<String, Secret>, members_ex
     if ec.spec.tls.mode != TlsMode::Operator || !members_exist {
         return None;
     }
-    let name = ca_secret_name(&ec.name_any());
+    let name = ca_secret_of(ec);
     ca_of(existing.get(&name)).is_none().then(|| {
         format!(
             "the CA Secret {name} is missing or incomplete while members trust that CA: no new CA is generated (members would refuse it) and certificates are not renewed; the members keep serving with the certificates they have. Restore the Secret {name} (tls.crt, tls.key) from a backup to resume renewals"
@@ -191,10 +200,12 @@ pub fn operator_secrets(
         return Ok(Vec::new());
     }
     let n = Names::of(ec);
-    let ca_name = ca_secret_name(&n.cluster);
+    let ca_name = ca_secret_of(ec);
     let mut out = Vec::new();
     let ca = match ca_of(existing.get(&ca_name)) {
         Some(ca) => ca,
+        // Another cluster's CA is waited for, never made here.
+        None if ec.spec.tls.ca_from.is_some() => return Ok(Vec::new()),
         None => {
             let ca = pki::generate_ca(&format!("etcd-pilot {}/{} CA", n.namespace, n.cluster), CA_VALIDITY)?;
             let mut secret = tls_secret(ec, &ca_name, &ca.cert_pem, &ca);
@@ -349,5 +360,25 @@ mod tests {
         assert!(s.contains(&"main-client.prod.svc".to_string()));
         assert_eq!(peer_sans(&n, "cluster.local"), ["*.main-peers.prod.svc", "*.main-peers.prod.svc.cluster.local"]);
         assert_eq!(peer_sans(&n, "corp.example")[1], "*.main-peers.prod.svc.corp.example");
+    }
+
+    #[test]
+    fn a_cluster_with_ca_from_signs_with_that_ca_and_never_makes_one() {
+        let mut ec = cluster("{}");
+        ec.spec.tls.ca_from = Some(crate::api::cluster::CaFrom { cluster: "main".into() });
+        let now = OffsetDateTime::now_utc();
+        assert!(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap().is_empty(), "waits");
+        let main = cluster("{}");
+        let mut main_existing = BTreeMap::new();
+        for w in operator_secrets(&main, &BTreeMap::new(), now, "cluster.local", false).unwrap() {
+            main_existing.insert(w.secret.name_any(), w.secret);
+        }
+        let main_ca = main_existing.get(&ca_secret_name(&main.name_any())).cloned().unwrap();
+        let existing = BTreeMap::from([(ca_secret_of(&ec), main_ca.clone())]);
+        let writes = by_name(operator_secrets(&ec, &existing, now, "cluster.local", false).unwrap());
+        assert_eq!(writes.len(), 3, "three leaves, no CA: {:?}", writes.keys());
+        for s in writes.values() {
+            assert_eq!(get(s, "ca.crt"), get(&main_ca, "tls.crt"), "signed by the shared CA");
+        }
     }
 }
