@@ -39,3 +39,5 @@ cargo test --locked -p etcd-pilot-e2e --test faults -- --test-threads="${E2E_FAU
 cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BACKUP_THREADS:-5}" --nocapture
 # Maintenance (defragmentation, NOSPACE, compaction, paused), all at once.
 cargo test --locked -p etcd-pilot-e2e --test maintenance -- --test-threads=4 --nocapture
+# kube-apiserver wiring: a hosted kube-apiserver (the testbed's build) on the published Secret.
+cargo test --locked -p etcd-pilot-e2e --test wiring -- --test-threads=2 --nocapture

@@ -433,8 +433,14 @@ fn build_images(opts: &UpOptions, dir: &Path) -> Result<Vec<PathBuf>> {
         img.write(&path)?;
         out.push(path);
     }
+    let kas = dir.join(KUBE_APISERVER_TARBALL);
+    kube_apiserver_image(tools)?.write(&kas)?;
+    out.push(kas);
     Ok(out)
 }
+
+/// Under the testbed's `images/`: the kube-apiserver image, once imported.
+const KUBE_APISERVER_TARBALL: &str = "kube-apiserver.tar";
 
 fn import_everywhere(state: &State, tarballs: &[PathBuf]) -> Result<()> {
     // One thread per node: imports are IO-bound and independent.
@@ -647,8 +653,20 @@ pub async fn status(dir: &Path, check: bool) -> Result<String> {
     Ok(out)
 }
 
-/// Rebuilds the operator image from `binary` and imports it into every node.
+/// kube-apiserver (static) alone, for a hosted control plane run as a Deployment.
+pub fn kube_apiserver_image(tools: &Path) -> Result<Image> {
+    Image::new(images::KUBE_APISERVER, &["/usr/local/bin/kube-apiserver"])
+        .binary(&tools.join("kube-apiserver"), "/usr/local/bin/kube-apiserver")
+}
+
+/// Rebuilds the operator image from `binary` and imports it into every node (and the
+/// kube-apiserver image, on a testbed started before it was part of `up`).
 pub fn load_operator(dir: &Path, binary: &Path) -> Result<()> {
+    let kas = dir.join("images").join(KUBE_APISERVER_TARBALL);
+    if !kas.exists() {
+        kube_apiserver_image(&crate::default_tools())?.write(&kas)?;
+        load_image(dir, &kas)?;
+    }
     let tarball = dir.join("images/operator.tar");
     operator_image(binary, &crate::default_tools())?.write(&tarball)?;
     load_image(dir, &tarball)

@@ -18,6 +18,8 @@ pub const OPERATOR: &str = "etcd-pilot.local/etcd-pilot:dev";
 /// The etcdutl the operator image carries to seed restored members.
 pub const ETCDUTL_VERSION: &str = "3.5.30";
 pub const TOOLBOX: &str = "etcd-pilot.local/toolbox:v1";
+/// The testbed's own kube-apiserver build, for hosted control planes run as pods.
+pub const KUBE_APISERVER: &str = "etcd-pilot.local/kube-apiserver:v1.20.2";
 
 /// One file in an image.
 pub struct File {
