@@ -68,6 +68,20 @@ enum Command {
         #[arg(long, default_value = "/usr/local/bin/etcdutl")]
         etcdutl: PathBuf,
     },
+    /// Write the kube-apiserver wiring etcd-pilot published (the Secret named in an
+    /// EtcdCluster's status.apiServer.secretName, as `kubectl get secret -o yaml` prints
+    /// it) into a kube-apiserver static pod manifest: the etcd flags and the certificate
+    /// mount only; idempotent; the replaced manifest is kept in --backup-dir.
+    WireStaticPod {
+        #[arg(long)]
+        secret_file: PathBuf,
+        #[arg(long, default_value = "/etc/kubernetes/manifests/kube-apiserver.yaml")]
+        manifest: PathBuf,
+        #[arg(long, default_value = "/etc/kubernetes/pki/etcd-pilot")]
+        cert_dir: PathBuf,
+        #[arg(long, default_value = "/etc/kubernetes/etcd-pilot-backup")]
+        backup_dir: PathBuf,
+    },
     /// Print every CRD as YAML, or write one file per CRD into a directory.
     Crds {
         /// Write `<name>.yaml` files here instead of printing.
@@ -147,6 +161,26 @@ async fn main() -> ExitCode {
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Crds { out_dir, api_doc } => crds(out_dir, api_doc),
+        Command::WireStaticPod { secret_file, manifest, cert_dir, backup_dir } => {
+            match etcd_pilot::static_pod::run(&secret_file, &manifest, &cert_dir, &backup_dir) {
+                Ok(done) => {
+                    match &done.backup {
+                        Some(b) => eprintln!(
+                            "etcd-pilot: {} rewired (previous manifest kept in {}); the kubelet restarts kube-apiserver",
+                            manifest.display(),
+                            b.display()
+                        ),
+                        None if done.certificates_written => eprintln!(
+                            "etcd-pilot: certificates in {} renewed; the manifest was current: restart kube-apiserver to load them",
+                            cert_dir.display()
+                        ),
+                        None => eprintln!("etcd-pilot: {} is wired already; nothing written", manifest.display()),
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::SeedMember { source, data_dir, name, peer_url, initial_cluster, token, etcdutl } => {
             seed(&source, &data_dir, etcd_pilot::seed::Member { name, peer_url, initial_cluster, token }, &etcdutl)
                 .await

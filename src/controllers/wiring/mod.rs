@@ -97,12 +97,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.rt.client.clone();
-    let (clusters, secrets): (Api<EtcdCluster>, Api<Secret>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
-        None => (Api::all(client.clone()), Api::all(client)),
+    let clusters: Api<EtcdCluster> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
     };
+    // Secrets are not watched (that would need list and watch on every Secret): the
+    // published one is checked on every pass, and passes come at least every 30 s.
     Controller::new(clusters, watcher::Config::default().any_semantic())
-        .owns(secrets, watcher::Config::default().labels(LABEL).any_semantic())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
