@@ -394,8 +394,11 @@ async fn a_member_that_cannot_run_says_why() {
     let (kit, ns) = setup("fault-image").await;
     let image = "etcd-pilot.local/etcd:v0.0.0-missing";
     create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.4.23", json!({"image": image}))).await;
-    let ec = wait_for(&kit, &ns, "main", "Degraded=True/MembersNotRunning", |ec| {
-        condition(ec, "Degraded").is_some_and(|c| c.1 == "MembersNotRunning" && c.2.contains("main-0"))
+    // The pod may first be Unschedulable for a moment (the scheduler has not seen its
+    // new PVC yet): the image problem is what is waited for.
+    let ec = wait_for(&kit, &ns, "main", "Degraded=True/MembersNotRunning with the pull error", |ec| {
+        condition(ec, "Degraded")
+            .is_some_and(|c| c.1 == "MembersNotRunning" && c.2.contains("main-0") && c.2.contains("Pull"))
     })
     .await;
     let (_, _, message) = condition(&ec, "Degraded").expect("Degraded");
