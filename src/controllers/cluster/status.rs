@@ -506,4 +506,47 @@ mod tests {
         assert_eq!(cond(&third, PROGRESSING).last_transition_time.0.as_second(), 2_000);
         assert_eq!(cond(&third, PROGRESSING).message, "adding main-3 as a learner");
     }
+
+    #[test]
+    fn quota_high_maintenance_failing_and_two_compactors_are_conditions() {
+        // view3: db files of 100 bytes, 60 in use; quota 1000 in `input`.
+        let v = view3();
+        let s = build(&input(Some(&v), &Step::Idle, &[], None));
+        assert_eq!(cond(&s, QUOTA_HIGH).status, "False");
+        assert_eq!(s.members[0].quota_used_percent, Some(10));
+        assert_eq!(s.members[0].fragmentation_percent, Some(40));
+        let mut near = input(Some(&v), &Step::Idle, &[], None);
+        near.quota = 120;
+        let s = build(&near);
+        assert_eq!(
+            (cond(&s, QUOTA_HIGH).status.as_str(), cond(&s, QUOTA_HIGH).reason.as_str()),
+            ("True", "AboveWarnLevel")
+        );
+        assert!(cond(&s, QUOTA_HIGH).message.contains("main-0 83%"), "{}", cond(&s, QUOTA_HIGH).message);
+        // Three failures in a row, carried from the previous status.
+        let mut prev = build(&input(Some(&v), &Step::Idle, &[], None));
+        prev.members[1].defrag_failures = 2;
+        let failed = Outcome::DefragFailed { name: "main-1".into(), at: jiff::Timestamp::from_second(999).unwrap() };
+        let mut i = input(Some(&v), &Step::Idle, &[], Some(&prev));
+        i.outcome = &failed;
+        let s = build(&i);
+        assert_eq!(s.members[1].defrag_failures, 3);
+        assert_eq!(cond(&s, MAINTENANCE_FAILING).status, "True");
+        assert!(cond(&s, MAINTENANCE_FAILING).message.contains("main-1 (3 in a row)"));
+        let mut i = input(Some(&v), &Step::Idle, &[], None);
+        i.compaction_conflict = Some("both compact".into());
+        assert_eq!(cond(&build(&i), COMPACTION_CONFLICT).reason, "TwoCompactors");
+    }
+
+    #[test]
+    fn a_corrupt_alarm_marks_its_member() {
+        let mut v = view3();
+        for s in v.statuses.values_mut() {
+            s.errors.push("memberID:2 alarm:CORRUPT ".into());
+        }
+        let s = build(&input(Some(&v), &Step::Idle, &[], None));
+        let corrupt: Vec<&str> = s.members.iter().filter(|m| m.corrupt).map(|m| m.name.as_str()).collect();
+        assert_eq!(corrupt, ["main-1"]);
+        assert_eq!(cond(&s, ALARM).reason, "CORRUPT");
+    }
 }
