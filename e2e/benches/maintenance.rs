@@ -23,18 +23,6 @@ use serde_json::json;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Client certificate files for etcdctl on the host.
-fn cert_files(dir: &std::path::Path, secret: &Secret) -> Vec<String> {
-    let data = secret.data.clone().expect("secret data");
-    let mut args = Vec::new();
-    for (key, flag) in [("ca.crt", "--cacert"), ("tls.crt", "--cert"), ("tls.key", "--key")] {
-        let path = dir.join(key);
-        std::fs::write(&path, &data[key].0).expect("write cert");
-        args.push(format!("{flag}={}", path.display()));
-    }
-    args
-}
-
 /// Writes `mib` MiB under `prefix` (4 writers, 256 KiB values), deletes every other key
 /// and compacts: every member's db file keeps its size with half of it in use, so a
 /// defragmentation has `mib / 2` MiB to copy.
@@ -158,7 +146,7 @@ async fn defrag(kit: &Kit, rows: &mut Vec<String>) {
     fragment(kit, &ns, "frag-b/", mib).await;
     let tmp = tempfile::tempdir().expect("tmp");
     let secret = Api::<Secret>::namespaced(kit.client.clone(), &ns).get("main-client-tls").await.expect("secret");
-    let tls = cert_files(tmp.path(), &secret);
+    let tls = etcdctl_tls_args(tmp.path(), &secret);
     let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
     let mut ctl_blocked = Vec::new();
     let probe = Probe::start(etcd(kit, &ns, "main").await).await;
@@ -243,7 +231,7 @@ async fn nospace(kit: &Kit, rows: &mut Vec<String>) {
     fill_to_nospace(&mut c).await;
     let tmp = tempfile::tempdir().expect("tmp");
     let secret = Api::<Secret>::namespaced(kit.client.clone(), &ns).get("main-client-tls").await.expect("secret");
-    let tls = cert_files(tmp.path(), &secret);
+    let tls = etcdctl_tls_args(tmp.path(), &secret);
     let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
     let mut ips = Vec::new();
     for name in ["main-0", "main-1", "main-2"] {

@@ -39,18 +39,6 @@ async fn wait_phase_restore(kit: &Kit, ns: &str, name: &str) -> Duration {
     }
 }
 
-/// Client certificate files for etcdctl on the host.
-fn cert_files(dir: &std::path::Path, secret: &Secret) -> Vec<String> {
-    let data = secret.data.clone().expect("secret data");
-    let mut args = Vec::new();
-    for (key, flag) in [("ca.crt", "--cacert"), ("tls.crt", "--cert"), ("tls.key", "--key")] {
-        let path = dir.join(key);
-        std::fs::write(&path, &data[key].0).expect("write cert");
-        args.push(format!("{flag}={}", path.display()));
-    }
-    args
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -99,7 +87,7 @@ async fn main() {
     let tmp = tempfile::tempdir().expect("tmp");
     let secret =
         Api::<Secret>::namespaced(kit.client.clone(), &ns).get("main-client-tls").await.expect("client secret");
-    let tls = cert_files(tmp.path(), &secret);
+    let tls = etcdctl_tls_args(tmp.path(), &secret);
     let saved = tmp.path().join("etcdctl.db");
     let t = Instant::now();
     let out = Command::new("etcdctl")

@@ -544,3 +544,16 @@ pub async fn wait_last_backup(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// etcdctl's TLS flags (`--cacert`, `--cert`, `--key`) for a client certificate Secret,
+/// its files written into `dir`.
+pub fn etcdctl_tls_args(dir: &std::path::Path, secret: &Secret) -> Vec<String> {
+    let data = secret.data.clone().expect("secret data");
+    let mut args = Vec::new();
+    for (key, flag) in [("ca.crt", "--cacert"), ("tls.crt", "--cert"), ("tls.key", "--key")] {
+        let path = dir.join(key);
+        std::fs::write(&path, &data[key].0).expect("write cert");
+        args.push(format!("{flag}={}", path.display()));
+    }
+    args
+}
