@@ -41,3 +41,6 @@ cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BA
 cargo test --locked -p etcd-pilot-e2e --test maintenance -- --test-threads=4 --nocapture
 # kube-apiserver wiring: a hosted kube-apiserver (the testbed's build) on the published Secret.
 cargo test --locked -p etcd-pilot-e2e --test wiring -- --test-threads=2 --nocapture
+# A lost node, last and alone: a worker stopped for good would disturb other tests'
+# clusters; the test starts it again at its end.
+cargo test --locked -p etcd-pilot-e2e --test lost_node -- --nocapture

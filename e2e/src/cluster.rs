@@ -702,3 +702,49 @@ pub fn usage(state: &State) -> String {
         logs = state.logs().display(),
     )
 }
+
+/// Stops a node for good, as a lost machine would: its kubelet, every container on it and
+/// its container runtime are killed at once (no graceful pod shutdown). Its state stays on
+/// disk for `start_node`.
+pub fn stop_node(dir: &Path, name: &str) -> Result<()> {
+    let state = State::load(dir)?;
+    let node = state
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| TestbedError::Other(format!("no node {name} on the testbed")))?;
+    let named = |what: &str| -> Vec<u32> {
+        state.processes.iter().filter(|p| p.name == format!("{what}-{name}")).map(|p| p.pid).collect()
+    };
+    let kill = Duration::ZERO;
+    procs::stop_all(&named("kubelet"), kill);
+    let containerd = named("containerd");
+    let node_dir = state.node_dir(node).display().to_string();
+    let shims: Vec<u32> = procs::trees_mentioning(&node_dir).into_iter().filter(|p| !containerd.contains(p)).collect();
+    procs::stop_all(&shims, kill);
+    procs::stop_all(&containerd, kill);
+    Ok(())
+}
+
+/// Starts a node stopped by `stop_node` again: its container runtime, then its kubelet.
+pub async fn start_node(dir: &Path, name: &str) -> Result<()> {
+    let mut state = State::load(dir)?;
+    let node = state
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .cloned()
+        .ok_or_else(|| TestbedError::Other(format!("no node {name} on the testbed")))?;
+    let runc = nodes::write_runc_wrapper(&state)?;
+    let containerd = nodes::start_containerd(&state, &node, &runc)?;
+    wait_socket(&state.containerd_socket(&node), Duration::from_secs(20), &state.logs()).await?;
+    let kubelet = nodes::start_kubelet(&state, &node)?;
+    for p in state.processes.iter_mut() {
+        if p.name == format!("containerd-{name}") {
+            p.pid = containerd;
+        } else if p.name == format!("kubelet-{name}") {
+            p.pid = kubelet;
+        }
+    }
+    state.save()
+}

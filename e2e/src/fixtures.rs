@@ -178,7 +178,11 @@ pub async fn etcd_with(kit: &Kit, ns: &str, name: &str, client_secret: &str) -> 
     let opts = ConnectOptions::new()
         .with_tls(tls)
         .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5));
+        .with_timeout(Duration::from_secs(5))
+        // A connection to a member that vanished without a word (a lost node) is given
+        // up on and made again, through the Service, to a member that answers.
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
+        .with_keep_alive_while_idle(true);
     // The Service answers once kube-proxy has the ready members as endpoints, a moment
     // after the pods turn ready.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -409,3 +409,56 @@ async fn a_member_that_cannot_run_says_why() {
     assert!(ev.iter().any(|e| e.starts_with("Warning MemberNotRunning") && e.contains("main-0")), "{ev:#?}");
     kit.delete_namespace(&ns).await;
 }
+
+// A9 (volumes). `storage.size` raised on the testbed's `local-path` class, which does not
+// allow expansion: a condition and a Warning say why, no claim and no pod is touched;
+// a smaller size is refused the same way; back to the size the volumes have, all is well.
+// Member pods run non-root (A11) with their volume theirs through fsGroup.
+#[tokio::test]
+async fn a_volume_size_the_storage_class_cannot_give_is_refused_with_a_reason() {
+    let (kit, ns) = setup("fault-volume").await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.5.30", json!({"storage": {"size": "1Gi"}}))).await;
+    let ec = wait_ready(&kit, &ns, "main", 1).await;
+    assert_eq!(condition(&ec, "StorageAtSize").map(|c| c.1), Some("AtSize".into()));
+    let pods_before = pod_uids(&member_pods(&kit, &ns, "main").await);
+    let pod = member_pods(&kit, &ns, "main").await.remove(0);
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).expect("pod securityContext");
+    assert_eq!((psc.run_as_non_root, psc.run_as_user, psc.fs_group), (Some(true), Some(65532), Some(65532)));
+    let requested = || async {
+        Api::<PersistentVolumeClaim>::namespaced(kit.client.clone(), &ns)
+            .get("data-main-0")
+            .await
+            .expect("claim")
+            .spec
+            .and_then(|s| s.resources)
+            .and_then(|r| r.requests)
+            .and_then(|r| r.get("storage").map(|q| q.0.clone()))
+    };
+
+    patch_spec(&kit, &ns, "main", json!({"storage": {"size": "2Gi"}})).await;
+    let ec = wait_for(&kit, &ns, "main", "StorageAtSize=False/ExpansionNotAllowed", |ec| {
+        condition(ec, "StorageAtSize").is_some_and(|c| c.0 == "False" && c.1 == "ExpansionNotAllowed")
+    })
+    .await;
+    let msg = condition(&ec, "StorageAtSize").map(|c| c.2).unwrap_or_default();
+    assert!(msg.contains("StorageClass local-path does not allow volume expansion"), "{msg}");
+    let ev = events(&kit, &ns, "main").await;
+    assert!(ev.iter().any(|e| e.contains("Warning ExpansionNotAllowed:")), "{ev:#?}");
+    assert_eq!(requested().await.as_deref(), Some("1Gi"), "the claim is not touched");
+
+    patch_spec(&kit, &ns, "main", json!({"storage": {"size": "512Mi"}})).await;
+    wait_for(&kit, &ns, "main", "StorageAtSize=False/ShrinkNotPossible", |ec| {
+        condition(ec, "StorageAtSize").is_some_and(|c| c.0 == "False" && c.1 == "ShrinkNotPossible")
+    })
+    .await;
+    patch_spec(&kit, &ns, "main", json!({"storage": {"size": "1024Mi"}})).await;
+    wait_for(&kit, &ns, "main", "StorageAtSize=True (1024Mi is 1Gi)", |ec| {
+        condition(ec, "StorageAtSize").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(requested().await.as_deref(), Some("1Gi"));
+    assert_eq!(pod_uids(&member_pods(&kit, &ns, "main").await), pods_before, "no member pod restarted");
+    let ev = events(&kit, &ns, "main").await;
+    assert!(!ev.iter().any(|e| e.contains("ExpandingVolume")), "nothing grown: {ev:#?}");
+    kit.delete_namespace(&ns).await;
+}

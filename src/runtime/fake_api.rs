@@ -35,10 +35,12 @@ fn status(code: u16, reason: &str) -> Response<Body> {
     response(code, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code}))
 }
 
-/// `(plural, name, subresource)` of a namespaced path.
+/// `(plural, name, subresource)` of a namespaced or cluster-scoped path.
 fn parse(path: &str) -> (String, Option<String>, Option<String>) {
     let parts: Vec<&str> = path.split('/').collect();
-    let at = parts.iter().position(|p| *p == "namespaces").map_or(parts.len(), |i| i + 2);
+    // `/api/v1/<plural>` or `/apis/<group>/<version>/<plural>` when cluster-scoped.
+    let cluster_scoped = if parts.get(1) == Some(&"api") { 3 } else { 4 };
+    let at = parts.iter().position(|p| *p == "namespaces").map_or(cluster_scoped, |i| i + 2);
     (
         parts.get(at).unwrap_or(&"").to_string(),
         parts.get(at + 1).map(|s| s.to_string()),

@@ -142,6 +142,50 @@ pub async fn sweep_removed_volumes(
     Ok(())
 }
 
+/// The claims of current members (not those set aside or on their way out), for sizing.
+pub fn member_claims(pvcs: &[PersistentVolumeClaim]) -> Vec<super::volumes::Claim> {
+    pvcs.iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none() && !c.annotations().contains_key(REMOVED_ANNOTATION))
+        .map(|c| super::volumes::Claim {
+            name: c.name_any(),
+            requested: c
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .map(|q| q.0.clone()),
+            capacity: c
+                .status
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage"))
+                .map(|q| q.0.clone()),
+            class: c.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
+        })
+        .collect()
+}
+
+/// Raises the storage request of `claims` to `size` (their StorageClass allows volume
+/// expansion; the storage driver grows the volumes, online or at the pod's next start).
+pub async fn grow_volumes(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    api: &Api<PersistentVolumeClaim>,
+    claims: &[String],
+    size: &str,
+) -> Result<(), Error> {
+    let patch = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+    for name in claims {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(error::objects(format!("grow PVC {name} to {size}")))?;
+        let note = format!("growing volume {name} to {size} (spec.storage.size)");
+        publish(&ctx.rt, ec, EventType::Normal, "ExpandingVolume", &note).await;
+    }
+    Ok(())
+}
+
 /// Records the etcd cluster id on the EtcdCluster and on every member volume: durable
 /// evidence that the cluster formed, which no status loss can erase.
 pub async fn record_cluster_id(

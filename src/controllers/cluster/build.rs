@@ -365,16 +365,24 @@ pub fn seed_container(ec: &EtcdCluster, member: &str, join: &Join, operator_imag
             ..VolumeMount::default()
         }]),
         resources: Some(default_resources()),
-        // The member's data is root's, as etcd runs.
-        security_context: Some(SecurityContext {
-            run_as_user: Some(0),
-            run_as_non_root: Some(false),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
-            ..SecurityContext::default()
-        }),
+        // As etcd runs: the pod's non-root user, owning the volume through fsGroup.
+        security_context: Some(container_security()),
         ..Container::default()
     })
+}
+
+/// The user and group member pods run as (the "nonroot" user of distroless images).
+pub const MEMBER_UID: i64 = 65532;
+
+/// Every container of a member pod: no privilege, no capability, a read-only root
+/// filesystem (etcd writes only to its volume).
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        ..SecurityContext::default()
+    }
 }
 
 fn health_probe(period: i32, failures: i32) -> Probe {
@@ -425,6 +433,8 @@ fn pod_of(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod 
                 name: vol.into(),
                 secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
                     secret_name: Some(secret),
+                    // Keys readable by the member's group (fsGroup) only.
+                    default_mode: Some(0o440),
                     ..Default::default()
                 }),
                 ..Volume::default()
@@ -452,11 +462,7 @@ fn pod_of(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod 
         // Without requests a member is BestEffort: the first pod evicted under pressure.
         resources: Some(s.resources.clone().unwrap_or_else(default_resources)),
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(container_security()),
         ..Container::default()
     };
 
@@ -493,7 +499,15 @@ fn pod_of(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod 
             priority_class_name: s.scheduling.priority_class_name.clone(),
             // etcd needs no Kubernetes API access.
             automount_service_account_token: Some(false),
+            // Non-root; the volume is made the member's group's (and group-writable) by
+            // the kubelet, only when its top directory is not already (a member that ran
+            // as root before is changed once, on its next start).
             security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(MEMBER_UID),
+                run_as_group: Some(MEMBER_UID),
+                fs_group: Some(MEMBER_UID),
+                fs_group_change_policy: Some("OnRootMismatch".into()),
                 seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
                 ..PodSecurityContext::default()
             }),
@@ -632,6 +646,18 @@ mod tests {
         let pref = paa.preferred_during_scheduling_ignored_during_execution.as_ref().unwrap();
         assert_eq!(pref[0].pod_affinity_term.topology_key, "kubernetes.io/hostname");
         assert!(paa.required_during_scheduling_ignored_during_execution.is_none());
+        // Non-root, the volume the member's group's, no token, no privilege.
+        let psc = spec.security_context.as_ref().unwrap();
+        assert_eq!(
+            (psc.run_as_non_root, psc.run_as_user, psc.fs_group),
+            (Some(true), Some(MEMBER_UID), Some(MEMBER_UID))
+        );
+        assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let csc = c.security_context.as_ref().unwrap();
+        assert_eq!((csc.allow_privilege_escalation, csc.read_only_root_filesystem), (Some(false), Some(true)));
+        assert_eq!(csc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert!(csc.run_as_user.is_none(), "the pod's user, never root");
     }
 
     #[test]

@@ -12,8 +12,9 @@ mod pass_tests;
 pub mod plan;
 pub mod status;
 pub mod tls;
+pub mod volumes;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -305,6 +306,32 @@ fn highest_ordinal(observed: Option<u32>, step: &Step, done: bool) -> Option<u32
     observed.max(given)
 }
 
+/// Member volumes against `spec.storage.size`; the StorageClass is read only when a
+/// claim has to grow.
+async fn observe_sizing(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    pvcs: &[PersistentVolumeClaim],
+) -> Result<volumes::Sizing, Error> {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let want = &ec.spec.storage.size.0;
+    let claims = act::member_claims(pvcs);
+    let first = volumes::sizing(want, &claims, &|_| Some(true));
+    let volumes::Sizing::Grow(_) = first else { return Ok(first) };
+    let mut classes = BTreeMap::new();
+    for class in claims.iter().filter_map(|c| c.class.clone()) {
+        if classes.contains_key(&class) {
+            continue;
+        }
+        let sc = Api::<StorageClass>::all(ctx.rt.client.clone())
+            .get_opt(&class)
+            .await
+            .map_err(error::observe(format!("read StorageClass {class}")))?;
+        classes.insert(class, sc.map(|sc| sc.allow_volume_expansion == Some(true)));
+    }
+    Ok(volumes::sizing(want, &claims, &|c| classes.get(c).copied().flatten()))
+}
+
 /// Pods and PVCs of the cluster, straight from the API server (not a cache: a plan must
 /// see its last step's effect).
 async fn observe_kube(
@@ -388,6 +415,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             act::ensure_pvc_owners(ec, &pvcs, &pvcs_api).await?;
             act::sweep_removed_volumes(&pvcs, &pods, &pvcs_api).await?;
         }
+        let sizing = observe_sizing(ec, ctx, &pvcs).await?;
+        if act_allowed && let volumes::Sizing::Grow(claims) = &sizing {
+            let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &ns);
+            act::grow_volumes(ec, ctx, &pvcs_api, claims, &ec.spec.storage.size.0).await?;
+        }
         let mut endpoints: Vec<(bool, String)> =
             pods.iter().map(|p| (!observe::pod_ready(p), names.client_url(&p.name_any()))).collect();
         endpoints.sort();
@@ -404,11 +436,14 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             m.admin = Some(a.clone());
             a
         });
-        Ok::<_, Error>((pods, pvcs, problems, ca_lost, admin))
+        Ok::<_, Error>((pods, pvcs, problems, ca_lost, admin, sizing))
     })
     .await
     .map_err(|_| Error::ObserveTimeout(OBSERVE_TIMEOUT))?;
-    let (pods, pvcs, problems, ca_lost, admin) = observed?;
+    let (pods, pvcs, problems, ca_lost, admin, sizing) = observed?;
+    if let volumes::Sizing::Refused { reason, message } = &sizing {
+        warn_once(ctx, ec, &key, reason, message.clone()).await;
+    }
     // Members that do not answer in time (frozen, partitioned) are no answer.
     let view = if pods.is_empty() {
         None
@@ -551,6 +586,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         warn_at_percent: i64::from(ec.spec.quota.warn_at_percent),
         compaction_conflict: compaction_conflict(ec),
         outcome: &outcome,
+        storage: volumes::condition(&sizing, &ec.spec.storage.size.0),
     });
     let new_status = EtcdClusterStatus { highest_ordinal: highest_ordinal.map(i64::from), ..new_status };
     record_metrics(ctx, ec, &key, &new_status, view.as_ref());

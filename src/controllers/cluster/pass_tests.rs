@@ -157,3 +157,61 @@ async fn a_stale_view_is_fenced_by_the_operation_slot() {
         current(&store).status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == status::PROGRESSING));
     assert!(progressing.is_some_and(|c| c.message.contains("restore Restore is under way")));
 }
+
+/// A member claim of `size` in StorageClass `class`, with that capacity.
+fn claim(member: &str, size: &str, class: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": format!("data-{member}"), "namespace": NS,
+                        "labels": {"etcdpilot.io/member": member},
+                        "annotations": {build::CLUSTER_UID_ANNOTATION: "uid-main"}},
+           "spec": {"storageClassName": class, "resources": {"requests": {"storage": size}}},
+           "status": {"phase": "Bound", "capacity": {"storage": size}}})
+}
+
+fn storage_condition(store: &Shared) -> (String, String, String) {
+    let ec = current(store);
+    let c = ec.status.unwrap().conditions.into_iter().find(|c| c.type_ == status::STORAGE_AT_SIZE).unwrap();
+    (c.status, c.reason, c.message)
+}
+
+#[tokio::test]
+async fn a_larger_storage_size_grows_the_claims_where_the_class_allows_it() {
+    for (allow, grown, reason) in [(true, "8Gi", "Expanding"), (false, "4Gi", "ExpansionNotAllowed")] {
+        let mut c = cluster(1);
+        c["spec"]["storage"] = json!({"size": "8Gi"});
+        let (ctx, store) = harness(c);
+        {
+            let mut s = store.lock().unwrap();
+            s.objects.insert(("persistentvolumeclaims".into(), "data-main-0".into()), claim("main-0", "4Gi", "fast"));
+            s.objects.insert(
+                ("storageclasses".into(), "fast".into()),
+                json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"},
+                       "provisioner": "x", "allowVolumeExpansion": allow}),
+            );
+        }
+        pass(&current(&store), &ctx).await.expect("pass");
+        let s =
+            store.lock().unwrap().objects[&("persistentvolumeclaims".to_string(), "data-main-0".to_string())].clone();
+        assert_eq!(s["spec"]["resources"]["requests"]["storage"], grown, "allowVolumeExpansion {allow}");
+        let (status, r, msg) = storage_condition(&store);
+        assert_eq!((status.as_str(), r.as_str()), ("False", reason), "{msg}");
+        let requests = store.lock().unwrap().requests.clone();
+        assert!(requests.contains(&"GET storageclasses/fast".to_string()), "{requests:?}");
+    }
+}
+
+#[tokio::test]
+async fn claims_at_size_read_no_storage_class() {
+    let mut c = cluster(1);
+    c["spec"]["storage"] = json!({"size": "4096Mi"});
+    let (ctx, store) = harness(c);
+    store
+        .lock()
+        .unwrap()
+        .objects
+        .insert(("persistentvolumeclaims".into(), "data-main-0".into()), claim("main-0", "4Gi", "fast"));
+    pass(&current(&store), &ctx).await.expect("pass");
+    assert_eq!(storage_condition(&store).1, "AtSize");
+    let requests = store.lock().unwrap().requests.clone();
+    assert!(!requests.iter().any(|r| r.contains("storageclasses")), "{requests:?}");
+}

@@ -20,6 +20,7 @@ pub const CERTIFICATES_READY: &str = "CertificatesReady";
 pub const QUOTA_HIGH: &str = "QuotaHigh";
 pub const MAINTENANCE_FAILING: &str = "MaintenanceFailing";
 pub const COMPACTION_CONFLICT: &str = "CompactionConflict";
+pub const STORAGE_AT_SIZE: &str = "StorageAtSize";
 
 /// A short CamelCase reason and a sentence for a step.
 pub fn describe(step: &Step) -> (&'static str, String) {
@@ -70,6 +71,8 @@ pub struct Input<'a> {
     pub compaction_conflict: Option<String>,
     /// What this pass's maintenance step did.
     pub outcome: &'a Outcome,
+    /// The volumes against `spec.storage.size`: (at size, reason, message).
+    pub storage: (bool, &'static str, String),
 }
 
 /// The members as etcd and Kubernetes show them.
@@ -108,7 +111,12 @@ pub fn members(names: &Names, pods: &[Pod], etcd: Option<&EtcdView>) -> Vec<Memb
             m.errors.push(format!("pod: {problem}"));
         }
         if !out.iter().any(|m| m.name == name) {
-            let why = if etcd.is_some() { "not a member of etcd" } else { "no etcd member answers" };
+            let why = match (etcd.is_some(), p.metadata.deletion_timestamp.is_some()) {
+                // On a lost node a pod never finishes terminating: say what it is.
+                (true, true) => "removed from etcd; its pod is terminating (its node may be unreachable)",
+                (true, false) => "not a member of etcd",
+                (false, _) => "no etcd member answers",
+            };
             let mut errors = vec![why.to_string()];
             errors.extend(observe::pod_problem(p).map(|problem| format!("pod: {problem}")));
             out.push(MemberStatus { name, errors, ..MemberStatus::default() });
@@ -300,6 +308,7 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
             c(QUOTA_HIGH, !high.is_empty(), quota_reason, quota_msg),
             c(MAINTENANCE_FAILING, !failing.is_empty(), fail_reason, fail_msg),
             c(COMPACTION_CONFLICT, i.compaction_conflict.is_some(), conflict_reason, conflict_msg),
+            c(STORAGE_AT_SIZE, i.storage.0, i.storage.1, i.storage.2.clone()),
         ],
         maintenance: maintenance::status(
             i.previous.and_then(|p| p.maintenance.as_ref()),
@@ -406,11 +415,33 @@ mod tests {
             warn_at_percent: 80,
             compaction_conflict: None,
             outcome: &Outcome::None,
+            storage: (true, "AtSize", "every member volume has spec.storage.size (4Gi)".into()),
         }
     }
 
     fn cond<'a>(s: &'a EtcdClusterStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_removed_members_pod_stuck_terminating_says_so() {
+        let pod = |name: &str, deleting: bool| -> Pod {
+            let mut meta = serde_json::json!({"name": name, "namespace": "ns"});
+            if deleting {
+                meta["deletionTimestamp"] = "2026-11-23T00:00:00Z".into();
+            }
+            serde_json::from_value(serde_json::json!({"metadata": meta})).unwrap()
+        };
+        let v = view3();
+        let rows = members(&names(), &[pod("main-3", true), pod("main-4", false)], Some(&v));
+        let row = |n: &str| rows.iter().find(|m| m.name == n).unwrap();
+        assert_eq!(rows.len(), 5);
+        assert!(row("main-3").id.is_empty() && !row("main-3").healthy);
+        assert_eq!(
+            row("main-3").errors,
+            vec!["removed from etcd; its pod is terminating (its node may be unreachable)".to_string()]
+        );
+        assert_eq!(row("main-4").errors, vec!["not a member of etcd".to_string()]);
     }
 
     #[test]
