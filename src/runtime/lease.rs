@@ -27,17 +27,23 @@ pub fn lease_valid(lease: &Lease, identity: &str, now: jiff::Timestamp) -> bool 
     holder == identity && renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs)) > now
 }
 
+/// How long a read of the Lease answers `holds` for every pass (of every cluster) that
+/// asks: idle passes of many clusters share one read. Fences never use it.
+const SHARED_READ: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Whether this replica may act.
 #[derive(Clone, Debug)]
 pub struct LeaseGuard {
     lease: Option<LeaseRef>,
     /// The manager's view of leadership: false from the moment the Lease is lost.
     leading: watch::Receiver<bool>,
+    /// The last read that found the Lease held: when, and until when it is valid.
+    recent: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, jiff::Timestamp)>>>,
 }
 
 impl LeaseGuard {
     pub fn new(lease: LeaseRef, leading: watch::Receiver<bool>) -> Self {
-        Self { lease: Some(lease), leading }
+        Self { lease: Some(lease), leading, recent: Default::default() }
     }
 
     /// No Lease: one replica, always acting (tests, single-replica tools).
@@ -45,7 +51,7 @@ impl LeaseGuard {
         let (tx, rx) = watch::channel(true);
         // The sender may go: the receiver keeps the last value.
         drop(tx);
-        Self { lease: None, leading: rx }
+        Self { lease: None, leading: rx, recent: Default::default() }
     }
 
     /// The manager still says this replica leads.
@@ -53,16 +59,42 @@ impl LeaseGuard {
         *self.leading.borrow()
     }
 
-    /// Reads the Lease afresh: held by this replica and unexpired by the local clock,
-    /// and the manager has not seen it lost.
+    /// Before a pass acts: the Lease as read at most `SHARED_READ` ago (and still valid
+    /// by the local clock for longer than that), else read afresh; and the manager has
+    /// not seen it lost.
     pub async fn holds(&self, client: &Client) -> Result<bool, kube::Error> {
+        if !self.leading() {
+            return Ok(false);
+        }
+        let now = jiff::Timestamp::now();
+        let shared = *self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((read_at, valid_until)) = shared
+            && read_at.elapsed() < SHARED_READ
+            && valid_until > now + SHARED_READ
+        {
+            return Ok(true);
+        }
+        self.holds_fresh(client).await
+    }
+
+    /// Reads the Lease afresh (a fence before a destructive step): held by this replica
+    /// and unexpired by the local clock, and the manager has not seen it lost.
+    pub async fn holds_fresh(&self, client: &Client) -> Result<bool, kube::Error> {
         if !self.leading() {
             return Ok(false);
         }
         let Some(l) = &self.lease else { return Ok(true) };
         let api: Api<Lease> = Api::namespaced(client.clone(), &l.namespace);
+        let read_at = std::time::Instant::now();
         let lease = api.get_opt(&l.name).await?;
-        Ok(lease.is_some_and(|lease| lease_valid(&lease, &l.identity, jiff::Timestamp::now())))
+        let now = jiff::Timestamp::now();
+        let held = lease.as_ref().is_some_and(|lease| lease_valid(lease, &l.identity, now));
+        let valid_until = lease.and_then(|l| l.spec).and_then(|s| {
+            Some(s.renew_time?.0 + jiff::SignedDuration::from_secs(i64::from(s.lease_duration_seconds?)))
+        });
+        *self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            held.then_some(()).and(valid_until).map(|v| (read_at, v));
+        Ok(held)
     }
 
     /// The Lease's name, for messages.
@@ -75,6 +107,29 @@ impl LeaseGuard {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn passes_share_a_recent_read_and_fences_never_do() {
+        let (tx, rx) = watch::channel(true);
+        let lease = LeaseRef { namespace: "ns".into(), name: "l".into(), identity: "me".into() };
+        let guard = LeaseGuard::new(lease, rx);
+        // An API server that would fail every request: only a shared read avoids it.
+        let (mock, _handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = Client::new(mock, "ns");
+        let valid = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(15);
+        *guard.recent.lock().unwrap() = Some((std::time::Instant::now(), valid));
+        assert!(guard.holds(&client).await.unwrap(), "a read just now answers");
+        // Too close to its expiry: read again (the mock fails the read).
+        *guard.recent.lock().unwrap() = Some((std::time::Instant::now(), jiff::Timestamp::now()));
+        drop(_handle);
+        assert!(guard.holds(&client).await.is_err(), "a Lease about to expire is read again");
+        *guard.recent.lock().unwrap() = Some((std::time::Instant::now(), valid));
+        assert!(guard.holds_fresh(&client).await.is_err(), "a fence always reads");
+        // The manager saw it lost: nothing shared counts.
+        tx.send(false).unwrap();
+        assert!(!guard.holds(&client).await.unwrap());
+    }
 
     #[test]
     fn a_lease_counts_while_held_and_fresh() {

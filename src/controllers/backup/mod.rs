@@ -82,7 +82,7 @@ fn error_policy(b: Arc<EtcdBackup>, error: &Error, _ctx: Arc<Context>) -> Action
 pub async fn reconcile(b: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = b.namespace().unwrap_or_default();
     let result = async {
-        if !ctx.rt.lease.holds(&ctx.rt.client).await.map_err(Error::Lease)? {
+        if !ctx.rt.lease.holds_fresh(&ctx.rt.client).await.map_err(Error::Lease)? {
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
         let api: Api<EtcdBackup> = Api::namespaced(ctx.rt.client.clone(), &ns);

@@ -30,11 +30,14 @@ pub async fn ensure_fixed_objects(
     ctx: &Context,
     key: &Key,
     members_exist: bool,
-) -> Result<Option<String>, Error> {
+) -> Result<(Option<String>, Option<Secret>), Error> {
     let ns = key.0.as_str();
     let client = ctx.rt.client.clone();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut ca_lost = None;
+    // The client Secret as read, when this pass wrote no Secret: the admin's TLS
+    // material without reading it a second time.
+    let mut client_secret = None;
     if ec.spec.tls.mode == TlsMode::Operator {
         let mut existing = BTreeMap::new();
         let names = tls::secret_names(ec).into_iter().flat_map(|s| [s.peer, s.server, s.client]);
@@ -45,7 +48,11 @@ pub async fn ensure_fixed_objects(
         }
         ca_lost = tls::ca_lost(ec, &existing, members_exist);
         let now = time::OffsetDateTime::now_utc();
-        for w in tls::operator_secrets(ec, &existing, now, &ctx.settings.cluster_domain, members_exist)? {
+        let writes = tls::operator_secrets(ec, &existing, now, &ctx.settings.cluster_domain, members_exist)?;
+        if writes.is_empty() {
+            client_secret = tls::secret_names(ec).and_then(|n| existing.remove(&n.client));
+        }
+        for w in writes {
             let name = w.secret.name_any();
             apply(&secrets, FIELD_MANAGER, &w.secret).await.map_err(error::objects(format!("write Secret {name}")))?;
             publish(&ctx.rt, ec, EventType::Normal, "CertificateIssued", &w.reason).await;
@@ -73,7 +80,7 @@ pub async fn ensure_fixed_objects(
         )
         .await;
     }
-    Ok(ca_lost)
+    Ok((ca_lost, client_secret))
 }
 
 /// The PodDisruptionBudget on Kubernetes before 1.21 (`policy/v1beta1`, same fields).
@@ -249,7 +256,7 @@ pub async fn fence(ec: &EtcdCluster, ctx: &Context, step: &Step) -> Result<Optio
         Taken::Yes => {}
         Taken::Lost(why) => return Ok(Some(why)),
     }
-    if !ctx.rt.lease.holds(&ctx.rt.client).await.map_err(Error::Lease)? {
+    if !ctx.rt.lease.holds_fresh(&ctx.rt.client).await.map_err(Error::Lease)? {
         return Ok(Some(format!("the leader-election Lease {} is no longer held", ctx.rt.lease.describe())));
     }
     Ok(None)
@@ -270,14 +277,23 @@ pub async fn etcd_client_config(client: &kube::Client, ec: &EtcdCluster, ns: &st
     Ok(AdminConfig { tls: Some(material), ..AdminConfig::default() })
 }
 
-pub async fn admin_config(ec: &EtcdCluster, ctx: &Context, ns: &str) -> Result<AdminConfig, Error> {
+/// The admin's TLS material, from `known` (the client Secret this pass read already) or
+/// read now.
+pub async fn admin_config(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    ns: &str,
+    known: Option<Secret>,
+) -> Result<AdminConfig, Error> {
     let Some(names) = tls::secret_names(ec) else { return Ok(AdminConfig::default()) };
-    let secrets: Api<Secret> = Api::namespaced(ctx.rt.client.clone(), ns);
-    let secret = secrets
-        .get_opt(&names.client)
-        .await
-        .map_err(error::observe(format!("read Secret {}", names.client)))?
-        .ok_or_else(|| Error::ClientSecret(names.client.clone()))?;
+    let secret = match known.filter(|s| s.name_any() == names.client) {
+        Some(s) => s,
+        None => Api::<Secret>::namespaced(ctx.rt.client.clone(), ns)
+            .get_opt(&names.client)
+            .await
+            .map_err(error::observe(format!("read Secret {}", names.client)))?
+            .ok_or_else(|| Error::ClientSecret(names.client.clone()))?,
+    };
     let material = tls::client_material(&secret).ok_or_else(|| Error::ClientSecret(names.client.clone()))?;
     Ok(AdminConfig { tls: Some(material), ..AdminConfig::default() })
 }

@@ -286,9 +286,14 @@ fn problems(ec: &EtcdCluster, pods: &[Pod], pvcs: &[PersistentVolumeClaim]) -> V
     out
 }
 
+/// How often an idle cluster is looked at.
+pub const IDLE_REQUEUE_SECS: u64 = 60;
+
 fn requeue_after(step: &Step) -> Duration {
     match step {
-        Step::Idle => Duration::from_secs(30),
+        // Idle: pod changes (readiness follows etcd's health) wake a pass at once; this
+        // is for what only etcd shows (alarms, revision, maintenance due).
+        Step::Idle => Duration::from_secs(IDLE_REQUEUE_SECS),
         Step::Blocked(_) => Duration::from_secs(15),
         Step::Wait(_) | Step::Bootstrap { .. } => Duration::from_secs(3),
         _ => Duration::from_secs(1),
@@ -408,9 +413,9 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         }
         let members_exist = !pods.is_empty() || !pvcs.is_empty() || act::cluster_id_recorded(ec);
         let act_allowed = problems.is_empty() && !ec.spec.paused;
-        let mut ca_lost = None;
+        let (mut ca_lost, mut client_secret) = (None, None);
         if act_allowed {
-            ca_lost = act::ensure_fixed_objects(ec, ctx, &key, members_exist).await?;
+            (ca_lost, client_secret) = act::ensure_fixed_objects(ec, ctx, &key, members_exist).await?;
             let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &ns);
             act::ensure_pvc_owners(ec, &pvcs, &pvcs_api).await?;
             act::sweep_removed_volumes(&pvcs, &pods, &pvcs_api).await?;
@@ -423,8 +428,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         let mut endpoints: Vec<(bool, String)> =
             pods.iter().map(|p| (!observe::pod_ready(p), names.client_url(&p.name_any()))).collect();
         endpoints.sort();
-        let config =
-            if pods.is_empty() { crate::etcd::AdminConfig::default() } else { act::admin_config(ec, ctx, &ns).await? };
+        let config = if pods.is_empty() {
+            crate::etcd::AdminConfig::default()
+        } else {
+            act::admin_config(ec, ctx, &ns, client_secret).await?
+        };
         let endpoints: Vec<String> = endpoints.into_iter().map(|(_, e)| e).collect();
         // One admin per cluster, kept with its connections: re-made only when the
         // certificates change, and pointed at the members of the moment.
@@ -625,6 +633,12 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     // A cluster near its quota is looked at often: NOSPACE is then found within seconds.
     let near_full = new_status.conditions.iter().any(|c| c.type_ == status::QUOTA_HIGH && c.status == "True");
     if near_full && step == Step::Idle {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    // Idle with a member not (yet) healthy, e.g. one just promoted that etcd does not
+    // report healthy at once: its pod is ready already, so no pod change wakes a pass.
+    let settling = new_status.ready_members as usize != want.size || new_status.members.iter().any(|m| !m.healthy);
+    if settling && step == Step::Idle {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     Ok(Action::requeue(requeue_after(&step)))

@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn conditions() {
-        assert_eq!(condition(&Sizing::AtSize, "4Gi").0, true);
+        assert!(condition(&Sizing::AtSize, "4Gi").0);
         let (ok, reason, _) = condition(&Sizing::Grow(vec!["data-main-0".into()]), "8Gi");
         assert_eq!((ok, reason), (false, "Expanding"));
         let (ok, reason, m) = condition(&Sizing::Refused { reason: "ShrinkNotPossible", message: "m".into() }, "2Gi");

@@ -197,7 +197,7 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
     if status.phase.is_finished() {
         return Ok(Action::await_change());
     }
-    if !ctx.rt.lease.holds(&ctx.rt.client).await.map_err(Error::Lease)? {
+    if !ctx.rt.lease.holds_fresh(&ctx.rt.client).await.map_err(Error::Lease)? {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
