@@ -286,7 +286,11 @@ async fn the_chart_lints_strictly_and_installs_scoped_to_namespaces() {
     let cr = crs.get(&format!("smoke-etcd-pilot-{ns}")).await.expect("the release's ClusterRole, named per namespace");
     let resources: Vec<String> =
         cr.rules.iter().flatten().flat_map(|r| r.resources.clone().unwrap_or_default()).collect();
-    assert_eq!(resources, ["customresourcedefinitions", "storageclasses"], "cluster-wide: CRDs and StorageClasses only");
+    assert_eq!(
+        resources,
+        ["customresourcedefinitions", "storageclasses"],
+        "cluster-wide: CRDs and StorageClasses only"
+    );
     let verbs: Vec<String> = cr.rules.iter().flatten().flat_map(|r| r.verbs.clone()).collect();
     assert_eq!(verbs, ["get", "get"], "cluster-wide: read only");
     run(&["uninstall", "smoke", "--namespace", ns, "--wait"]);
