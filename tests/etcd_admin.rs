@@ -91,8 +91,17 @@ async fn scale_up_through_a_learner_then_remove_a_member() {
     let (added, list) = add_learner_when_allowed(&admin, &new.peer_url).await;
     assert!(added.is_learner);
     assert_eq!(list.len(), 4);
-    let listed = admin.member_list().await.unwrap();
-    assert!(listed.iter().any(|m| m.id == added.id && m.is_learner && m.name.is_empty()), "not started yet");
+    // Any member may answer MemberList; wait until the one asked has applied the add.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = admin.member_list().await.unwrap();
+        if listed.iter().any(|m| m.id == added.id) {
+            assert!(listed.iter().any(|m| m.id == added.id && m.is_learner && m.name.is_empty()), "not started yet");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the added learner never listed: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // etcd 3.4 takes one learner at a time: the operator must never try two.
     let second = cluster.prepare_member("m4");
@@ -125,11 +134,11 @@ async fn scale_up_through_a_learner_then_remove_a_member() {
 
     // Promote once in sync; etcd refuses until then, so retry as the reconciler will.
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let members = loop {
         match admin.promote(added.id).await {
             Ok(members) => {
                 assert!(members.iter().all(|m| !m.is_learner));
-                break;
+                break members;
             }
             Err(e) if Instant::now() < deadline => {
                 assert!(e.to_string().contains("in sync"), "only 'not in sync yet' is retried: {e}");
@@ -137,11 +146,19 @@ async fn scale_up_through_a_learner_then_remove_a_member() {
             }
             Err(e) => panic!("never promotable: {e}\n{}", cluster.log_tail("m3")),
         }
-    }
-    let members = admin.member_list().await.unwrap();
+    };
+    // The promote's answer is the leader's list; a follower's MemberList may not have applied it yet.
     assert_eq!(members.iter().filter(|m| !m.is_learner).count(), 4);
-    let s = learner_admin.status(&learner_ep).await.unwrap();
-    assert!(!s.is_learner && s.leader != 0);
+    // The new member itself applies the promotion a moment later.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = learner_admin.status(&learner_ep).await.unwrap();
+        if !s.is_learner && s.leader != 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the promoted member never saw itself a voter: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Remove a follower that does not lead; the removed etcd stops by itself.
     let (leader, followers) = leader_and_followers(&cluster.admin()).await;
