@@ -340,6 +340,35 @@ async fn mutual_tls_is_required_and_used() {
 }
 
 #[tokio::test]
+async fn a_tls_probe_tells_which_ca_a_member_serves_and_trusts_on_both_ports() {
+    use etcd_pilot::etcd::probe::tls_version;
+    use etcd_pilot::pki::{Usage, generate_ca, issue};
+    let mut cluster = Cluster::start_with(1, &[], true).await;
+    let tls = cluster.tls.as_ref().unwrap();
+    let ca = tls.ca_pair.clone();
+    let hour = Duration::from_secs(3600);
+    let t = Duration::from_secs(5);
+    // The CA rotation's throwaway certificate: peer CN, client and server auth.
+    let ours = issue(&ca, "etcd-peer", &[], Usage::Peer, hour).unwrap();
+    let client_ep = cluster.endpoints()[0].clone();
+    let peer_ep = cluster.member("m0").peer_url.clone();
+    for ep in [&client_ep, &peer_ep] {
+        tls_version(ep, &ca.cert_pem, &ours.cert_pem, &ours.key_pem, t).await.expect("served and trusted");
+        // A bundle that holds the CA passes too.
+        let other = generate_ca("other", hour).unwrap();
+        let bundle = format!("{}{}", other.cert_pem, ca.cert_pem);
+        tls_version(ep, &bundle, &ours.cert_pem, &ours.key_pem, t).await.expect("bundle");
+        // The member serves a certificate of another CA than the one asked about.
+        let e = tls_version(ep, &other.cert_pem, &ours.cert_pem, &ours.key_pem, t).await.expect_err("not served");
+        assert!(e.to_string().contains("TLS"), "{e}");
+        // The member does not trust the client's CA: refused after the handshake.
+        let stranger = issue(&other, "etcd-peer", &[], Usage::Peer, hour).unwrap();
+        let e = tls_version(ep, &ca.cert_pem, &stranger.cert_pem, &stranger.key_pem, t).await.expect_err("refused");
+        assert!(e.to_string().contains(ep.as_str()), "{e}");
+    }
+}
+
+#[tokio::test]
 async fn unreachable_and_silent_endpoints_fail_within_the_timeouts() {
     let config = AdminConfig {
         connect_timeout: Duration::from_millis(500),

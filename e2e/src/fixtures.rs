@@ -199,6 +199,26 @@ pub async fn etcd_with(kit: &Kit, ns: &str, name: &str, client_secret: &str) -> 
     }
 }
 
+/// One attempt at a client of the cluster with its client Secret as it is now (after a
+/// CA rotation, the certificates of the moment), `None` when it does not answer.
+pub async fn connect_once(kube: &kube::Client, ns: &str, name: &str) -> Option<Client> {
+    let secret = Api::<Secret>::namespaced(kube.clone(), ns).get(&format!("{name}-client-tls")).await.ok()?;
+    let data = secret.data?;
+    let svc = Api::<Service>::namespaced(kube.clone(), ns).get(&format!("{name}-client")).await.ok()?;
+    let ip = svc.spec.and_then(|s| s.cluster_ip)?;
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(&data.get("ca.crt")?.0))
+        .identity(Identity::from_pem(&data.get("tls.crt")?.0, &data.get("tls.key")?.0))
+        .domain_name(format!("{name}-client.{ns}.svc"));
+    let opts = ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
+        .with_keep_alive_while_idle(true);
+    Client::connect([format!("https://{ip}:2379")], Some(opts)).await.ok()
+}
+
 /// Writes `w/<n>` keys until stopped, recording every write etcd acknowledged.
 pub struct Writer {
     stop: Arc<AtomicBool>,
@@ -209,7 +229,18 @@ pub struct Writer {
 
 impl Writer {
     pub async fn start(kit: &Kit, ns: &str, name: &str) -> Writer {
+        Self::start_with(kit, ns, name, false).await
+    }
+
+    /// A writer that, after a failed write, connects again with the client Secret of the
+    /// moment: a client that follows a CA rotation.
+    pub async fn start_refreshing(kit: &Kit, ns: &str, name: &str) -> Writer {
+        Self::start_with(kit, ns, name, true).await
+    }
+
+    async fn start_with(kit: &Kit, ns: &str, name: &str, refresh: bool) -> Writer {
         let mut client = etcd(kit, ns, name).await;
+        let (kube, ns_, name_) = (kit.client.clone(), ns.to_string(), name.to_string());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -227,6 +258,9 @@ impl Writer {
                     Err(_) => {
                         failed += 1;
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        if refresh && let Some(c) = connect_once(&kube, &ns_, &name_).await {
+                            client = c;
+                        }
                     }
                 }
                 i += 1;
@@ -292,7 +326,18 @@ pub struct Watcher {
 
 impl Watcher {
     pub async fn start(kit: &Kit, ns: &str, name: &str) -> Watcher {
+        Self::start_with(kit, ns, name, false).await
+    }
+
+    /// A watcher that connects again with the client Secret of the moment when etcd does
+    /// not answer it (see [`Writer::start_refreshing`]).
+    pub async fn start_refreshing(kit: &Kit, ns: &str, name: &str) -> Watcher {
+        Self::start_with(kit, ns, name, true).await
+    }
+
+    async fn start_with(kit: &Kit, ns: &str, name: &str, refresh: bool) -> Watcher {
         let mut client = etcd(kit, ns, name).await;
+        let (kube, ns_, name_) = (kit.client.clone(), ns.to_string(), name.to_string());
         let pods_api: Api<Pod> = Api::namespaced(kit.client.clone(), ns);
         let lp = ListParams::default()
             .labels(&format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=member"));
@@ -304,7 +349,14 @@ impl Watcher {
             let mut leader: Option<u64> = None;
             let mut terminating: BTreeSet<String> = BTreeSet::new();
             while !flag.load(Ordering::Relaxed) {
-                if let Ok(list) = client.member_list().await {
+                let listed = client.member_list().await;
+                if listed.is_err()
+                    && refresh
+                    && let Some(c) = connect_once(&kube, &ns_, &name_).await
+                {
+                    client = c;
+                }
+                if let Ok(list) = listed {
                     let now: BTreeMap<u64, String> = list
                         .members()
                         .iter()

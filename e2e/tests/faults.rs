@@ -284,6 +284,109 @@ async fn a_deleted_ca_secret_leaves_the_cluster_serving() {
     kit.delete_namespace(&ns).await;
 }
 
+/// Whether a member answers a read over TLS trusting `ca` and presenting `cert`/`key`,
+/// reached at its pod IP under its own DNS name.
+async fn member_answers(ip: &str, server_name: &str, ca: &[u8], cert: &[u8], key: &[u8]) -> Result<(), String> {
+    use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key))
+        .domain_name(server_name.to_string());
+    let opts = ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5));
+    let mut c = Client::connect([format!("https://{ip}:2379")], Some(opts)).await.map_err(|e| e.to_string())?;
+    c.get("probe", None).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn pem_of(secret: &Secret, key: &str) -> Vec<u8> {
+    secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()).unwrap_or_default()
+}
+
+// A6. CA rotation through a bundle, under writes: the new CA is trusted beside the old
+// (every member restarted once), then signs, then the old CA is dropped (every member
+// restarted again), one member at a time, never the leader while it leads.
+#[tokio::test]
+async fn a_ca_rotation_through_a_bundle_keeps_quorum_and_every_write() {
+    let (kit, ns) = setup("fault-ca-rotation").await;
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.4.23", json!({}))).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    let secrets: Api<Secret> = Api::namespaced(kit.client.clone(), &ns);
+    let old_client = secrets.get("main-client-tls").await.expect("client Secret");
+    let old_ca = pem_of(&secrets.get("main-ca").await.expect("CA Secret"), "tls.crt");
+    let writer = Writer::start_refreshing(&kit, &ns, "main").await;
+    let watcher = Watcher::start_refreshing(&kit, &ns, "main").await;
+    writer.wait_acked(20).await;
+    let started = Instant::now();
+    patch_spec(&kit, &ns, "main", json!({"tls": {"caGeneration": 1}})).await;
+    // Done: the CA Secret holds one CA of generation 1, no phase; every member pod was
+    // started trusting it alone.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let new_ca = loop {
+        let ca = secrets.get("main-ca").await.expect("CA Secret");
+        let ann = ca.annotations();
+        let done = ann.get("etcdpilot.io/ca-generation").map(String::as_str) == Some("1")
+            && !ann.contains_key("etcdpilot.io/ca-rotation-phase");
+        let new_ca = pem_of(&ca, "tls.crt");
+        let fp = etcd_pilot::controllers::cluster::ca_rotation::fingerprint(&String::from_utf8_lossy(&new_ca));
+        let pods = member_pods(&kit, &ns, "main").await;
+        let rolled = pods.len() == 3 && pods.iter().all(|p| p.annotations().get("etcdpilot.io/trust") == Some(&fp));
+        if done && rolled {
+            break new_ca;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rotation not finished\nstatus: {:#?}\nevents:\n{}",
+            clusters(&kit, &ns).get("main").await.ok().and_then(|c| c.status),
+            events(&kit, &ns, "main").await.join("\n")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let took = started.elapsed();
+    let ec = wait_ready(&kit, &ns, "main", 3).await;
+    let seen = watcher.finish().await;
+    let (acked, failed) = writer.finish(&kit, &ns, "main").await;
+    assert_ne!(new_ca, old_ca);
+    let c = condition(&ec, "CertificatesReady").expect("condition");
+    assert!(c.0 == "True" && c.1 == "Ready" && c.2.contains("CA generation 1"), "{c:?}");
+
+    // Each member restarted exactly twice (trust both, then the new alone), never while
+    // it led; the phases in order.
+    let mut restarted = seen.terminated.clone();
+    restarted.sort();
+    assert_eq!(restarted, ["main-0", "main-0", "main-1", "main-1", "main-2", "main-2"], "{seen:?}");
+    assert!(seen.restarted_leaders.is_empty(), "a member restarted while leading: {seen:?}");
+    let ev = events(&kit, &ns, "main").await;
+    let phases: Vec<&String> = ev.iter().filter(|e| e.contains(" CARotation:")).collect();
+    assert_eq!(phases.len(), 4, "{ev:#?}");
+    for (e, want) in phases.iter().zip(["(1/3)", "(2/3)", "(3/3)", "rotated the CA to generation 1"]) {
+        assert!(e.contains(want), "{e} should say {want}: {ev:#?}");
+    }
+
+    // The old CA is trusted no more and signs nothing a member serves; the published
+    // client certificate is the new CA's.
+    let new_client = secrets.get("main-client-tls").await.expect("client Secret");
+    assert_eq!(pem_of(&new_client, "ca.crt"), new_ca, "only the new CA is trusted");
+    let (new_cert, new_key) = (pem_of(&new_client, "tls.crt"), pem_of(&new_client, "tls.key"));
+    let (old_cert, old_key) = (pem_of(&old_client, "tls.crt"), pem_of(&old_client, "tls.key"));
+    for p in member_pods(&kit, &ns, "main").await {
+        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("pod IP");
+        let host = format!("{}.main-peers.{ns}.svc", p.name_any());
+        member_answers(&ip, &host, &new_ca, &new_cert, &new_key).await.expect("the new CA's certificates work");
+        let e = member_answers(&ip, &host, &new_ca, &old_cert, &old_key).await;
+        assert!(e.is_err(), "{}: a client certificate of the old CA is still accepted", p.name_any());
+        let e = member_answers(&ip, &host, &old_ca, &new_cert, &new_key).await;
+        assert!(e.is_err(), "{}: serves a certificate of the old CA", p.name_any());
+    }
+    println!(
+        "CA rotation: done in {:.1}s, restarts {:?}, {acked} writes acknowledged ({failed} failed and retried), 0 lost",
+        took.as_secs_f64(),
+        seen.terminated
+    );
+    kit.delete_namespace(&ns).await;
+}
+
 // A9. A spec change that reaches the pod (quota) rolls every member once, the leader
 // last, under writes.
 #[tokio::test]

@@ -306,6 +306,16 @@ pub struct TlsSpec {
     #[serde(default = "default_renew_before_days")]
     #[schemars(range(min = 1, max = 3650))]
     pub renew_before_days: i32,
+    /// Mode `Operator`: raise this number to rotate the cluster's CA. The new CA is first
+    /// trusted beside the old one (a rolling restart: etcd loads trusted CAs only at
+    /// start), then signs new certificates, then the old CA is dropped (a second rolling
+    /// restart); one member at a time, the leader last, quorum kept throughout. Condition
+    /// `CertificatesReady` (reason `Rotating`) tells the phase. Refused (Warning, nothing
+    /// changes) for a CA shared through `caFrom` or a cluster wired to kube-apiserver.
+    /// Lowering it does nothing.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub ca_generation: i64,
 }
 
 impl Default for TlsSpec {
@@ -317,6 +327,7 @@ impl Default for TlsSpec {
             ca_from: None,
             certificate_validity_days: default_cert_validity_days(),
             renew_before_days: default_renew_before_days(),
+            ca_generation: 0,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod error;
+pub mod probe;
 pub mod snapshot;
 
 pub use admin::{AdminConfig, Alarm, AlarmKind, EndpointStatus, EtcdAdmin, Member, Snapshot, TlsMaterial};

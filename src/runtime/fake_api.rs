@@ -15,8 +15,8 @@ use tower_test::mock;
 /// The namespace of every test object.
 pub const NS: &str = "prod";
 
-/// Objects by (plural, name); what was asked, in order; a path whose next create fails
-/// (the process "dies" there).
+/// Objects by (plural, name); what was asked, in order; an object whose next write
+/// (create, patch or replace) fails (the process "dies" there).
 #[derive(Default)]
 pub struct Store {
     pub objects: BTreeMap<(String, String), Value>,
@@ -96,6 +96,25 @@ pub async fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, stor
                 Some(v) => response(200, v),
                 None => status(404, "NotFound"),
             },
+            (Method::PATCH | Method::PUT, Some(n)) if s.fail_create.as_ref() == Some(&(plural.clone(), n.clone())) => {
+                s.fail_create = None;
+                status(500, "InternalError")
+            }
+            // A replace: only over the resourceVersion it carries.
+            (Method::PUT, Some(n)) => {
+                let key = (plural.clone(), n.clone());
+                let stored = s.objects.get(&key).map(|o| o["metadata"]["resourceVersion"].clone());
+                match stored {
+                    None => status(404, "NotFound"),
+                    Some(v) if v != body["metadata"]["resourceVersion"] => status(409, "Conflict"),
+                    Some(_) => {
+                        let mut obj = body;
+                        obj["metadata"]["resourceVersion"] = json!(rv);
+                        s.objects.insert(key, obj.clone());
+                        response(200, obj)
+                    }
+                }
+            }
             (Method::PATCH, Some(n)) => {
                 let key = (plural.clone(), n.clone());
                 let existing = s.objects.get(&key).cloned();

@@ -12,6 +12,8 @@ static RUN: AtomicU32 = AtomicU32::new(0);
 
 /// TLS files a member is started with.
 pub struct MemberTls {
+    /// The CA and its key.
+    pub ca_pair: pki::CertPair,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -223,6 +225,7 @@ fn make_tls(dir: &Path) -> MemberTls {
         p
     };
     MemberTls {
+        ca_pair: ca.clone(),
         ca: write("ca.crt", &ca.cert_pem),
         cert: write("member.crt", &member.cert_pem),
         key: write("member.key", &member.key_pem),

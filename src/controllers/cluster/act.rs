@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::build::{self, BOOTSTRAP_ANNOTATION, CLUSTER_ID_ANNOTATION, Join, Names};
+use super::ca_rotation;
 use super::error::{self, Error};
 use super::maintenance::Outcome;
 use super::observe::{EtcdView, REMOVED_ANNOTATION};
@@ -20,24 +21,35 @@ use crate::api::EtcdCluster;
 use crate::api::cluster::{StorageMedium, TlsMode};
 use crate::etcd::{AdminConfig, AlarmKind, EtcdAdmin, EtcdError};
 use crate::runtime::events::{EventType, publish};
-use crate::runtime::kube_ops::{annotate_if_unchanged, apply, create_if_absent, delete_if_present};
+use crate::runtime::kube_ops::{annotate_if_unchanged, apply, create_if_absent, delete_if_present, is_conflict};
 use crate::runtime::operation::{self, Operation, Taken};
 
+/// What [`ensure_fixed_objects`] found and did about certificates.
+#[derive(Clone, Debug, Default)]
+pub struct Fixed {
+    pub certificates: tls::CertState,
+    /// The client Secret as read, when this pass wrote no Secret: the admin's TLS
+    /// material without reading it a second time.
+    pub client_secret: Option<Secret>,
+    /// Fingerprint of the CAs members trust now (recorded on new pods), and whether a
+    /// CA rotation asks every member to run with exactly those.
+    pub trust: Option<(String, bool)>,
+}
+
 /// Certificates, Services and the PodDisruptionBudget: objects whose content follows
-/// from the spec alone. Returns why the CA is lost, if it is (the cluster keeps serving).
+/// from the spec alone, and the CA rotation's steps. A lost CA leaves the cluster
+/// serving (reported in [`Fixed::certificates`]).
 pub async fn ensure_fixed_objects(
     ec: &EtcdCluster,
     ctx: &Context,
     key: &Key,
+    pods: &[Pod],
     members_exist: bool,
-) -> Result<(Option<String>, Option<Secret>), Error> {
+) -> Result<Fixed, Error> {
     let ns = key.0.as_str();
     let client = ctx.rt.client.clone();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let mut ca_lost = None;
-    // The client Secret as read, when this pass wrote no Secret: the admin's TLS
-    // material without reading it a second time.
-    let mut client_secret = None;
+    let mut fixed = Fixed::default();
     if ec.spec.tls.mode == TlsMode::Operator {
         let mut existing = BTreeMap::new();
         let names = tls::secret_names(ec).into_iter().flat_map(|s| [s.peer, s.server, s.client]);
@@ -46,17 +58,24 @@ pub async fn ensure_fixed_objects(
                 existing.insert(name, s);
             }
         }
-        ca_lost = tls::ca_lost(ec, &existing, members_exist);
+        if let Some(why) = tls::ca_lost(ec, &existing, members_exist) {
+            fixed.certificates = tls::CertState::Lost(why);
+        } else if members_exist && let Some(auth) = tls::authority(ec, &existing) {
+            fixed.certificates = rotate_ca(ec, ctx, &secrets, &mut existing, &auth, pods).await?;
+        }
         let now = time::OffsetDateTime::now_utc();
         let writes = tls::operator_secrets(ec, &existing, now, &ctx.settings.cluster_domain, members_exist)?;
         if writes.is_empty() {
-            client_secret = tls::secret_names(ec).and_then(|n| existing.remove(&n.client));
+            fixed.client_secret = tls::secret_names(ec).and_then(|n| existing.remove(&n.client));
         }
         for w in writes {
             let name = w.secret.name_any();
             apply(&secrets, FIELD_MANAGER, &w.secret).await.map_err(error::objects(format!("write Secret {name}")))?;
             publish(&ctx.rt, ec, EventType::Normal, "CertificateIssued", &w.reason).await;
+            existing.insert(name, w.secret);
         }
+        fixed.trust =
+            tls::authority(ec, &existing).map(|a| (a.trust_fingerprint(), a.phase != ca_rotation::Phase::Stable));
     }
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     for svc in [build::peer_service(ec), build::client_service(ec)] {
@@ -80,7 +99,137 @@ pub async fn ensure_fixed_objects(
         )
         .await;
     }
-    Ok((ca_lost, client_secret))
+    Ok(fixed)
+}
+
+/// One step of a CA rotation (see [`ca_rotation`]), when one is asked for or under
+/// way: the CA Secret is the whole state, written with a precondition on what was read
+/// and only while the Lease is held; `existing` is updated for the leaves that follow.
+async fn rotate_ca(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    existing: &mut BTreeMap<String, Secret>,
+    auth: &ca_rotation::Authority,
+    pods: &[Pod],
+) -> Result<tls::CertState, Error> {
+    use ca_rotation::{Rotation, TRUST_ANNOTATION};
+    let idle = auth.phase == ca_rotation::Phase::Stable && ec.spec.tls.ca_generation <= auth.generation;
+    if idle {
+        return Ok(tls::CertState::Ready { generation: auth.generation });
+    }
+    let trusts: Vec<ca_rotation::PodTrust> = pods
+        .iter()
+        .map(|p| ca_rotation::PodTrust {
+            name: p.name_any(),
+            trust: p.annotations().get(TRUST_ANNOTATION).cloned(),
+            ready: super::observe::pod_ready(p),
+            terminating: p.metadata.deletion_timestamp.is_some(),
+        })
+        .collect();
+    let size = usize::try_from(ec.spec.size).unwrap_or(0);
+    let refused = match auth.phase {
+        ca_rotation::Phase::Stable => rotation_refused(ec, ctx).await?,
+        _ => None,
+    };
+    let checked = match auth.checked_ca() {
+        Some(ca) if ca_rotation::needs_check(auth, &trusts, size) => Some(check_members(ec, auth, ca, &trusts).await),
+        _ => None,
+    };
+    let step = ca_rotation::next(
+        auth,
+        &ca_rotation::Inputs { requested: ec.spec.tls.ca_generation, refused, pods: &trusts, size, checked },
+    );
+    let state = match &step {
+        Rotation::None => return Ok(tls::CertState::Ready { generation: auth.generation }),
+        Rotation::Wait(why) => return Ok(tls::CertState::Rotating(why.clone())),
+        Rotation::Refused(why) => return Ok(tls::CertState::RotationRefused(why.clone())),
+        Rotation::Start { generation } => {
+            let n = Names::of(ec);
+            ca_rotation::apply(auth, &step, Some(tls::new_ca(&n, *generation)?))
+        }
+        _ => ca_rotation::apply(auth, &step, None),
+    };
+    let Some(state) = state else { return Ok(tls::CertState::Ready { generation: auth.generation }) };
+    let name = tls::ca_secret_of(ec);
+    let Some(read) = existing.get(&name) else { return Ok(tls::CertState::Ready { generation: auth.generation }) };
+    if !ctx.rt.lease.holds_fresh(&ctx.rt.client).await.map_err(Error::Lease)? {
+        return Ok(tls::CertState::Rotating("not holding the leader-election Lease".into()));
+    }
+    // replace() carries the resourceVersion read: a write by anyone since is a conflict.
+    let written = match secrets.replace(&name, &PostParams::default(), &state.to_secret(read)).await {
+        Ok(s) => s,
+        Err(e) if is_conflict(&e) => {
+            return Ok(tls::CertState::Rotating(format!("the CA Secret {name} changed since it was read")));
+        }
+        Err(e) => return Err(error::act_kube(format!("write the CA Secret {name}"))(e)),
+    };
+    if let Some(note) = ca_rotation::describe(&step, state.generation) {
+        publish(&ctx.rt, ec, EventType::Normal, "CARotation", &note).await;
+    }
+    existing.insert(name, written);
+    Ok(match state.phase {
+        ca_rotation::Phase::Stable => tls::CertState::Ready { generation: state.generation },
+        _ => tls::CertState::Rotating(ca_rotation::describe(&step, state.generation).unwrap_or_default()),
+    })
+}
+
+/// Why this cluster's CA may not rotate now, if so: kube-apiserver (wired) and other
+/// clusters (sharing the CA) load it only at start, and etcd-pilot cannot restart them
+/// between the phases.
+async fn rotation_refused(ec: &EtcdCluster, ctx: &Context) -> Result<Option<String>, Error> {
+    if let Some(from) = &ec.spec.tls.ca_from {
+        return Ok(Some(format!(
+            "spec.tls.caGeneration: the CA belongs to EtcdCluster {} (spec.tls.caFrom); rotating a shared CA is not supported: its clusters and kube-apiserver would have to restart between the phases",
+            from.cluster
+        )));
+    }
+    if ec.spec.api_server.is_some() {
+        return Ok(Some("spec.tls.caGeneration: kube-apiserver is wired to this cluster (spec.apiServer) and loads its etcd CA only at start; a rotation would need it restarted between the phases, which etcd-pilot cannot do: not supported".into()));
+    }
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ec.namespace().unwrap_or_default());
+    let all = api.list(&Default::default()).await.map_err(error::observe("list EtcdClusters"))?;
+    let me = ec.name_any();
+    let sharing: Vec<String> = all
+        .items
+        .iter()
+        .filter(|c| c.spec.tls.ca_from.as_ref().is_some_and(|f| f.cluster == me))
+        .map(|c| c.name_any())
+        .collect();
+    Ok((!sharing.is_empty()).then(|| {
+        format!(
+            "spec.tls.caGeneration: EtcdCluster {} shares this CA (spec.tls.caFrom); rotating a shared CA is not supported: those clusters would have to restart between the phases",
+            sharing.join(", ")
+        )
+    }))
+}
+
+/// Every member, on its client and its peer port, serves a certificate the phase's
+/// roots accept and accepts a client certificate of `ca` (phase 1: of the new CA, while
+/// the old signs; phase 2: only the new CA's, both ways).
+async fn check_members(
+    ec: &EtcdCluster,
+    auth: &ca_rotation::Authority,
+    ca: &crate::pki::CertPair,
+    pods: &[ca_rotation::PodTrust],
+) -> Result<(), String> {
+    let roots = match auth.phase {
+        ca_rotation::Phase::TrustBoth => auth.trust_pem(),
+        _ => ca.cert_pem.clone(),
+    };
+    let probe = crate::pki::issue(ca, tls::PEER_CN, &[], crate::pki::Usage::Peer, std::time::Duration::from_secs(3600))
+        .map_err(|e| e.to_string())?;
+    let n = Names::of(ec);
+    let urls: Vec<String> = pods.iter().flat_map(|p| [n.client_url(&p.name), n.peer_url(&p.name)]).collect();
+    let results = futures::future::join_all(urls.iter().map(|u| {
+        crate::etcd::probe::tls_version(u, &roots, &probe.cert_pem, &probe.key_pem, std::time::Duration::from_secs(3))
+    }))
+    .await;
+    let failed: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|e| e.to_string())).collect();
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(failed.join("; ")),
+    }
 }
 
 /// The PodDisruptionBudget on Kubernetes before 1.21 (`policy/v1beta1`, same fields).
@@ -324,14 +473,25 @@ fn join_existing(names: &Names, view: Option<&EtcdView>, volumes: &[String]) -> 
 }
 
 /// Creates a member's PVC and pod; either may exist already (a pass that stopped half way).
-async fn create_member(ec: &EtcdCluster, ctx: &Context, ns: &str, member: &str, join: &Join) -> Result<(), Error> {
+async fn create_member(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    ns: &str,
+    member: &str,
+    join: &Join,
+    trust: Option<&str>,
+) -> Result<(), Error> {
     if let Some(pvc) = build::member_pvc(ec, member) {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), ns);
         create_if_absent(&api, FIELD_MANAGER, &pvc)
             .await
             .map_err(error::act_kube(format!("create PVC of {member}")))?;
     }
-    let pod = build::member_pod(ec, member, join, &ctx.settings.etcd_image_repository, &ctx.settings.operator_image);
+    let mut pod =
+        build::member_pod(ec, member, join, &ctx.settings.etcd_image_repository, &ctx.settings.operator_image);
+    if let Some(t) = trust {
+        pod.annotations_mut().insert(ca_rotation::TRUST_ANNOTATION.into(), t.into());
+    }
     let api: Api<Pod> = Api::namespaced(ctx.rt.client.clone(), ns);
     create_if_absent(&api, FIELD_MANAGER, &pod).await.map_err(error::act_kube(format!("create pod {member}")))?;
     Ok(())
@@ -344,6 +504,15 @@ pub fn not_yet(e: &EtcdError) -> bool {
     e.etcd_message().is_some_and(|m| m.contains("unhealthy cluster") || m.contains("in sync"))
 }
 
+/// What new member pods are made from besides the spec.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Making<'a> {
+    /// Members with a volume.
+    pub volumes: &'a [String],
+    /// Fingerprint of the CAs members trust now (recorded on the pod).
+    pub trust: Option<&'a str>,
+}
+
 /// Does the one step. Returns whether it was done (false: etcd said not yet).
 pub async fn act(
     ec: &EtcdCluster,
@@ -351,9 +520,10 @@ pub async fn act(
     names: &Names,
     step: &Step,
     view: Option<&EtcdView>,
-    volumes: &[String],
+    making: Making<'_>,
     admin: &EtcdAdmin,
 ) -> Result<bool, Error> {
+    let volumes = making.volumes;
     let ns = names.namespace.as_str();
     let pods: Api<Pod> = Api::namespaced(ctx.rt.client.clone(), ns);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), ns);
@@ -369,11 +539,11 @@ pub async fn act(
                 existing: false,
             };
             for m in create {
-                create_member(ec, ctx, ns, m, &join).await?;
+                create_member(ec, ctx, ns, m, &join, making.trust).await?;
             }
         }
         Step::RecreatePod { name } | Step::CreateLearnerPod { name } => {
-            create_member(ec, ctx, ns, name, &join_existing(names, view, volumes)).await?;
+            create_member(ec, ctx, ns, name, &join_existing(names, view, volumes), making.trust).await?;
         }
         Step::AddLearner { name } => match admin.add_learner(vec![names.peer_url(name)]).await {
             Ok(_) => {}

@@ -4,6 +4,7 @@
 
 pub mod act;
 pub mod build;
+pub mod ca_rotation;
 pub mod error;
 pub mod maintenance;
 pub mod observe;
@@ -413,9 +414,9 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         }
         let members_exist = !pods.is_empty() || !pvcs.is_empty() || act::cluster_id_recorded(ec);
         let act_allowed = problems.is_empty() && !ec.spec.paused;
-        let (mut ca_lost, mut client_secret) = (None, None);
+        let mut fixed = act::Fixed::default();
         if act_allowed {
-            (ca_lost, client_secret) = act::ensure_fixed_objects(ec, ctx, &key, members_exist).await?;
+            fixed = act::ensure_fixed_objects(ec, ctx, &key, &pods, members_exist).await?;
             let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &ns);
             act::ensure_pvc_owners(ec, &pvcs, &pvcs_api).await?;
             act::sweep_removed_volumes(&pvcs, &pods, &pvcs_api).await?;
@@ -431,7 +432,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         let config = if pods.is_empty() {
             crate::etcd::AdminConfig::default()
         } else {
-            act::admin_config(ec, ctx, &ns, client_secret).await?
+            act::admin_config(ec, ctx, &ns, fixed.client_secret.take()).await?
         };
         let endpoints: Vec<String> = endpoints.into_iter().map(|(_, e)| e).collect();
         // One admin per cluster, kept with its connections: re-made only when the
@@ -444,11 +445,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             m.admin = Some(a.clone());
             a
         });
-        Ok::<_, Error>((pods, pvcs, problems, ca_lost, admin, sizing))
+        Ok::<_, Error>((pods, pvcs, problems, fixed, admin, sizing))
     })
     .await
     .map_err(|_| Error::ObserveTimeout(OBSERVE_TIMEOUT))?;
-    let (pods, pvcs, problems, ca_lost, admin, sizing) = observed?;
+    let (pods, pvcs, problems, fixed, admin, sizing) = observed?;
     if let volumes::Sizing::Refused { reason, message } = &sizing {
         warn_once(ctx, ec, &key, reason, message.clone()).await;
     }
@@ -461,8 +462,10 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     if !problems.is_empty() {
         warn_once(ctx, ec, &key, "InvalidSpec", problems.join("; ")).await;
     }
-    if let Some(why) = &ca_lost {
-        warn_once(ctx, ec, &key, "CertificateAuthorityLost", why.clone()).await;
+    match &fixed.certificates {
+        tls::CertState::Lost(why) => warn_once(ctx, ec, &key, "CertificateAuthorityLost", why.clone()).await,
+        tls::CertState::RotationRefused(why) => warn_once(ctx, ec, &key, "CARotationRefused", why.clone()).await,
+        _ => {}
     }
     let not_running: Vec<String> =
         pods.iter().filter_map(|p| observe::pod_problem(p).map(|why| format!("{}: {why}", p.name_any()))).collect();
@@ -489,7 +492,10 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     if let Slot::Busy(op) = &slot {
         obs.slot_busy = Some(format!("{} {}", op.controller, op.kind));
     }
-    let want = desired(ec, &ctx.settings.etcd_image_repository);
+    let want = Desired {
+        trust: fixed.trust.as_ref().filter(|(_, rotating)| *rotating).map(|(fp, _)| fp.clone()),
+        ..desired(ec, &ctx.settings.etcd_image_repository)
+    };
     let delete_on_scale = ec.spec.storage.retention.when_scaled == RetentionAction::Delete;
     let step = match &slot {
         // A restore replaces the members: the planner stands down entirely, even from
@@ -560,7 +566,8 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         }
         None => {
             let volumes: Vec<String> = obs.volumes.iter().cloned().collect();
-            act::act(ec, ctx, &names, &step, view.as_ref(), &volumes, &admin).await
+            let making = act::Making { volumes: &volumes, trust: fixed.trust.as_ref().map(|(fp, _)| fp.as_str()) };
+            act::act(ec, ctx, &names, &step, view.as_ref(), making, &admin).await
         }
     };
     if matches!(acted, Ok(true))
@@ -587,7 +594,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         step: &step,
         paused: ec.spec.paused,
         problems: &problems,
-        ca_lost: ca_lost.as_deref(),
+        certificates: &fixed.certificates,
         previous,
         now: Time(jiff::Timestamp::now()),
         quota: ec.spec.etcd.quota_backend_bytes,
@@ -770,6 +777,7 @@ fn desired(ec: &EtcdCluster, repository: &str) -> Desired {
         size: usize::try_from(ec.spec.size).unwrap_or(0),
         version: ec.spec.version.clone(),
         spec_hash: build::spec_hash(ec, repository),
+        trust: None,
         paused: ec.spec.paused,
         replace_unhealthy_after_secs: u64::try_from(ec.spec.healing.replace_unhealthy_after_seconds).unwrap_or(300),
         learner_retry_after_secs: LEARNER_RETRY_AFTER_SECS,

@@ -134,6 +134,7 @@ pub fn observation(
             failed: pod_failed(p),
             version: p.annotations().get(VERSION_ANNOTATION).cloned().unwrap_or_default(),
             spec_hash: p.annotations().get(SPEC_HASH_ANNOTATION).cloned(),
+            trust: p.annotations().get(super::ca_rotation::TRUST_ANNOTATION).cloned(),
             down_for_secs: pod_down_for(p, now),
         })
         .collect();
@@ -316,6 +317,7 @@ mod tests {
                 failed: false,
                 version: "3.4.23".into(),
                 spec_hash: None,
+                trust: None,
                 down_for_secs: 0,
             }
         );

@@ -215,3 +215,97 @@ async fn claims_at_size_read_no_storage_class() {
     let requests = store.lock().unwrap().requests.clone();
     assert!(!requests.iter().any(|r| r.contains("storageclasses")), "{requests:?}");
 }
+
+fn secret_data(store: &Shared, name: &str, key: &str) -> Option<String> {
+    let s = store.lock().unwrap();
+    let v = s.objects.get(&("secrets".to_string(), name.to_string()))?;
+    let b: k8s_openapi::ByteString = serde_json::from_value(v["data"].get(key)?.clone()).ok()?;
+    String::from_utf8(b.0).ok()
+}
+
+fn secret_annotation(store: &Shared, name: &str, key: &str) -> Option<String> {
+    let s = store.lock().unwrap();
+    s.objects.get(&("secrets".to_string(), name.to_string()))?["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn event_reasons(store: &Shared) -> Vec<String> {
+    let s = store.lock().unwrap();
+    s.objects
+        .iter()
+        .filter(|((p, _), _)| p == "events")
+        .filter_map(|(_, e)| e["reason"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn operator_tls_cluster() -> Value {
+    let mut c = cluster(1);
+    c["spec"]["tls"] = json!({});
+    c
+}
+
+/// The CA rotation's first step is written ahead in the CA Secret: a pass that dies
+/// before the leaves are re-trusted is resumed from it, with the same new CA.
+#[tokio::test]
+async fn a_ca_rotation_written_ahead_survives_a_crash_before_the_leaves() {
+    use super::ca_rotation::{GENERATION_ANNOTATION, PHASE_ANNOTATION, TRUST_ANNOTATION, fingerprint};
+    let (ctx, store) = harness(operator_tls_cluster());
+    pass(&current(&store), &ctx).await.expect("bootstrap pass");
+    assert_eq!(names_of(&store, "pods"), ["main-0"]);
+    let ca0 = secret_data(&store, "main-ca", "tls.crt").expect("CA made");
+    let trust0 = store.lock().unwrap().objects[&("pods".to_string(), "main-0".to_string())]["metadata"]["annotations"]
+        [TRUST_ANNOTATION]
+        .as_str()
+        .map(str::to_string);
+    assert_eq!(trust0, Some(fingerprint(&ca0)), "a new member records the CAs it trusts");
+
+    let mut ec = current(&store);
+    ec.spec.tls.ca_generation = 1;
+    store.lock().unwrap().fail_create = Some(("secrets".into(), "main-peer-tls".into()));
+    let err = pass(&ec, &ctx).await.expect_err("dies writing the first leaf");
+    assert_eq!(err.step(), "objects");
+    assert_eq!(secret_annotation(&store, "main-ca", PHASE_ANNOTATION).as_deref(), Some("TrustBoth"));
+    assert_eq!(secret_annotation(&store, "main-ca", GENERATION_ANNOTATION).as_deref(), Some("1"));
+    assert_eq!(secret_data(&store, "main-ca", "tls.crt"), Some(ca0.clone()), "the old CA still signs");
+    let next = secret_data(&store, "main-ca", "next.crt").expect("the new CA, written ahead");
+    assert_eq!(secret_data(&store, "main-peer-tls", "ca.crt"), Some(ca0.clone()), "not reached");
+
+    let mut ec = current(&store);
+    ec.spec.tls.ca_generation = 1;
+    pass(&ec, &ctx).await.expect("the next pass resumes");
+    assert_eq!(secret_data(&store, "main-ca", "next.crt"), Some(next.clone()), "no second new CA");
+    for leaf in ["main-peer-tls", "main-server-tls", "main-client-tls"] {
+        let trusted = secret_data(&store, leaf, "ca.crt").unwrap();
+        assert!(trusted.contains(ca0.trim_end()) && trusted.contains(next.trim_end()), "{leaf} trusts both");
+    }
+    assert_eq!(event_reasons(&store).iter().filter(|r| *r == "CARotation").count(), 1);
+    let ec = current(&store);
+    let c = ec.status.unwrap().conditions.into_iter().find(|c| c.type_ == status::CERTIFICATES_READY).unwrap();
+    assert_eq!(c.reason, "Rotating");
+    assert!(c.message.contains("(1/3)"), "{}", c.message);
+}
+
+/// A CA another cluster shares is not rotated: a Warning and a condition, nothing written.
+#[tokio::test]
+async fn a_shared_ca_is_not_rotated() {
+    use super::ca_rotation::PHASE_ANNOTATION;
+    let (ctx, store) = harness(operator_tls_cluster());
+    pass(&current(&store), &ctx).await.expect("bootstrap pass");
+    let mut events_cluster = operator_tls_cluster();
+    events_cluster["metadata"]["name"] = json!("events");
+    events_cluster["spec"]["tls"] = json!({"caFrom": {"cluster": "main"}});
+    store.lock().unwrap().objects.insert(("etcdclusters".into(), "events".into()), events_cluster);
+    let ca0 = secret_data(&store, "main-ca", "tls.crt");
+    let mut ec = current(&store);
+    ec.spec.tls.ca_generation = 1;
+    pass(&ec, &ctx).await.expect("pass");
+    assert_eq!(secret_data(&store, "main-ca", "tls.crt"), ca0);
+    assert_eq!(secret_data(&store, "main-ca", "next.crt"), None);
+    assert_eq!(secret_annotation(&store, "main-ca", PHASE_ANNOTATION), None);
+    assert!(event_reasons(&store).contains(&"CARotationRefused".to_string()));
+    let c = current(&store).status.unwrap().conditions.into_iter().find(|c| c.type_ == status::CERTIFICATES_READY);
+    let c = c.unwrap();
+    assert_eq!(c.reason, "RotationRefused");
+    assert!(c.message.contains("events"), "{}", c.message);
+}

@@ -40,6 +40,9 @@ pub struct Desired {
     pub version: String,
     /// Hash of everything in a member pod that follows from the spec.
     pub spec_hash: String,
+    /// During a CA rotation: the CAs every member must have been started trusting
+    /// (fingerprint, see [`super::ca_rotation`]).
+    pub trust: Option<String>,
     pub paused: bool,
     /// Replace a member that has been unhealthy this long; remove a learner not healthy
     /// within it.
@@ -69,6 +72,8 @@ pub struct PodState {
     pub version: String,
     /// The spec hash it was built from (`None`: built before hashes were recorded).
     pub spec_hash: Option<String>,
+    /// Fingerprint of the CAs it was started trusting.
+    pub trust: Option<String>,
     /// How long it has not been ready (since created, for a new pod); 0 when ready.
     pub down_for_secs: u64,
 }
@@ -381,7 +386,11 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
             return Some(format!("etcd {} -> {}", p.version, want.version));
         }
         match &p.spec_hash {
-            Some(h) if *h != want.spec_hash => Some("the spec of its pod changed".into()),
+            Some(h) if *h != want.spec_hash => return Some("the spec of its pod changed".into()),
+            _ => {}
+        }
+        match &want.trust {
+            Some(t) if p.trust.as_ref() != Some(t) => Some("the CA rotation changed the CAs members trust".into()),
             _ => None,
         }
     };
@@ -492,6 +501,7 @@ mod tests {
             size,
             version: "3.4.23".into(),
             spec_hash: "h1".into(),
+            trust: None,
             paused: false,
             replace_unhealthy_after_secs: T,
             learner_retry_after_secs: 60,
@@ -509,6 +519,7 @@ mod tests {
             failed: false,
             version: "3.4.23".into(),
             spec_hash: Some("h1".into()),
+            trust: None,
             down_for_secs: 0,
         }
     }
@@ -1013,6 +1024,37 @@ mod tests {
             unhashed,
             Step::Idle,
         ));
+        let rotating = Desired { trust: Some("both".into()), ..want(3) };
+        let why = "the CA rotation changed the CAs members trust";
+        cases.push((
+            "a CA rotation restarts members that do not trust its CAs, a follower first",
+            rotating.clone(),
+            healthy(3),
+            Step::Restart { name: "main-1".into(), reason: why.into() },
+        ));
+        let mut trusting_followers = healthy(3);
+        trusting_followers.pods[1].trust = Some("both".into());
+        trusting_followers.pods[2].trust = Some("both".into());
+        cases.push((
+            "CA rotation: the leader last, leadership moved first",
+            rotating.clone(),
+            trusting_followers.clone(),
+            Step::MoveLeader { to: 2, to_name: "main-1".into(), reason: "main-0 leads and is restarted last".into() },
+        ));
+        let mut trusting = trusting_followers.clone();
+        trusting.pods[0].trust = Some("both".into());
+        cases.push(("CA rotation: every member trusts its CAs", rotating.clone(), trusting, Step::Idle));
+        let mut trust_restarting = trusting_followers;
+        trust_restarting.pods[1].ready = false;
+        cases.push((
+            "CA rotation: the restarted member is not ready yet: wait",
+            rotating,
+            trust_restarting,
+            Step::Wait("waiting for every member to be healthy before restarting the next".into()),
+        ));
+        let mut annotated = healthy(3);
+        annotated.pods[0].trust = Some("anything".into());
+        cases.push(("no rotation under way: trust annotations are not compared", want(3), annotated, Step::Idle));
         let memory_one = Desired { version: "3.5.1".into(), memory: true, ..want(1) };
         cases.push((
             "the only member of a Memory cluster is not restarted (its data would be lost)",

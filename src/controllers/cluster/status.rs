@@ -9,6 +9,7 @@ use super::build::Names;
 use super::maintenance::{self, Outcome};
 use super::observe::{self, EtcdView};
 use super::plan::{Step, quorum};
+use super::tls::CertState;
 use crate::api::cluster::{EtcdClusterStatus, MemberStatus};
 
 pub const AVAILABLE: &str = "Available";
@@ -60,8 +61,8 @@ pub struct Input<'a> {
     pub paused: bool,
     /// Problems of the spec; non-empty means nothing was done.
     pub problems: &'a [String],
-    /// Why the operator's CA is lost, if it is.
-    pub ca_lost: Option<&'a str>,
+    /// The certificates: lost CA, rotation under way or refused.
+    pub certificates: &'a super::tls::CertState,
     pub previous: Option<&'a EtcdClusterStatus>,
     pub now: Time,
     /// `spec.etcd.quotaBackendBytes` and `spec.quota.warnAtPercent`.
@@ -301,9 +302,19 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
             c(DEGRADED, deg, deg_reason, deg_msg),
             c(SPEC_VALID, valid, valid_reason, valid_msg),
             c(ALARM, !alarms.is_empty(), alarm_reason, alarm_msg),
-            match i.ca_lost {
-                Some(why) => c(CERTIFICATES_READY, false, "CALost", why.to_string()),
-                None => c(CERTIFICATES_READY, true, "Ready", "certificates are issued and renewed".to_string()),
+            match i.certificates {
+                CertState::Lost(why) => c(CERTIFICATES_READY, false, "CALost", why.clone()),
+                CertState::Rotating(phase) => c(CERTIFICATES_READY, true, "Rotating", phase.clone()),
+                CertState::RotationRefused(why) => c(CERTIFICATES_READY, true, "RotationRefused", why.clone()),
+                CertState::Ready { generation: 0 } => {
+                    c(CERTIFICATES_READY, true, "Ready", "certificates are issued and renewed".to_string())
+                }
+                CertState::Ready { generation } => c(
+                    CERTIFICATES_READY,
+                    true,
+                    "Ready",
+                    format!("certificates are issued and renewed (CA generation {generation})"),
+                ),
             },
             c(QUOTA_HIGH, !high.is_empty(), quota_reason, quota_msg),
             c(MAINTENANCE_FAILING, !failing.is_empty(), fail_reason, fail_msg),
@@ -399,6 +410,7 @@ mod tests {
         prev: Option<&'a EtcdClusterStatus>,
     ) -> Input<'a> {
         static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+        static READY: CertState = CertState::Ready { generation: 0 };
         Input {
             names: NAMES.get_or_init(names),
             size: 3,
@@ -408,7 +420,7 @@ mod tests {
             step,
             paused: false,
             problems,
-            ca_lost: None,
+            certificates: &READY,
             previous: prev,
             now: Time(jiff::Timestamp::from_second(1_000).unwrap()),
             quota: 1000,

@@ -17,6 +17,7 @@ use kube::{Resource, ResourceExt};
 use time::OffsetDateTime;
 
 use super::build::{Names, labels};
+use super::ca_rotation::Authority;
 use crate::api::EtcdCluster;
 use crate::api::cluster::TlsMode;
 use crate::etcd::TlsMaterial;
@@ -100,9 +101,16 @@ fn get(secret: &Secret, key: &str) -> Option<String> {
 }
 
 /// The CA kept in its Secret, if it is whole.
-fn ca_of(secret: Option<&Secret>) -> Option<CertPair> {
-    let s = secret?;
-    Some(CertPair { cert_pem: get(s, "tls.crt")?, key_pem: get(s, "tls.key")? })
+fn ca_of(secret: Option<&Secret>) -> Option<Authority> {
+    Authority::from_secret(secret?)
+}
+
+/// Whether `cert_pem` was signed by the CA `ca_pem`.
+pub fn signed_by(cert_pem: &str, ca_pem: &str) -> bool {
+    let parse = |pem: &str| x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok().map(|(_, p)| p);
+    let (Some(leaf), Some(ca)) = (parse(cert_pem), parse(ca_pem)) else { return false };
+    let (Ok(leaf), Ok(ca)) = (leaf.parse_x509(), ca.parse_x509()) else { return false };
+    leaf.issuer() == ca.subject() && leaf.verify_signature(Some(ca.public_key())).is_ok()
 }
 
 /// The DER bytes of a PEM certificate.
@@ -139,6 +147,40 @@ pub fn leaf_needs_issue(
     }
 }
 
+/// What a leaf Secret needs, given the CA that signs and the CAs members trust.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leaf {
+    Good,
+    /// A new certificate, and why.
+    Issue(&'static str),
+    /// Same certificate, other trusted CAs (`ca.crt`).
+    Retrust,
+}
+
+/// See [`Leaf`]: a leaf is reissued when missing, incomplete, not signed by `signer`,
+/// unreadable or within `renew_before` of expiry; re-trusted when only `ca.crt` differs.
+pub fn leaf_state(
+    secret: Option<&Secret>,
+    signer_pem: &str,
+    trust_pem: &str,
+    now: OffsetDateTime,
+    renew_before: Duration,
+) -> Leaf {
+    let Some(s) = secret else { return Leaf::Issue("missing") };
+    let (Some(cert), Some(_), Some(ca)) = (get(s, "tls.crt"), get(s, "tls.key"), get(s, "ca.crt")) else {
+        return Leaf::Issue("incomplete");
+    };
+    if !signed_by(&cert, signer_pem) {
+        return Leaf::Issue("signed by another CA");
+    }
+    match not_after(&cert) {
+        None => Leaf::Issue("unreadable"),
+        Some(end) if end - now < renew_before => Leaf::Issue("expiring"),
+        Some(_) if ca != trust_pem => Leaf::Retrust,
+        Some(_) => Leaf::Good,
+    }
+}
+
 fn tls_secret(ec: &EtcdCluster, name: &str, ca_cert_pem: &str, pair: &CertPair) -> Secret {
     let mut data = BTreeMap::from([
         ("tls.crt".to_string(), ByteString(pair.cert_pem.clone().into_bytes())),
@@ -156,6 +198,25 @@ fn tls_secret(ec: &EtcdCluster, name: &str, ca_cert_pem: &str, pair: &CertPair) 
         type_: Some("kubernetes.io/tls".into()),
         data: Some(data),
         ..Secret::default()
+    }
+}
+
+/// The state of a cluster's certificates, for its `CertificatesReady` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertState {
+    /// Issued and renewed; the CA's generation.
+    Ready { generation: i64 },
+    /// The CA Secret is lost while members trust it (see [`ca_lost`]).
+    Lost(String),
+    /// A CA rotation is under way: its phase.
+    Rotating(String),
+    /// A CA rotation was asked for and is refused: why.
+    RotationRefused(String),
+}
+
+impl Default for CertState {
+    fn default() -> Self {
+        CertState::Ready { generation: 0 }
     }
 }
 
@@ -207,30 +268,61 @@ pub fn operator_secrets(
         // Another cluster's CA is waited for, never made here.
         None if ec.spec.tls.ca_from.is_some() => return Ok(Vec::new()),
         None => {
-            let ca = pki::generate_ca(&format!("etcd-pilot {}/{} CA", n.namespace, n.cluster), CA_VALIDITY)?;
-            let mut secret = tls_secret(ec, &ca_name, &ca.cert_pem, &ca);
-            secret.type_ = Some("Opaque".into());
-            out.push(SecretWrite { secret, reason: "generated the cluster CA".into() });
+            let generation = ec.spec.tls.ca_generation;
+            let ca = Authority::new(new_ca(&n, generation)?, generation);
+            let mut base = tls_secret(ec, &ca_name, "", &ca.signer);
+            base.type_ = Some("Opaque".into());
+            out.push(SecretWrite { secret: ca.to_secret(&base), reason: "generated the cluster CA".into() });
             ca
         }
     };
     let validity = DAY * ec.spec.tls.certificate_validity_days.max(1) as u32;
     let renew_before = DAY * ec.spec.tls.renew_before_days.max(1) as u32;
+    let trust = ca.trust_pem();
     let leaves = [
         (&names.peer, PEER_CN, peer_sans(&n, domain), Usage::Peer),
         (&names.server, "etcd-server", server_sans(&n, domain), Usage::Server),
         (&names.client, "etcd-pilot", Vec::new(), Usage::Client),
     ];
     for (name, cn, sans, usage) in leaves {
-        if let Some(why) = leaf_needs_issue(existing.get(name), &ca.cert_pem, now, renew_before) {
-            let pair = pki::issue(&ca, cn, &sans, usage, validity)?;
-            out.push(SecretWrite {
-                secret: tls_secret(ec, name, &ca.cert_pem, &pair),
-                reason: format!("issued certificate {name} ({why})"),
-            });
+        let current = existing.get(name);
+        match leaf_state(current, &ca.signer.cert_pem, &trust, now, renew_before) {
+            Leaf::Good => {}
+            Leaf::Issue(why) => {
+                let pair = pki::issue(&ca.signer, cn, &sans, usage, validity)?;
+                out.push(SecretWrite {
+                    secret: tls_secret(ec, name, &trust, &pair),
+                    reason: format!("issued certificate {name} ({why})"),
+                });
+            }
+            Leaf::Retrust => {
+                let pair =
+                    current.and_then(|s| Some(CertPair { cert_pem: get(s, "tls.crt")?, key_pem: get(s, "tls.key")? }));
+                if let Some(pair) = pair {
+                    out.push(SecretWrite {
+                        secret: tls_secret(ec, name, &trust, &pair),
+                        reason: format!("updated the CAs certificate {name} trusts (CA generation {})", ca.generation),
+                    });
+                }
+            }
         }
     }
     Ok(out)
+}
+
+/// A new CA for a cluster; its name tells the generation, so certificates of two
+/// generations are told apart by their issuer.
+pub fn new_ca(n: &Names, generation: i64) -> Result<CertPair, PkiError> {
+    let cn = match generation {
+        0 => format!("etcd-pilot {}/{} CA", n.namespace, n.cluster),
+        g => format!("etcd-pilot {}/{} CA generation {g}", n.namespace, n.cluster),
+    };
+    pki::generate_ca(&cn, CA_VALIDITY)
+}
+
+/// The CA of a cluster, read from the Secrets of a pass.
+pub fn authority(ec: &EtcdCluster, existing: &BTreeMap<String, Secret>) -> Option<Authority> {
+    ca_of(existing.get(&ca_secret_of(ec)))
 }
 
 /// What etcd-pilot presents to etcd, from the client Secret.
@@ -350,6 +442,58 @@ mod tests {
             "{:?}",
             writes.iter().map(|w| &w.reason).collect::<Vec<_>>()
         );
+    }
+
+    /// The leaves through a CA rotation: trusted CAs change without reissuing while the
+    /// old CA signs, every leaf is reissued when the new one signs, and only `ca.crt`
+    /// changes when the old one is dropped.
+    #[test]
+    fn leaves_follow_the_ca_rotation_phase_by_phase() {
+        use super::super::ca_rotation::{self, Rotation};
+        let ec = cluster("{}");
+        let now = OffsetDateTime::now_utc();
+        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
+        let cert = |e: &BTreeMap<String, Secret>, n: &str| get(&e[n], "tls.crt").unwrap();
+        let before = cert(&existing, "main-peer-tls");
+        let old = authority(&ec, &existing).unwrap();
+        let n = Names::of(&ec);
+        let step = |existing: &mut BTreeMap<String, Secret>, r: Rotation| {
+            let a = authority(&ec, existing).unwrap();
+            let new_ca = matches!(r, Rotation::Start { .. }).then(|| new_ca(&n, 1).unwrap());
+            let next = ca_rotation::apply(&a, &r, new_ca).unwrap();
+            existing.insert("main-ca".into(), next.to_secret(&existing["main-ca"]));
+            let writes = operator_secrets(&ec, existing, now, "cluster.local", true).unwrap();
+            let reasons: Vec<String> = writes.iter().map(|w| w.reason.clone()).collect();
+            existing.extend(by_name(writes));
+            (next, reasons)
+        };
+        // 1: old + new trusted, the old still signs: same certificates.
+        let (p1, reasons) = step(&mut existing, Rotation::Start { generation: 1 });
+        assert_eq!(reasons.len(), 3);
+        assert!(reasons.iter().all(|r| r.contains("updated the CAs")), "{reasons:?}");
+        assert_eq!(cert(&existing, "main-peer-tls"), before, "not reissued");
+        assert_eq!(get(&existing["main-peer-tls"], "ca.crt").unwrap(), p1.trust_pem());
+        assert!(signed_by(&before, &old.signer.cert_pem));
+        // 2: the new CA signs every leaf; both still trusted.
+        let (p2, reasons) = step(&mut existing, Rotation::SignWithNew);
+        assert!(reasons.iter().all(|r| r.contains("signed by another CA")), "{reasons:?}");
+        for leaf in ["main-peer-tls", "main-server-tls", "main-client-tls"] {
+            assert!(signed_by(&cert(&existing, leaf), &p2.signer.cert_pem), "{leaf}");
+            assert!(!signed_by(&cert(&existing, leaf), &old.signer.cert_pem), "{leaf}");
+            assert_eq!(get(&existing[leaf], "ca.crt").unwrap(), p1.trust_pem(), "the same two CAs");
+        }
+        let reissued = cert(&existing, "main-server-tls");
+        // 3: the old CA is dropped from ca.crt; certificates stay.
+        let (p3, reasons) = step(&mut existing, Rotation::DropOld);
+        assert_eq!(reasons.len(), 3);
+        assert_eq!(cert(&existing, "main-server-tls"), reissued);
+        assert_eq!(get(&existing["main-server-tls"], "ca.crt").unwrap(), p3.signer.cert_pem);
+        // Done: nothing more to write.
+        let (_, reasons) = step(&mut existing, Rotation::Finish);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        assert!(p3.signer.cert_pem.contains("BEGIN CERTIFICATE"));
+        let x = x509_parser::pem::parse_x509_pem(p3.signer.cert_pem.as_bytes()).unwrap().1;
+        assert!(x.parse_x509().unwrap().subject().to_string().contains("generation 1"));
     }
 
     #[test]
