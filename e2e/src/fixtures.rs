@@ -164,31 +164,12 @@ pub async fn etcd(kit: &Kit, ns: &str, name: &str) -> Client {
 }
 
 pub async fn etcd_with(kit: &Kit, ns: &str, name: &str, client_secret: &str) -> Client {
-    let secret = Api::<Secret>::namespaced(kit.client.clone(), ns).get(client_secret).await.expect("client Secret");
-    let data = secret.data.expect("secret data");
-    let svc = Api::<Service>::namespaced(kit.client.clone(), ns)
-        .get(&format!("{name}-client"))
-        .await
-        .expect("client Service");
-    let ip = svc.spec.and_then(|s| s.cluster_ip).expect("ClusterIP");
-    let tls = TlsOptions::new()
-        .ca_certificate(Certificate::from_pem(&data["ca.crt"].0))
-        .identity(Identity::from_pem(&data["tls.crt"].0, &data["tls.key"].0))
-        .domain_name(format!("{name}-client.{ns}.svc"));
-    let opts = ConnectOptions::new()
-        .with_tls(tls)
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5))
-        // A connection to a member that vanished without a word (a lost node) is given
-        // up on and made again, through the Service, to a member that answers.
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
-        .with_keep_alive_while_idle(true);
     // The Service answers once kube-proxy has the ready members as endpoints, a moment
     // after the pods turn ready.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let answer = match Client::connect([format!("https://{ip}:2379")], Some(opts.clone())).await {
-            Ok(mut c) => c.get("probe", None).await.map(|_| c),
+        let answer = match service_client(&kit.client, ns, name, client_secret).await {
+            Ok(mut c) => c.get("probe", None).await.map(|_| c).map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         match answer {
@@ -199,24 +180,34 @@ pub async fn etcd_with(kit: &Kit, ns: &str, name: &str, client_secret: &str) -> 
     }
 }
 
-/// One attempt at a client of the cluster with its client Secret as it is now (after a
-/// CA rotation, the certificates of the moment), `None` when it does not answer.
-pub async fn connect_once(kube: &kube::Client, ns: &str, name: &str) -> Option<Client> {
-    let secret = Api::<Secret>::namespaced(kube.clone(), ns).get(&format!("{name}-client-tls")).await.ok()?;
-    let data = secret.data?;
-    let svc = Api::<Service>::namespaced(kube.clone(), ns).get(&format!("{name}-client")).await.ok()?;
-    let ip = svc.spec.and_then(|s| s.cluster_ip)?;
+/// A client through the cluster's client Service with the certificates a client Secret
+/// holds now.
+async fn service_client(kube: &kube::Client, ns: &str, name: &str, client_secret: &str) -> Result<Client, String> {
+    let secret = Api::<Secret>::namespaced(kube.clone(), ns).get(client_secret).await.map_err(|e| e.to_string())?;
+    let data = secret.data.ok_or("client Secret without data")?;
+    let pem = |k: &str| data.get(k).map(|b| b.0.clone()).ok_or(format!("client Secret without {k}"));
+    let svc =
+        Api::<Service>::namespaced(kube.clone(), ns).get(&format!("{name}-client")).await.map_err(|e| e.to_string())?;
+    let ip = svc.spec.and_then(|s| s.cluster_ip).ok_or("client Service without ClusterIP")?;
     let tls = TlsOptions::new()
-        .ca_certificate(Certificate::from_pem(&data.get("ca.crt")?.0))
-        .identity(Identity::from_pem(&data.get("tls.crt")?.0, &data.get("tls.key")?.0))
+        .ca_certificate(Certificate::from_pem(pem("ca.crt")?))
+        .identity(Identity::from_pem(pem("tls.crt")?, pem("tls.key")?))
         .domain_name(format!("{name}-client.{ns}.svc"));
     let opts = ConnectOptions::new()
         .with_tls(tls)
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(5))
+        // A connection to a member that vanished without a word (a lost node) is given
+        // up on and made again, through the Service, to a member that answers.
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
         .with_keep_alive_while_idle(true);
-    Client::connect([format!("https://{ip}:2379")], Some(opts)).await.ok()
+    Client::connect([format!("https://{ip}:2379")], Some(opts)).await.map_err(|e| e.to_string())
+}
+
+/// One attempt at a client of the cluster with its client Secret as it is now (after a
+/// CA rotation, the certificates of the moment), `None` when it does not answer.
+pub async fn connect_once(kube: &kube::Client, ns: &str, name: &str) -> Option<Client> {
+    service_client(kube, ns, name, &format!("{name}-client-tls")).await.ok()
 }
 
 /// Writes `w/<n>` keys until stopped, recording every write etcd acknowledged.
