@@ -77,8 +77,19 @@ pub async fn ensure_fixed_objects(
         fixed.trust =
             tls::authority(ec, &existing).map(|a| (a.trust_fingerprint(), a.phase != ca_rotation::Phase::Stable));
     }
+    // Services and the budget follow from the spec alone and nothing else writes them:
+    // applied when they change, and again every REAPPLY_FIXED_AFTER (a deleted one comes
+    // back within that), not on every idle pass.
+    let wanted = [build::peer_service(ec), build::client_service(ec)];
+    let digest = fixed_digest(&wanted, &build::pod_disruption_budget(ec));
+    let fresh = ctx.with_memory(key, |m| {
+        m.fixed_applied.as_ref().is_some_and(|(d, at)| *d == digest && at.elapsed() < REAPPLY_FIXED_AFTER)
+    });
+    if fresh {
+        return Ok(fixed);
+    }
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    for svc in [build::peer_service(ec), build::client_service(ec)] {
+    for svc in wanted {
         let name = svc.name_any();
         apply(&services, FIELD_MANAGER, &svc).await.map_err(error::objects(format!("apply Service {name}")))?;
     }
@@ -99,7 +110,22 @@ pub async fn ensure_fixed_objects(
         )
         .await;
     }
+    ctx.with_memory(key, |m| m.fixed_applied = Some((digest, std::time::Instant::now())));
     Ok(fixed)
+}
+
+/// How long Services and the disruption budget, unchanged, go without being applied again.
+const REAPPLY_FIXED_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What the applied Services and budget were built from.
+fn fixed_digest(services: &[Service], pdb: &PodDisruptionBudget) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for s in services {
+        h.update(serde_json::to_vec(s).unwrap_or_default());
+    }
+    h.update(serde_json::to_vec(pdb).unwrap_or_default());
+    hex::encode(h.finalize())
 }
 
 /// One step of a CA rotation (see [`ca_rotation`]), when one is asked for or under

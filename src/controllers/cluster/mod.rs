@@ -77,6 +77,8 @@ struct Memory {
     admin: Option<EtcdAdmin>,
     /// Since when quorum has been lost for good (a majority gone with its volumes).
     quorum_lost_since: Option<Instant>,
+    /// What the Services and budget were last applied from, and when.
+    fixed_applied: Option<(String, Instant)>,
 }
 
 /// Settings of the controller.
@@ -287,13 +289,24 @@ fn problems(ec: &EtcdCluster, pods: &[Pod], pvcs: &[PersistentVolumeClaim]) -> V
     out
 }
 
-/// How often an idle cluster is looked at.
+/// How often an idle cluster with a maintenance schedule (or paused) is looked at (a
+/// round falls due within this).
 pub const IDLE_REQUEUE_SECS: u64 = 60;
+/// How often an idle cluster without one is looked at: pod changes (readiness follows
+/// etcd's health) and spec changes wake a pass at once, a cluster near its quota is
+/// looked at every 5 s, so this is only for what etcd alone shows (a CORRUPT alarm, the
+/// revision).
+pub const CALM_REQUEUE_SECS: u64 = 120;
+
+/// How long an idle cluster waits for its next pass.
+fn idle_requeue(ec: &EtcdCluster) -> Duration {
+    // Paused: the status still follows etcd (fragmentation, alarms) for the user to see.
+    let scheduled = ec.spec.compaction.schedule.is_some() || ec.spec.defrag.schedule.is_some() || ec.spec.paused;
+    Duration::from_secs(if scheduled { IDLE_REQUEUE_SECS } else { CALM_REQUEUE_SECS })
+}
 
 fn requeue_after(step: &Step) -> Duration {
     match step {
-        // Idle: pod changes (readiness follows etcd's health) wake a pass at once; this
-        // is for what only etcd shows (alarms, revision, maintenance due).
         Step::Idle => Duration::from_secs(IDLE_REQUEUE_SECS),
         Step::Blocked(_) => Duration::from_secs(15),
         Step::Wait(_) | Step::Bootstrap { .. } => Duration::from_secs(3),
@@ -645,8 +658,20 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     // Idle with a member not (yet) healthy, e.g. one just promoted that etcd does not
     // report healthy at once: its pod is ready already, so no pod change wakes a pass.
     let settling = new_status.ready_members as usize != want.size || new_status.members.iter().any(|m| !m.healthy);
-    if settling && step == Step::Idle {
+    // A CA rotation moves on when members serve and trust what it waits for, which no
+    // watched object tells.
+    let rotating = matches!(fixed.certificates, tls::CertState::Rotating(_));
+    if (settling || rotating) && step == Step::Idle {
         return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    if step == Step::Idle {
+        let wait = idle_requeue(ec);
+        // A calm cluster's next pass is minutes away: one TLS handshake then costs less
+        // than a connection kept meanwhile (benchmarks.md, cost per cluster).
+        if wait >= Duration::from_secs(CALM_REQUEUE_SECS) {
+            admin.disconnect();
+        }
+        return Ok(Action::requeue(wait));
     }
     Ok(Action::requeue(requeue_after(&step)))
 }
@@ -908,6 +933,19 @@ mod tests {
             json!({"size": 3, "version": "3.4.23", "tls": {"mode": "CertManager", "certManager": {"issuerRef": {"name": "ca"}}}}),
         );
         assert!(problems(&cm, &[], &[])[0].contains("CertManager is not supported"));
+    }
+
+    #[test]
+    fn calm_clusters_are_looked_at_less_often_than_scheduled_or_paused_ones() {
+        let calm = cluster(json!({"size": 3, "version": "3.5.1"}));
+        assert_eq!(idle_requeue(&calm), Duration::from_secs(CALM_REQUEUE_SECS));
+        for spec in [
+            json!({"size": 3, "version": "3.5.1", "compaction": {"schedule": "@hourly"}}),
+            json!({"size": 3, "version": "3.5.1", "defrag": {"schedule": "0 3 * * *"}}),
+            json!({"size": 3, "version": "3.5.1", "paused": true}),
+        ] {
+            assert_eq!(idle_requeue(&cluster(spec.clone())), Duration::from_secs(IDLE_REQUEUE_SECS), "{spec}");
+        }
     }
 
     #[test]
