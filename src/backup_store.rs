@@ -297,12 +297,18 @@ impl BackupStore {
         let mut buf = BytesMut::with_capacity(self.part_size);
         let mut size: u64 = 0;
         let mut multipart: Option<Multipart> = None;
+        // One part uploads while the next is read from the source: reading and sending
+        // overlap, with at most two parts in memory.
+        let mut in_flight: Option<InFlight> = None;
         loop {
             let chunk = match body.next().await {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
                     let err = StoreError::Source(e.into());
                     if let Some(m) = multipart {
+                        if let Some(f) = in_flight {
+                            f.task.abort();
+                        }
                         self.abort(key, &m.upload_id).await;
                     }
                     return Err(err);
@@ -317,13 +323,24 @@ impl BackupStore {
                 if multipart.is_none() {
                     multipart = Some(self.start_multipart(key, &metadata).await?);
                 }
-                if let Some(m) = multipart.as_mut()
-                    && let Err(e) = self.upload_part(key, m, part).await
-                {
-                    self.abort(key, &m.upload_id).await;
-                    return Err(e);
+                if let Some(m) = multipart.as_mut() {
+                    let done = match in_flight.take() {
+                        Some(f) => self.finish_part(key, m, f).await,
+                        None => Ok(()),
+                    };
+                    if let Err(e) = done {
+                        self.abort(key, &m.upload_id).await;
+                        return Err(e);
+                    }
+                    in_flight = Some(self.start_part(key, m, part));
                 }
             }
+        }
+        if let (Some(m), Some(f)) = (multipart.as_mut(), in_flight.take())
+            && let Err(e) = self.finish_part(key, m, f).await
+        {
+            self.abort(key, &m.upload_id).await;
+            return Err(e);
         }
         let sha256 = hex::encode(hasher.finalize());
         let mut meta = metadata;
@@ -382,8 +399,14 @@ impl BackupStore {
     }
 
     async fn upload_part(&self, key: &str, m: &mut Multipart, part: Bytes) -> Result<(), StoreError> {
+        let f = self.start_part(key, m, part);
+        self.finish_part(key, m, f).await
+    }
+
+    /// Starts sending the next part in a task of its own.
+    fn start_part(&self, key: &str, m: &Multipart, part: Bytes) -> InFlight {
         let number = i32::try_from(m.parts.len() + 1).unwrap_or(i32::MAX);
-        let out = self
+        let send = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -392,10 +415,23 @@ impl BackupStore {
             .part_number(number)
             .content_length(part.len() as i64)
             .body(ByteStream::from(part))
-            .send()
+            .send();
+        InFlight { number, task: tokio::spawn(send) }
+    }
+
+    /// Waits for a part started by [`Self::start_part`] and records it.
+    async fn finish_part(&self, key: &str, m: &mut Multipart, f: InFlight) -> Result<(), StoreError> {
+        let out = f
+            .task
             .await
+            .map_err(|e| StoreError::Request {
+                op: "UploadPart",
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                detail: format!("the upload task ended: {e}"),
+            })?
             .map_err(|e| self.err("UploadPart", key, e))?;
-        m.parts.push(CompletedPart::builder().set_e_tag(out.e_tag).part_number(number).build());
+        m.parts.push(CompletedPart::builder().set_e_tag(out.e_tag).part_number(f.number).build());
         Ok(())
     }
 
@@ -590,6 +626,17 @@ impl BackupStore {
 struct Multipart {
     upload_id: String,
     parts: Vec<CompletedPart>,
+}
+
+/// A part being sent.
+struct InFlight {
+    number: i32,
+    task: tokio::task::JoinHandle<
+        Result<
+            aws_sdk_s3::operation::upload_part::UploadPartOutput,
+            SdkError<aws_sdk_s3::operation::upload_part::UploadPartError, aws_smithy_runtime_api::http::Response>,
+        >,
+    >,
 }
 
 /// `<prefix>/<namespace>/<cluster>/<stamp>-<backup>.db`, with no empty segments.

@@ -31,7 +31,8 @@ pub struct S3Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<S3CredentialsSecret>,
     /// Size in MiB of each part of a multipart upload; snapshots smaller than one part
-    /// are uploaded with a single PUT. Memory used by an upload is about one part.
+    /// are uploaded with a single PUT. Memory used by an upload is about two parts (one
+    /// is sent while the next is read).
     #[serde(default = "default_part_size_mib")]
     #[schemars(range(min = 5, max = 5120))]
     pub part_size_mib: i32,
