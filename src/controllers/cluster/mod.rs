@@ -73,7 +73,8 @@ struct Memory {
     member_names: Vec<String>,
     /// When a learner was last given up on.
     learner_given_up: Option<Instant>,
-    /// The cluster's etcd admin, kept between passes with its connections.
+    /// The cluster's etcd admin, kept between passes with its connections (closed while
+    /// the cluster is calm).
     admin: Option<EtcdAdmin>,
     /// Since when quorum has been lost for good (a majority gone with its volumes).
     quorum_lost_since: Option<Instant>,
@@ -449,7 +450,8 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         };
         let endpoints: Vec<String> = endpoints.into_iter().map(|(_, e)| e).collect();
         // One admin per cluster, kept with its connections: re-made only when the
-        // certificates change, and pointed at the members of the moment.
+        // certificates change, and pointed at the members of the moment. A calm cluster
+        // lets its connections go between passes (see `idle_requeue`).
         let admin = ctx.with_memory(&key, |m| {
             let a = match &m.admin {
                 Some(a) => a.retarget(endpoints, config),
