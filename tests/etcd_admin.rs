@@ -529,9 +529,4 @@ async fn connections_are_kept_between_calls_and_dropped_when_they_fail() {
     let rest = admin.retarget(cluster.endpoints(), cluster.admin_config());
     assert_eq!(rest.kept_connections(), 2);
     rest.member_list().await.expect("member list through the kept connections");
-    // A calm cluster lets them go; the next call connects again.
-    rest.disconnect();
-    assert_eq!(rest.kept_connections(), 0);
-    rest.member_list().await.expect("member list on a new connection");
-    assert_eq!(rest.kept_connections(), 1);
 }

@@ -241,12 +241,6 @@ impl EtcdAdmin {
         EtcdAdmin { endpoints, config, clients: self.clients.clone() }
     }
 
-    /// Closes every kept connection (the next call makes one again): a cluster that
-    /// needs nothing for minutes does not hold a connection, its buffers and its task.
-    pub fn disconnect(&self) {
-        self.clients.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
     /// Connections kept now.
     pub fn kept_connections(&self) -> usize {
         self.clients.0.lock().map(|m| m.len()).unwrap_or(0)

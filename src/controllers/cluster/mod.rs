@@ -73,8 +73,7 @@ struct Memory {
     member_names: Vec<String>,
     /// When a learner was last given up on.
     learner_given_up: Option<Instant>,
-    /// The cluster's etcd admin, kept between passes with its connections (closed while
-    /// the cluster is calm).
+    /// The cluster's etcd admin, kept between passes with its connections.
     admin: Option<EtcdAdmin>,
     /// Since when quorum has been lost for good (a majority gone with its volumes).
     quorum_lost_since: Option<Instant>,
@@ -450,8 +449,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         };
         let endpoints: Vec<String> = endpoints.into_iter().map(|(_, e)| e).collect();
         // One admin per cluster, kept with its connections: re-made only when the
-        // certificates change, and pointed at the members of the moment. A calm cluster
-        // lets its connections go between passes (see `idle_requeue`).
+        // certificates change, and pointed at the members of the moment.
         let admin = ctx.with_memory(&key, |m| {
             let a = match &m.admin {
                 Some(a) => a.retarget(endpoints, config),
@@ -667,13 +665,9 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     if step == Step::Idle {
-        let wait = idle_requeue(ec);
-        // A calm cluster's next pass is minutes away: one TLS handshake then costs less
-        // than a connection kept meanwhile (benchmarks.md, cost per cluster).
-        if wait >= Duration::from_secs(CALM_REQUEUE_SECS) {
-            admin.disconnect();
-        }
-        return Ok(Action::requeue(wait));
+        // Connections stay: a fresh one per pass made a frozen member's handshake eat
+        // the whole etcd observation under load (the frozen-member fault test).
+        return Ok(Action::requeue(idle_requeue(ec)));
     }
     Ok(Action::requeue(requeue_after(&step)))
 }
