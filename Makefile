@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: help deps build fmt lint unit integration e2e test crds demo bench \
+.PHONY: help deps build image fmt lint unit integration monitoring e2e test crds demo bench \
 	testbed-tools testbed-build testbed-up testbed-down testbed-status
 
 TESTBED_DIR ?= /var/tmp/etcd-pilot-testbed
@@ -19,6 +19,13 @@ deps: ## Install what building and testing need (Debian 12: protoc, etcd 3.4, s3
 build: deps ## Build the etcd-pilot binary (release)
 	$(CARGO) build --locked --release
 
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= etcd-pilot.local/etcd-pilot:$(VERSION)
+image: build ## The operator image as a docker-archive tarball, target/image/etcd-pilot.tar (IMAGE=<repository>:<tag>)
+	etcdutl=$$(bash hack/debian-etcd.sh 3.5.30 3.5.30-2)/etcdutl; \
+	$(CARGO) run --locked --release -q -p etcd-pilot-image -- --tag "$(IMAGE)" \
+	  --binary target/release/etcd-pilot --etcdutl "$$etcdutl" --out target/image/etcd-pilot.tar
+
 fmt: ## Format the code
 	$(CARGO) fmt
 
@@ -28,14 +35,19 @@ lint: deps ## rustfmt check and clippy with warnings as errors
 
 unit: deps ## Unit tests: pure logic, mocks allowed
 	$(CARGO) test --locked --lib --bins
+	$(CARGO) test --locked -p etcd-pilot-image
 
 integration: deps ## Integration tests against real etcd and a real S3-compatible server
 	$(CARGO) test --locked --test '*'
 
+monitoring: deps testbed-tools ## The chart's alerts (promtool check and test), dashboard and monitoring objects
+	bash monitoring/check.sh
+
 e2e: testbed-tools testbed-build ## End-to-end tests on the testbed (brings one up and down unless one is up)
+	$(MAKE) image IMAGE=etcd-pilot.local/etcd-pilot:dev
 	bash e2e/hack/run-e2e.sh
 
-test: lint unit integration e2e ## Everything the project can test (what CI runs)
+test: lint unit integration monitoring e2e ## Everything the project can test (what CI runs)
 
 crds: ## Regenerate crds/, the chart's copy and the reference in docs/api.md from the code
 	$(CARGO) run --locked -q -- crds --out-dir crds --api-doc docs/api.md
@@ -63,6 +75,7 @@ demo: testbed-tools testbed-build ## The main job: testbed (unless KUBECONFIG is
 bench: deps testbed-tools testbed-build ## Benchmarks with real servers and the testbed; tables go into docs/benchmarks.md
 	$(CARGO) bench --locked --bench backup > target/bench-backup.md
 	python3 hack/record-bench.py docs/benchmarks.md backup target/bench-backup.md
+	$(MAKE) image IMAGE=etcd-pilot.local/etcd-pilot:dev
 	bash e2e/hack/run-e2e.sh bench
 	python3 hack/record-bench.py docs/benchmarks.md lifecycle target/bench-lifecycle.md
 	python3 hack/record-bench.py docs/benchmarks.md restore target/bench-restore.md

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client pkg-config libssl-dev curl; do
+for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client pkg-config libssl-dev curl prometheus; do
   [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -14,6 +14,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
+# prometheus: only its promtool, which checks and unit-tests the chart's alert rules.
 # Debian's etcd-server also installs a service; the tests never use it (they start
 # their own members on free ports), so it is left as the machine has it.
 

@@ -1,10 +1,13 @@
 //! Snapshots in S3 or any S3-compatible store.
 //!
-//! Uploads stream: memory is about one part, whatever the snapshot's size. The SHA-256
-//! of the whole object goes into its metadata (`x-amz-meta-sha256`), and every download
-//! is checked against it. A multipart upload only learns the hash at its end, after its
-//! metadata was fixed, so the finished object is copied onto itself with the hash added;
-//! an object without the hash is an unfinished upload and is never served.
+//! Uploads stream: memory is about two parts, whatever the snapshot's size. The SHA-256
+//! of the whole object is written beside it, after it, as `<key>.sha256` (in
+//! `sha256sum`'s format, so `sha256sum -c` checks a downloaded copy), and every download
+//! is checked against it. The hash object is what marks an upload finished: an object
+//! without one is never served. (A multipart upload only learns the hash at its end,
+//! after the object's metadata was fixed; copying the object onto itself to add it would
+//! write every byte once more. Single-PUT objects carry it in their metadata as well,
+//! `x-amz-meta-sha256`, which downloads also accept.)
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +18,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -29,8 +32,8 @@ use crate::api::{S3CredentialsSecret, S3Target};
 pub const SHA256_METADATA: &str = "sha256";
 /// S3's smallest part (but the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
-/// S3's largest single CopyObject.
-pub const MAX_COPY_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+/// What a key's hash object adds to it.
+pub const SHA256_SUFFIX: &str = ".sha256";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -127,9 +130,6 @@ pub struct StoreConfig {
     pub path_style: bool,
     /// Bytes per part of a multipart upload; smaller objects go in one PUT.
     pub part_size: usize,
-    /// Objects up to this size get their metadata with one CopyObject, larger ones with a
-    /// multipart copy. S3 caps CopyObject at 5 GiB.
-    pub copy_limit: u64,
     pub credentials: Credentials,
 }
 
@@ -144,7 +144,6 @@ impl StoreConfig {
             region: "us-east-1".to_string(),
             path_style: true,
             part_size: 16 * 1024 * 1024,
-            copy_limit: MAX_COPY_OBJECT,
             credentials: Credentials::Static {
                 access_key_id: access_key_id.to_string(),
                 secret_access_key: secret_access_key.to_string(),
@@ -161,7 +160,6 @@ impl StoreConfig {
             region: target.region.clone(),
             path_style: target.path_style(),
             part_size: usize::try_from(target.part_size_mib.max(5)).unwrap_or(16) * 1024 * 1024,
-            copy_limit: MAX_COPY_OBJECT,
             credentials,
         }
     }
@@ -204,7 +202,6 @@ pub struct BackupStore {
     bucket: String,
     prefix: Option<String>,
     part_size: usize,
-    copy_limit: u64,
 }
 
 impl BackupStore {
@@ -237,7 +234,6 @@ impl BackupStore {
             bucket: config.bucket,
             prefix: config.prefix,
             part_size: config.part_size,
-            copy_limit: config.copy_limit,
         })
     }
 
@@ -358,6 +354,7 @@ impl BackupStore {
                 .send()
                 .await
                 .map_err(|e| self.err("PutObject", key, e))?;
+            self.finish(key, &sha256).await?;
             return Ok(Uploaded { key: key.to_string(), size, sha256, parts: 0 });
         };
         if !buf.is_empty()
@@ -371,11 +368,7 @@ impl BackupStore {
             self.abort(key, &m.upload_id).await;
             return Err(e);
         }
-        // The object exists now, without its hash; add it, or take the object away.
-        if let Err(e) = self.replace_metadata(key, size, meta).await {
-            let _ = self.delete(key).await;
-            return Err(e);
-        }
+        self.finish(key, &sha256).await?;
         Ok(Uploaded { key: key.to_string(), size, sha256, parts })
     }
 
@@ -458,66 +451,62 @@ impl BackupStore {
         }
     }
 
-    /// Copies the object onto itself with new metadata.
-    async fn replace_metadata(&self, key: &str, size: u64, meta: HashMap<String, String>) -> Result<(), StoreError> {
-        let source = copy_source(&self.bucket, key);
-        if size <= self.copy_limit {
-            self.client
-                .copy_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .copy_source(source)
-                .metadata_directive(MetadataDirective::Replace)
-                .set_metadata(Some(meta))
-                .send()
-                .await
-                .map_err(|e| self.err("CopyObject", key, e))?;
-            return Ok(());
-        }
-        // Too large for one CopyObject: a multipart copy, part by part, server-side.
-        let mut m = self.start_multipart(key, &meta).await?;
-        let step = self.copy_limit.min(self.part_size as u64 * 64).max(MIN_PART_SIZE as u64);
-        let mut start = 0;
-        while start < size {
-            let end = (start + step).min(size) - 1;
-            let number = i32::try_from(m.parts.len() + 1).unwrap_or(i32::MAX);
-            let out = self
-                .client
-                .upload_part_copy()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&m.upload_id)
-                .part_number(number)
-                .copy_source(&source)
-                .copy_source_range(format!("bytes={start}-{end}"))
-                .send()
-                .await;
-            match out {
-                Ok(o) => {
-                    let etag = o.copy_part_result.and_then(|r| r.e_tag);
-                    m.parts.push(CompletedPart::builder().set_e_tag(etag).part_number(number).build());
-                }
-                Err(e) => {
-                    self.abort(key, &m.upload_id).await;
-                    return Err(self.err("UploadPartCopy", key, e));
-                }
-            }
-            start = end + 1;
-        }
-        if let Err(e) = self.complete(key, &m).await {
-            self.abort(key, &m.upload_id).await;
+    /// Writes the object's hash object, which marks it finished; when that fails, the
+    /// object is taken away again.
+    async fn finish(&self, key: &str, sha256: &str) -> Result<(), StoreError> {
+        let line = format!("{sha256}  {}\n", key.rsplit('/').next().unwrap_or(key));
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(hash_key(key))
+            .content_type("text/plain")
+            .body(ByteStream::from(line.into_bytes()))
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", &hash_key(key), e));
+        if let Err(e) = put {
+            let _ = self.delete(key).await;
             return Err(e);
         }
         Ok(())
     }
 
-    /// Objects under `prefix` (relative to the bucket, not the store's prefix), by key.
+    /// The SHA-256 recorded for `key`: its metadata's, else its hash object's.
+    async fn recorded_hash(&self, key: &str, metadata: &HashMap<String, String>) -> Result<String, StoreError> {
+        if let Some(h) = metadata.get(SHA256_METADATA) {
+            return Ok(h.clone());
+        }
+        let sidecar = hash_key(key);
+        let out = match self.client.get_object().bucket(&self.bucket).key(&sidecar).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                return match self.err("GetObject", &sidecar, e) {
+                    StoreError::NoSuchKey { .. } => Err(StoreError::MissingChecksum { key: key.to_string() }),
+                    other => Err(other),
+                };
+            }
+        };
+        let body = out.body.collect().await.map_err(|e| StoreError::Request {
+            op: "GetObject",
+            bucket: self.bucket.clone(),
+            key: sidecar.clone(),
+            detail: e.to_string(),
+        })?;
+        parse_hash_line(&body.into_bytes()).ok_or_else(|| StoreError::MissingChecksum { key: key.to_string() })
+    }
+
+    /// Objects under `prefix` (relative to the bucket, not the store's prefix), by key;
+    /// hash objects are not listed.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut out = Vec::new();
         let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.err("ListObjectsV2", prefix, e))?;
             for o in page.contents.unwrap_or_default() {
+                if o.key.as_deref().is_some_and(|k| k.ends_with(SHA256_SUFFIX)) {
+                    continue;
+                }
                 out.push(ObjectInfo {
                     key: o.key.unwrap_or_default(),
                     size: o.size.unwrap_or_default().max(0) as u64,
@@ -540,10 +529,7 @@ impl BackupStore {
             .await
             .map_err(|e| self.err("GetObject", key, e))?;
         let metadata = out.metadata.clone().unwrap_or_default();
-        let expected = metadata
-            .get(SHA256_METADATA)
-            .cloned()
-            .ok_or_else(|| StoreError::MissingChecksum { key: key.to_string() })?;
+        let expected = self.recorded_hash(key, &metadata).await?;
         let size = out.content_length.unwrap_or_default().max(0) as u64;
         let body = out.body;
         let key_owned = key.to_string();
@@ -600,15 +586,18 @@ impl BackupStore {
         result
     }
 
-    /// Deletes an object. Deleting a missing object succeeds, as in S3.
+    /// Deletes an object and its hash object. Deleting a missing object succeeds, as in
+    /// S3.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.err("DeleteObject", key, e))?;
+        for k in [key.to_string(), hash_key(key)] {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&k)
+                .send()
+                .await
+                .map_err(|e| self.err("DeleteObject", &k, e))?;
+        }
         Ok(())
     }
 
@@ -639,18 +628,23 @@ struct InFlight {
     >,
 }
 
+/// The key of `key`'s hash object.
+pub fn hash_key(key: &str) -> String {
+    format!("{key}{SHA256_SUFFIX}")
+}
+
+/// The hex SHA-256 at the start of a `sha256sum` line.
+fn parse_hash_line(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let hash = text.split_whitespace().next()?.to_ascii_lowercase();
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hash)
+}
+
 /// `<prefix>/<namespace>/<cluster>/<stamp>-<backup>.db`, with no empty segments.
 pub fn object_key(prefix: Option<&str>, namespace: &str, cluster: &str, stamp: &str, backup: &str) -> String {
     let mut parts: Vec<&str> = prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()).into_iter().collect();
     parts.extend([namespace, cluster]);
     format!("{}/{stamp}-{backup}.db", parts.join("/"))
-}
-
-/// `bucket/key` for CopySource, the key URL-encoded but for its slashes.
-fn copy_source(bucket: &str, key: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-    format!("{bucket}/{}", percent_encoding::utf8_percent_encode(key, KEEP))
 }
 
 #[cfg(test)]
@@ -670,8 +664,14 @@ mod tests {
     }
 
     #[test]
-    fn copy_source_encodes_all_but_slashes() {
-        assert_eq!(copy_source("bkt", "a b/c+d:e.db"), "bkt/a%20b/c%2Bd%3Ae.db");
+    fn hash_objects_are_read_as_sha256sum_writes_them() {
+        let h = "ab".repeat(32);
+        assert_eq!(parse_hash_line(format!("{h}  x.db\n").as_bytes()), Some(h.clone()));
+        assert_eq!(parse_hash_line(h.to_uppercase().as_bytes()), Some(h.clone()));
+        assert_eq!(parse_hash_line(b"not a hash  x.db\n"), None);
+        assert_eq!(parse_hash_line(format!("{}  x.db", &h[..63]).as_bytes()), None);
+        assert_eq!(parse_hash_line(b""), None);
+        assert_eq!(hash_key("ns/main/s-b.db"), "ns/main/s-b.db.sha256");
     }
 
     fn secret(data: &[(&str, &str)]) -> Secret {

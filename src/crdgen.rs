@@ -6,9 +6,71 @@ use kube::CustomResourceExt;
 
 use crate::api::{EtcdBackup, EtcdBackupSchedule, EtcdCluster, EtcdRestore};
 
-/// Every CRD etcd-pilot serves, in a stable order.
+/// Annotation on each CRD: the etcd-pilot version whose schema it is. The operator
+/// brings older CRDs to its own at start and never touches newer ones.
+pub const VERSION_ANNOTATION: &str = "etcdpilot.io/version";
+
+/// Every CRD etcd-pilot serves, in a stable order, annotated with this version, with
+/// no `nullable` (see [`without_nullable`]).
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![EtcdCluster::crd(), EtcdBackup::crd(), EtcdBackupSchedule::crd(), EtcdRestore::crd()]
+    let mut all = vec![EtcdCluster::crd(), EtcdBackup::crd(), EtcdBackupSchedule::crd(), EtcdRestore::crd()];
+    for crd in &mut all {
+        for v in &mut crd.spec.versions {
+            if let Some(schema) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut())
+                && let Ok(mut value) = serde_json::to_value(&*schema)
+            {
+                without_nullable(&mut value);
+                if let Ok(s) = serde_json::from_value(value) {
+                    *schema = s;
+                }
+            }
+        }
+        crd.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(VERSION_ANNOTATION.to_string(), env!("CARGO_PKG_VERSION").to_string());
+    }
+    all
+}
+
+/// Drops `nullable: true`, which schemars gives every `Option`. The API server publishes
+/// CRD schemas as OpenAPI v2 too, which has no `nullable`: there it drops the type (and
+/// an object's fields) of every nullable field, and `kubectl explain` (which reads v2
+/// before Kubernetes 1.27) shows them as `<>` without fields. Without `nullable`, an
+/// explicit null is pruned like an absent field, which is how etcd-pilot reads it.
+pub fn without_nullable(node: &mut serde_json::Value) {
+    match node {
+        serde_json::Value::Object(map) => {
+            if map.get("nullable") == Some(&serde_json::Value::Bool(true)) {
+                map.remove("nullable");
+            }
+            map.values_mut().for_each(without_nullable);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_nullable),
+        _ => {}
+    }
+}
+
+/// What the operator does at start with one of its CRDs as installed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    /// Not installed: left to the chart (`helm install`) or `etcd-pilot crds`.
+    Missing,
+    /// Installed by this version or an older one (or without the annotation): applied.
+    Apply,
+    /// Installed by a newer etcd-pilot (an old replica during a rollout): left alone.
+    Newer(String),
+}
+
+/// Whether `installed` is brought to this version's CRD.
+pub fn upgrade(installed: Option<&CustomResourceDefinition>) -> Upgrade {
+    let Some(crd) = installed else { return Upgrade::Missing };
+    let ours = semver::Version::parse(env!("CARGO_PKG_VERSION")).ok();
+    let theirs = crd.metadata.annotations.as_ref().and_then(|a| a.get(VERSION_ANNOTATION));
+    match (theirs.and_then(|v| semver::Version::parse(v).ok()), ours) {
+        (Some(t), Some(o)) if t > o => Upgrade::Newer(t.to_string()),
+        _ => Upgrade::Apply,
+    }
 }
 
 /// A CRD as the YAML document written to `crds/`.
@@ -32,6 +94,28 @@ mod tests {
     use super::*;
     use serde_json::Value;
     use std::path::Path;
+
+    #[test]
+    fn older_and_unannotated_crds_are_upgraded_newer_ones_left_alone() {
+        let with = |v: Option<&str>| {
+            let mut crd = EtcdCluster::crd();
+            if let Some(v) = v {
+                crd.metadata.annotations = Some([(VERSION_ANNOTATION.to_string(), v.to_string())].into());
+            }
+            crd
+        };
+        assert_eq!(upgrade(None), Upgrade::Missing);
+        assert_eq!(upgrade(Some(&with(None))), Upgrade::Apply, "CRDs from before the annotation");
+        assert_eq!(upgrade(Some(&with(Some("0.0.9")))), Upgrade::Apply);
+        assert_eq!(upgrade(Some(&with(Some(env!("CARGO_PKG_VERSION"))))), Upgrade::Apply, "same: idempotent");
+        assert_eq!(upgrade(Some(&with(Some("99.0.0")))), Upgrade::Newer("99.0.0".into()));
+        assert_eq!(upgrade(Some(&with(Some("not a version")))), Upgrade::Apply);
+        assert!(
+            all()
+                .iter()
+                .all(|c| c.metadata.annotations.as_ref().unwrap()[VERSION_ANNOTATION] == env!("CARGO_PKG_VERSION"))
+        );
+    }
 
     fn schema_of(crd: &CustomResourceDefinition) -> Value {
         let v = &crd.spec.versions[0];
@@ -152,11 +236,38 @@ mod tests {
     }
 
     #[test]
+    fn no_field_is_nullable_so_that_openapi_v2_keeps_every_type() {
+        for crd in all() {
+            let yaml = to_yaml(&crd).unwrap();
+            assert!(!yaml.contains("nullable"), "{}", crd.metadata.name.unwrap_or_default());
+        }
+        let mut v = serde_json::json!({"properties": {"a": {"type": "integer", "nullable": true, "description": "nullable"}},
+                                       "items": [{"nullable": true}], "nullable": false});
+        without_nullable(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"properties": {"a": {"type": "integer", "description": "nullable"}}, "items": [{}], "nullable": false})
+        );
+    }
+
+    #[test]
     fn cluster_printer_columns() {
         let crd = crate::api::EtcdCluster::crd();
         let cols: Vec<_> =
             crd.spec.versions[0].additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-        assert_eq!(cols, ["Size", "Ready", "Version", "Leader", "Age"]);
+        assert_eq!(
+            cols,
+            ["Size", "Ready", "Available", "Doing", "Version", "Leader", "Last Backup", "Alarm", "Message", "Age"]
+        );
+        // What `kubectl get etcd` shows by default; the rest with `-o wide`.
+        let wide: Vec<_> = crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| c.priority.unwrap_or(0) > 0)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(wide, ["Alarm", "Message"]);
     }
 
     /// `crds/` and the chart's copy must be what the code generates: `make crds`.

@@ -48,6 +48,11 @@ enum Command {
         /// This operator's own image: restored members seed their volumes with it.
         #[arg(long, env = "ETCD_PILOT_OPERATOR_IMAGE", default_value = "etcd-pilot:latest")]
         operator_image: String,
+        /// At start, bring installed CRDs of an older etcd-pilot to this version's
+        /// (server-side apply; newer ones are left alone). `helm upgrade` never updates
+        /// CRDs; the chart turns this on (`crds.apply`).
+        #[arg(long, env = "ETCD_PILOT_APPLY_CRDS")]
+        apply_crds: bool,
     },
     /// Seed a restored member's data dir from a snapshot in S3 (the init container of
     /// a restored cluster's members; credentials from the AWS environment variables).
@@ -194,6 +199,7 @@ async fn main() -> ExitCode {
             cluster_domain,
             watch_namespaces,
             operator_image,
+            apply_crds,
         } => {
             let identity = identity.unwrap_or_else(default_identity);
             let config = manager::RunConfig {
@@ -205,6 +211,7 @@ async fn main() -> ExitCode {
                 cluster_domain,
                 watch_namespaces: watch_namespaces.into_iter().filter(|n| !n.trim().is_empty()).collect(),
                 operator_image,
+                apply_crds,
             };
             manager::run(config).await.map_err(Into::into)
         }

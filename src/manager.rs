@@ -27,6 +27,14 @@ pub enum RunError {
         #[source]
         source: kube::Error,
     },
+    #[error(
+        "cannot bring CRD {name} to this version: {source} (the chart's crds.apply grants the right; or apply them by hand: `etcd-pilot crds | kubectl apply --server-side -f -`)"
+    )]
+    CrdApply {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("leader election: {0}")]
     Lease(#[source] kube_lease_manager::LeaseManagerError),
     #[error("lost the leader-election Lease")]
@@ -57,6 +65,36 @@ pub struct RunConfig {
     pub watch_namespaces: Vec<String>,
     /// The operator's own image, for the init containers of restored members.
     pub operator_image: String,
+    /// Bring installed CRDs of an older version to this one's at start.
+    pub apply_crds: bool,
+}
+
+/// Field manager of the CRDs the operator applies.
+const CRD_MANAGER: &str = "etcd-pilot-crds";
+
+/// Brings every installed CRD of an older etcd-pilot (or one without the version
+/// annotation) to this version's with server-side apply; `helm upgrade` never updates
+/// CRDs. Missing CRDs are left to `check_crds`; newer ones are never downgraded.
+pub async fn apply_crds(client: Client) -> Result<(), RunError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    for want in crdgen::all() {
+        let name = want.metadata.name.clone().unwrap_or_default();
+        let installed = api.get_opt(&name).await.map_err(|source| RunError::CrdRead { name: name.clone(), source })?;
+        match crdgen::upgrade(installed.as_ref()) {
+            crdgen::Upgrade::Missing => {}
+            crdgen::Upgrade::Newer(v) => {
+                tracing::warn!(crd = %name, installed = %v, ours = env!("CARGO_PKG_VERSION"), "a newer etcd-pilot installed this CRD; leaving it")
+            }
+            crdgen::Upgrade::Apply => {
+                let params = kube::api::PatchParams::apply(CRD_MANAGER).force();
+                api.patch(&name, &params, &kube::api::Patch::Apply(&want))
+                    .await
+                    .map_err(|source| RunError::CrdApply { name: name.clone(), source })?;
+                tracing::info!(crd = %name, version = env!("CARGO_PKG_VERSION"), "CRD applied");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks that every CRD this build serves is installed with the version it uses.
@@ -82,6 +120,9 @@ pub async fn check_crds(client: Client) -> Result<(), RunError> {
 /// this replica holds the leader-election Lease, until SIGTERM or Ctrl-C.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Kube)?;
+    if config.apply_crds {
+        apply_crds(client.clone()).await?;
+    }
     check_crds(client.clone()).await?;
     let health = Health::default();
     // Ready: the CRDs are there and this replica is either leading or standing by.

@@ -48,6 +48,30 @@ pub struct BackupResultLabels {
     pub result: String,
 }
 
+/// An etcd alarm raised in a cluster (`NOSPACE`, `CORRUPT`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlarmLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub alarm: String,
+}
+
+/// One certificate etcd-pilot issued for a cluster (`ca`, `server`, `peer`, `client`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub certificate: String,
+}
+
+/// One EtcdBackupSchedule.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    pub namespace: String,
+    pub schedule: String,
+    pub cluster: String,
+}
+
 fn backup_histogram() -> Histogram {
     Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
 }
@@ -55,6 +79,11 @@ fn backup_histogram() -> Histogram {
 fn reconcile_histogram() -> Histogram {
     Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
+
+/// The alarms etcd raises (`etcdpilot_cluster_alarm{alarm}`).
+pub const KNOWN_ALARMS: [&str; 2] = ["NOSPACE", "CORRUPT"];
+/// The certificates of `etcdpilot_certificate_expiry_timestamp_seconds{certificate}`.
+pub const CERTIFICATES: [&str; 4] = ["ca", "server", "peer", "client"];
 
 /// The registry and the metrics in it.
 pub struct Metrics {
@@ -64,6 +93,13 @@ pub struct Metrics {
     /// 1 while this replica holds the leader-election lease.
     pub leader: Gauge,
     pub members: Family<ClusterLabels, Gauge>,
+    pub desired_members: Family<ClusterLabels, Gauge>,
+    pub has_leader: Family<ClusterLabels, Gauge>,
+    pub quota_warn_ratio: Family<ClusterLabels, GaugeF>,
+    pub alarms: Family<AlarmLabels, Gauge>,
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    pub schedule_interval: Family<ScheduleLabels, Gauge>,
+    pub schedule_last_success: Family<ScheduleLabels, Gauge>,
     pub healthy_members: Family<ClusterLabels, Gauge>,
     pub learners: Family<ClusterLabels, Gauge>,
     pub leader_changes: Family<ClusterLabels, Counter>,
@@ -84,6 +120,8 @@ pub struct Metrics {
     pub defrags: Family<BackupResultLabels, Counter>,
     pub compactions: Family<ClusterLabels, Counter>,
     pub nospace_recoveries: Family<ClusterLabels, Counter>,
+    /// The schedule series exported, by (namespace, schedule): dropped when it goes.
+    schedules: std::sync::Mutex<std::collections::BTreeMap<(String, String), ScheduleLabels>>,
 }
 
 impl Default for Metrics {
@@ -96,6 +134,13 @@ impl Default for Metrics {
             ready: Gauge::default(),
             leader: Gauge::default(),
             members: Family::default(),
+            desired_members: Family::default(),
+            has_leader: Family::default(),
+            quota_warn_ratio: Family::default(),
+            alarms: Family::default(),
+            certificate_expiry: Family::default(),
+            schedule_interval: Family::default(),
+            schedule_last_success: Family::default(),
             healthy_members: Family::default(),
             learners: Family::default(),
             leader_changes: Family::default(),
@@ -116,11 +161,39 @@ impl Default for Metrics {
             defrags: Family::default(),
             compactions: Family::default(),
             nospace_recoveries: Family::default(),
+            schedules: Default::default(),
             registry: Registry::default(),
         };
         registry.register("ready", "1 when the operator is ready to reconcile", m.ready.clone());
         registry.register("leader", "1 while this replica holds the leader-election lease", m.leader.clone());
         registry.register("cluster_members", "etcd members (voters and learners)", m.members.clone());
+        registry.register("cluster_desired_members", "spec.size of the EtcdCluster", m.desired_members.clone());
+        registry.register(
+            "cluster_has_leader",
+            "1 when a member answered as the leader in the last pass, else 0",
+            m.has_leader.clone(),
+        );
+        registry.register(
+            "cluster_quota_warn_ratio",
+            "spec.quota.warnAtPercent as a ratio: the QuotaHigh mark of member_quota_used_ratio",
+            m.quota_warn_ratio.clone(),
+        );
+        registry.register("cluster_alarm", "1 while etcd reports the alarm in the cluster", m.alarms.clone());
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When a certificate etcd-pilot issued for the cluster expires (Unix time)",
+            m.certificate_expiry.clone(),
+        );
+        registry.register(
+            "backup_schedule_interval_seconds",
+            "Longest time between two runs of an unsuspended EtcdBackupSchedule",
+            m.schedule_interval.clone(),
+        );
+        registry.register(
+            "backup_schedule_last_success_timestamp_seconds",
+            "When the newest successful backup of an EtcdBackupSchedule finished, else when it was created (Unix time)",
+            m.schedule_last_success.clone(),
+        );
         registry.register("cluster_healthy_members", "Healthy voting members", m.healthy_members.clone());
         registry.register("cluster_learners", "Learner members", m.learners.clone());
         registry.register("cluster_leader_changes", "Leader changes etcd-pilot observed", m.leader_changes.clone());
@@ -205,9 +278,19 @@ impl Metrics {
     /// Drops every series of a cluster that is gone.
     pub fn forget_cluster(&self, namespace: &str, cluster: &str, members: &[String]) {
         let c = ClusterLabels { namespace: namespace.into(), cluster: cluster.into() };
-        for f in [&self.members, &self.healthy_members, &self.learners, &self.quota_bytes] {
+        for f in [
+            &self.members,
+            &self.desired_members,
+            &self.has_leader,
+            &self.healthy_members,
+            &self.learners,
+            &self.quota_bytes,
+        ] {
             f.remove(&c);
         }
+        self.quota_warn_ratio.remove(&c);
+        self.set_alarms(namespace, cluster, &[]);
+        self.set_certificate_expiries(namespace, cluster, &[]);
         self.leader_changes.remove(&c);
         self.reconcile_duration.remove(&c);
         self.compactions.remove(&c);
@@ -222,6 +305,86 @@ impl Metrics {
         for m in members {
             self.forget_member(namespace, cluster, m);
         }
+    }
+
+    /// The alarms raised in a cluster now: 1 for each, the series of cleared ones dropped.
+    pub fn set_alarms(&self, namespace: &str, cluster: &str, raised: &[String]) {
+        for alarm in KNOWN_ALARMS.iter().map(|a| a.to_string()).chain(raised.iter().cloned()) {
+            let l = AlarmLabels { namespace: namespace.into(), cluster: cluster.into(), alarm: alarm.clone() };
+            if raised.contains(&alarm) {
+                self.alarms.get_or_create(&l).set(1);
+            } else {
+                self.alarms.remove(&l);
+            }
+        }
+    }
+
+    /// The expiry times of a cluster's certificates; those not given are dropped.
+    pub fn set_certificate_expiries(&self, namespace: &str, cluster: &str, expiries: &[(&str, i64)]) {
+        for certificate in CERTIFICATES {
+            let l = CertificateLabels {
+                namespace: namespace.into(),
+                cluster: cluster.into(),
+                certificate: certificate.to_string(),
+            };
+            match expiries.iter().find(|(c, _)| *c == certificate) {
+                Some((_, at)) => {
+                    self.certificate_expiry.get_or_create(&l).set(*at);
+                }
+                None => {
+                    self.certificate_expiry.remove(&l);
+                }
+            }
+        }
+    }
+
+    /// The series of one schedule: its interval while it runs (unsuspended and valid,
+    /// else dropped) and its newest success.
+    pub fn set_schedule(
+        &self,
+        namespace: &str,
+        schedule: &str,
+        cluster: &str,
+        interval: Option<i64>,
+        last: Option<i64>,
+    ) {
+        let l = ScheduleLabels { namespace: namespace.into(), schedule: schedule.into(), cluster: cluster.into() };
+        let mut all = self.schedules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = all.insert((namespace.into(), schedule.into()), l.clone())
+            && old != l
+        {
+            self.schedule_interval.remove(&old);
+            self.schedule_last_success.remove(&old);
+        }
+        match interval {
+            Some(i) => {
+                self.schedule_interval.get_or_create(&l).set(i);
+            }
+            None => {
+                self.schedule_interval.remove(&l);
+            }
+        }
+        match last {
+            Some(t) => {
+                self.schedule_last_success.get_or_create(&l).set(t);
+            }
+            None => {
+                self.schedule_last_success.remove(&l);
+            }
+        }
+    }
+
+    /// Drops the series of every schedule not in `live` (namespace, name).
+    pub fn retain_schedules(&self, live: &[(String, String)]) {
+        let mut all = self.schedules.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|k, l| {
+            let keep = live.contains(k);
+            if !keep {
+                self.schedule_interval.remove(l);
+                self.schedule_last_success.remove(l);
+            }
+            keep
+        });
     }
 
     /// Drops the series of a member that is gone.
@@ -239,6 +402,89 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every metric the chart's alerts, their promtool tests and the dashboard name is one this process
+    /// exports, of the type the expression assumes (counters end in `_total`).
+    #[test]
+    fn the_alert_rules_name_only_metrics_the_operator_exports() {
+        // Families render once they have a series: one of each.
+        let m = Metrics::default();
+        let c = ClusterLabels { namespace: "n".into(), cluster: "c".into() };
+        let l = MemberLabels { namespace: "n".into(), cluster: "c".into(), member: "c-0".into() };
+        let r = BackupResultLabels { namespace: "n".into(), cluster: "c".into(), result: "failed".into() };
+        for f in [&m.members, &m.desired_members, &m.has_leader, &m.healthy_members, &m.learners, &m.quota_bytes] {
+            f.get_or_create(&c).set(1);
+        }
+        for f in [&m.last_backup_timestamp, &m.last_backup_size] {
+            f.get_or_create(&c).set(1);
+        }
+        for f in [&m.leader_changes, &m.backup_uploaded_bytes, &m.compactions, &m.nospace_recoveries] {
+            f.get_or_create(&c).inc();
+        }
+        m.quota_warn_ratio.get_or_create(&c).set(0.8);
+        for f in [&m.db_size_bytes, &m.db_size_in_use_bytes, &m.last_defrag_timestamp] {
+            f.get_or_create(&l).set(1);
+        }
+        for f in [&m.quota_used_ratio, &m.fragmentation_ratio, &m.last_defrag_blocked] {
+            f.get_or_create(&l).set(0.5);
+        }
+        m.backups.get_or_create(&r).inc();
+        m.defrags.get_or_create(&r).inc();
+        m.reconcile_duration.get_or_create(&c).observe(0.1);
+        m.backup_duration.get_or_create(&c).observe(1.0);
+        m.count_error("n", "c", "cluster", "observe");
+        m.set_alarms("n", "c", &["NOSPACE".to_string()]);
+        m.set_certificate_expiries("n", "c", &[("ca", 1)]);
+        m.set_schedule("n", "s", "c", Some(60), Some(1));
+        let text = m.render();
+        let rules = include_str!("../charts/etcd-pilot/files/prometheus-rules.yaml");
+        let tests = include_str!("../monitoring/alerts.test.yaml");
+        let dashboard = include_str!("../charts/etcd-pilot/files/dashboard.json");
+        let mut seen = 0;
+        for source in [rules, tests, dashboard] {
+            for (i, _) in source.match_indices("etcdpilot_") {
+                let name: String = source[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s));
+                let exported = match (name.strip_suffix("_total"), histogram) {
+                    (Some(base), _) => text.contains(&format!("# TYPE {base} counter")),
+                    (None, Some(base)) => text.contains(&format!("# TYPE {base} histogram")),
+                    (None, None) => {
+                        text.contains(&format!("# TYPE {name} gauge"))
+                            || text.contains(&format!("# TYPE {name} histogram"))
+                    }
+                };
+                assert!(exported, "{name} is not exported as the rules use it:\n{text}");
+                seen += 1;
+            }
+        }
+        assert!(seen > 30, "the rules name the operator's metrics ({seen})");
+    }
+
+    #[test]
+    fn alarm_certificate_and_schedule_series_follow_what_is_true_now() {
+        let m = Metrics::default();
+        m.set_alarms("prod", "main", &["NOSPACE".to_string()]);
+        m.set_certificate_expiries("prod", "main", &[("ca", 2_000_000_000), ("server", 1_900_000_000)]);
+        m.set_schedule("prod", "nightly", "main", Some(86400), Some(1_800_000_000));
+        let text = m.render();
+        for want in [
+            "etcdpilot_cluster_alarm{namespace=\"prod\",cluster=\"main\",alarm=\"NOSPACE\"} 1",
+            "etcdpilot_certificate_expiry_timestamp_seconds{namespace=\"prod\",cluster=\"main\",certificate=\"ca\"} 2000000000",
+            "etcdpilot_backup_schedule_interval_seconds{namespace=\"prod\",schedule=\"nightly\",cluster=\"main\"} 86400",
+            "etcdpilot_backup_schedule_last_success_timestamp_seconds{namespace=\"prod\",schedule=\"nightly\",cluster=\"main\"} 1800000000",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        m.set_alarms("prod", "main", &[]);
+        m.set_certificate_expiries("prod", "main", &[("ca", 2_000_000_000)]);
+        m.set_schedule("prod", "nightly", "main", None, Some(1_800_000_000));
+        let text = m.render();
+        assert!(!text.contains("alarm=\"NOSPACE\""), "a cleared alarm's series goes: {text}");
+        assert!(!text.contains("certificate=\"server\""));
+        assert!(!text.contains("etcdpilot_backup_schedule_interval_seconds{"), "suspended: no interval");
+        m.retain_schedules(&[]);
+        assert!(!m.render().contains("schedule=\"nightly\""), "a deleted schedule's series go");
+    }
 
     #[test]
     fn cluster_series_render_and_go_with_the_cluster() {

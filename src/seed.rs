@@ -125,7 +125,6 @@ pub async fn seed_member(
         region: source.region.clone(),
         path_style: source.path_style,
         part_size: crate::backup_store::MIN_PART_SIZE,
-        copy_limit: crate::backup_store::MAX_COPY_OBJECT,
         credentials,
     };
     let store = BackupStore::new(config).await?;

@@ -79,7 +79,7 @@ async fn a_50_mib_snapshot_goes_up_in_parts_and_comes_back_verified() {
     assert_eq!((listed[0].key.as_str(), listed[0].size), (key.as_str(), 50 * MIB as u64));
 
     let mut dl = store.download(&key).await.expect("download");
-    assert_eq!(dl.sha256, up.sha256, "hash recorded in the object's metadata");
+    assert_eq!(dl.sha256, up.sha256, "hash recorded beside the object");
     assert_eq!(dl.metadata.get("etcd-revision").map(String::as_str), Some("4242"), "caller metadata kept");
     let mut got = Vec::new();
     while let Some(chunk) = dl.stream.next().await {
@@ -112,23 +112,36 @@ async fn a_small_snapshot_is_one_put_with_its_hash() {
 }
 
 #[tokio::test]
-async fn objects_beyond_the_copy_limit_get_their_hash_by_multipart_copy() {
+async fn the_hash_object_beside_a_multipart_upload_marks_it_finished() {
     let server = S3Server::start().await;
-    server.create_bucket(BUCKET);
-    // Pretend CopyObject stops at 16 MiB, as S3's stops at 5 GiB.
-    let store =
-        BackupStore::new(StoreConfig { copy_limit: 16 * MIB as u64, ..config(&server, ACCESS_KEY, SECRET_KEY) })
-            .await
-            .unwrap();
+    let store = store(&server).await;
     let data = payload(20 * MIB, 5);
-    let up = store.upload("big.db", ok_stream(data.clone()), HashMap::new()).await.unwrap();
-    let mut dl = store.download("big.db").await.unwrap();
+    let key = "it/default/main/big.db";
+    let up = store.upload(key, ok_stream(data.clone()), HashMap::new()).await.unwrap();
+    assert!(up.parts > 1, "a multipart upload");
+    // In sha256sum's format beside the object, so `sha256sum -c` checks a downloaded copy;
+    // not listed as a backup.
+    let line = std::fs::read_to_string(server.object_path(BUCKET, "it/default/main/big.db.sha256")).expect("hash");
+    assert_eq!(line, format!("{}  big.db\n", sha256(&data)));
+    let listed: Vec<String> = store.list("it/").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(listed, vec![key.to_string()]);
+    let mut dl = store.download(key).await.unwrap();
     assert_eq!(dl.sha256, up.sha256);
     let mut n = 0;
     while let Some(c) = dl.stream.next().await {
         n += c.expect("verified").len();
     }
     assert_eq!(n, 20 * MIB);
+    // Without its hash object the object is an unfinished upload: never served.
+    std::fs::remove_file(server.object_path(BUCKET, "it/default/main/big.db.sha256")).unwrap();
+    let err = store.download(key).await.err().expect("refused");
+    assert!(matches!(err, StoreError::MissingChecksum { .. }), "{err}");
+    // Deleting takes both away.
+    let again = store.upload(key, ok_stream(data), HashMap::new()).await.unwrap();
+    assert_eq!(again.sha256, up.sha256);
+    store.delete(key).await.unwrap();
+    assert!(!server.object_path(BUCKET, key).exists());
+    assert!(!server.object_path(BUCKET, "it/default/main/big.db.sha256").exists());
 }
 
 #[tokio::test]

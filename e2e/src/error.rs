@@ -21,6 +21,8 @@ pub enum TestbedError {
     Timeout { what: String, secs: u64, logs: String },
     #[error("{0}")]
     Other(String),
+    #[error("image: {0}")]
+    Image(#[from] etcd_pilot_image::ImageError),
 }
 
 pub type Result<T, E = TestbedError> = std::result::Result<T, E>;

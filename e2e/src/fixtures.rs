@@ -87,22 +87,94 @@ pub async fn wait_ready(kit: &Kit, ns: &str, name: &str, n: usize) -> EtcdCluste
             }
         }
         if Instant::now() > deadline {
-            panic!(
-                "{ns}/{name} not ready with {n} members after {WAIT:?}\nstatus: {:#?}\npods: {:?}\nevents:\n{}",
-                ec.status,
-                pods.iter()
-                    .map(|p| (p.name_any(), p.status.as_ref().and_then(|s| s.phase.clone())))
-                    .collect::<Vec<_>>(),
-                events(kit, ns, name).await.join("\n")
-            );
+            panic!("{ns}/{name} not ready with {n} members after {WAIT:?}\n{}", describe(kit, ns, name).await);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
+/// What a timed-out wait prints, shortest first so a cut log keeps the cause: every
+/// pod of the namespace with its node and each container's state, the namespace's
+/// Events (pods' and volumes' too), then the cluster's conditions and member rows.
+pub async fn describe(kit: &Kit, ns: &str, name: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let pods = Api::<Pod>::namespaced(kit.client.clone(), ns).list(&ListParams::default()).await;
+    for p in pods.map(|l| l.items).unwrap_or_default() {
+        let st = p.status.clone().unwrap_or_default();
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let deleting = if p.metadata.deletion_timestamp.is_some() { " deleting" } else { "" };
+        let _ = write!(out, "pod {} {}{deleting} on {node:?}:", p.name_any(), st.phase.unwrap_or_default());
+        for c in st.init_container_statuses.iter().flatten().chain(st.container_statuses.iter().flatten()) {
+            let state = c.state.clone().unwrap_or_default();
+            let what = match (state.waiting, state.running, state.terminated) {
+                (Some(w), _, _) => {
+                    format!("waiting {} {}", w.reason.unwrap_or_default(), w.message.unwrap_or_default())
+                }
+                (_, Some(_), _) => "running".into(),
+                (_, _, Some(t)) => format!("terminated {} exit {}", t.reason.unwrap_or_default(), t.exit_code),
+                _ => "no state".into(),
+            };
+            let _ = write!(out, " [{} ready={} restarts={} {what}]", c.name, c.ready, c.restart_count);
+        }
+        out.push('\n');
+    }
+    // The operator's own account of this namespace, last lines of every replica.
+    let ops: Api<Pod> = Api::namespaced(kit.client.clone(), OPERATOR_NS);
+    let lp = ListParams::default().labels("app.kubernetes.io/name=etcd-pilot");
+    for op in ops.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+        let params = kube::api::LogParams { tail_lines: Some(5000), ..Default::default() };
+        let text = ops.logs(&op.name_any(), &params).await.unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(ns)).collect();
+        let _ = writeln!(out, "operator {} (last lines about {ns}):", op.name_any());
+        for l in &lines[lines.len().saturating_sub(25)..] {
+            let _ = writeln!(out, "  {}", l.chars().take(400).collect::<String>());
+        }
+    }
+    let mut list = Api::<Event>::namespaced(kit.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.sort_by_key(|e| {
+        (
+            e.event_time.clone().map(|t| t.0).or_else(|| e.metadata.creation_timestamp.clone().map(|t| t.0)),
+            e.metadata.resource_version.clone().and_then(|v| v.parse::<u64>().ok()),
+        )
+    });
+    out.push_str("events:\n");
+    for e in list {
+        let _ = writeln!(
+            out,
+            "  {} {} {}/{}: {}",
+            e.metadata.creation_timestamp.map(|t| t.0.to_string()).unwrap_or_default(),
+            e.type_.unwrap_or_default(),
+            e.involved_object.name.unwrap_or_default(),
+            e.reason.unwrap_or_default(),
+            e.message.unwrap_or_default()
+        );
+    }
+    if let Ok(ec) = clusters(kit, ns).get(name).await
+        && let Some(s) = ec.status
+    {
+        out.push_str("conditions:\n");
+        for c in &s.conditions {
+            let _ = writeln!(out, "  {}={} {}: {}", c.type_, c.status, c.reason, c.message);
+        }
+        out.push_str("members:\n");
+        for m in &s.members {
+            let _ = writeln!(
+                out,
+                "  {} id={} learner={} leader={} healthy={}",
+                m.name, m.id, m.learner, m.leader, m.healthy
+            );
+        }
+    }
+    out
+}
+
 /// `/metrics` of the running operator, by plain HTTP to its pod IP.
 pub async fn operator_metrics(kit: &Kit) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ops: Api<Pod> = Api::namespaced(kit.client.clone(), OPERATOR_NS);
     let lp = ListParams::default().labels("app.kubernetes.io/name=etcd-pilot");
     // The replica that acts: the one holding the leader-election Lease.
@@ -122,8 +194,14 @@ pub async fn operator_metrics(kit: &Kit) -> String {
         .find_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()));
     // No running leader (one is taking over): no metrics yet.
     let Some(ip) = ip else { return String::new() };
-    let Ok(mut conn) = tokio::net::TcpStream::connect(format!("{ip}:8080")).await else { return String::new() };
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+    http_get(&ip, 8080, "/metrics").await
+}
+
+/// A plain-HTTP GET from the host (pod IPs are reachable from it); empty on failure.
+pub async fn http_get(ip: &str, port: i32, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut conn) = tokio::net::TcpStream::connect(format!("{ip}:{port}")).await else { return String::new() };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
     if conn.write_all(request.as_bytes()).await.is_err() {
         return String::new();
     }
@@ -204,6 +282,28 @@ async fn service_client(kube: &kube::Client, ns: &str, name: &str, client_secret
     Client::connect([format!("https://{ip}:2379")], Some(opts)).await.map_err(|e| e.to_string())
 }
 
+/// A client of one member alone, at its pod IP (checked under the member's own DNS name),
+/// with the cluster's client Secret.
+pub async fn member_etcd(kit: &Kit, ns: &str, cluster: &str, member: &str) -> Client {
+    let secret = Api::<Secret>::namespaced(kit.client.clone(), ns)
+        .get(&format!("{cluster}-client-tls"))
+        .await
+        .expect("client Secret");
+    let data = secret.data.expect("client Secret data");
+    let pem = |k: &str| data.get(k).map(|b| b.0.clone()).unwrap_or_else(|| panic!("client Secret without {k}"));
+    let pod = Api::<Pod>::namespaced(kit.client.clone(), ns).get(member).await.expect("member pod");
+    let ip = pod.status.and_then(|s| s.pod_ip).expect("pod IP");
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(pem("ca.crt")))
+        .identity(Identity::from_pem(pem("tls.crt"), pem("tls.key")))
+        .domain_name(format!("{member}.{cluster}-peers.{ns}.svc"));
+    let opts = ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(30));
+    Client::connect([format!("https://{ip}:2379")], Some(opts)).await.expect("connect to the member")
+}
+
 /// One attempt at a client of the cluster with its client Secret as it is now (after a
 /// CA rotation, the certificates of the moment), `None` when it does not answer.
 pub async fn connect_once(kube: &kube::Client, ns: &str, name: &str) -> Option<Client> {
@@ -260,6 +360,11 @@ impl Writer {
             (acked, failed)
         });
         Writer { stop, progress, task }
+    }
+
+    /// Writes acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.progress.load(Ordering::Relaxed)
     }
 
     /// Waits until `n` writes were acknowledged (the writer is under way).

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -91,7 +91,27 @@ impl Kit {
             }
             if phase == "Failed" || phase == "Succeeded" || Instant::now() > deadline {
                 let logs = self.logs(ns, name).await;
-                panic!("pod {ns}/{name} is {phase}, wanted {phases:?}\nstatus: {:?}\nlogs:\n{logs}", pod.status);
+                let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+                let events: Vec<String> = Api::<Event>::namespaced(self.client.clone(), ns)
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| {
+                        format!(
+                            "{} {}: {}",
+                            e.type_.unwrap_or_default(),
+                            e.reason.unwrap_or_default(),
+                            e.message.unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "pod {ns}/{name} is {phase}, wanted {phases:?}\nevents:\n{}\nstatus: {:?}\nlogs:\n{logs}",
+                    events.join("\n"),
+                    pod.status
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -125,6 +145,16 @@ impl Kit {
         self.tool("kubectl", args, &[])
     }
 
+    /// Runs kubectl against the testbed: its output, or None when it fails.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new(self.state.tools.join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", self.state.kubeconfig())
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn tool(&self, tool: &str, args: &[&str], envs: &[(&str, std::path::PathBuf)]) -> String {
         let out = std::process::Command::new(self.state.tools.join(tool))
             .args(args)
@@ -145,40 +175,44 @@ impl Kit {
     /// do (`helm upgrade --install`), with the testbed's images.
     pub fn install_operator(&self) {
         static DONE: OnceLock<()> = OnceLock::new();
-        DONE.get_or_init(|| {
-            let chart = Kit::chart();
-            // helm installs CRDs only on first install: a testbed kept between runs gets
-            // the CRDs of this tree the way users upgrade them.
-            let crds = chart.join("crds");
-            self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crds.to_str().expect("crds path")]);
-            // The operator image is rebuilt from this tree with the same tag: an
-            // annotation with the binary's hash rolls the Deployment when it changed.
-            let binary = chart.join("../../target/release/etcd-pilot");
-            let build = std::fs::read(&binary).map(|b| hex::encode(&Sha256::digest(&b)[..8])).unwrap_or_default();
-            let annotation = format!("podAnnotations.etcdpilot\\.io/build=x{build}");
-            let repository = format!("etcdImageRepository={ETCD_REPOSITORY}");
-            self.helm(&[
-                "upgrade",
-                "--install",
-                "etcd-pilot",
-                chart.to_str().expect("chart path"),
-                "--namespace",
-                OPERATOR_NS,
-                "--create-namespace",
-                "--set",
-                "image.tag=dev",
-                "--set",
-                &repository,
-                "--set",
-                &annotation,
-                // A standby replica: leader failover is part of what the tests see.
-                "--set",
-                "replicaCount=2",
-                "--wait",
-                "--timeout",
-                "120s",
-            ]);
-        });
+        // helm installs CRDs only on first install; on a testbed kept between runs the
+        // operator brings them to this tree's at start (the chart's crds.apply).
+        DONE.get_or_init(|| self.helm_upgrade_operator(&[]));
+    }
+
+    /// `helm upgrade --install` of the e2e's operator release from this tree's chart with
+    /// the testbed's images, plus `extra` arguments; waits for the rollout.
+    pub fn helm_upgrade_operator(&self, extra: &[&str]) {
+        let chart = Kit::chart();
+        // The operator image is rebuilt from this tree with the same tag: an
+        // annotation with the binary's hash rolls the Deployment when it changed.
+        let binary = chart.join("../../target/release/etcd-pilot");
+        let build = std::fs::read(&binary).map(|b| hex::encode(&Sha256::digest(&b)[..8])).unwrap_or_default();
+        let annotation = format!("podAnnotations.etcdpilot\\.io/build=x{build}");
+        let repository = format!("etcdImageRepository={ETCD_REPOSITORY}");
+        let mut args = vec![
+            "upgrade",
+            "--install",
+            "etcd-pilot",
+            chart.to_str().expect("chart path"),
+            "--namespace",
+            OPERATOR_NS,
+            "--create-namespace",
+            "--set",
+            "image.tag=dev",
+            "--set",
+            &repository,
+            "--set",
+            &annotation,
+            // A standby replica: leader failover is part of what the tests see.
+            "--set",
+            "replicaCount=2",
+            "--wait",
+            "--timeout",
+            "120s",
+        ];
+        args.extend_from_slice(extra);
+        self.helm(&args);
     }
 
     /// The chart in this tree.

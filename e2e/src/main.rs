@@ -45,7 +45,11 @@ enum Command {
     /// Import an image tarball into every node.
     LoadImage { tarball: PathBuf },
     /// Build the etcd-pilot image from this binary and import it into every node.
-    LoadOperator { binary: PathBuf },
+    LoadOperator {
+        /// The tarball `make image` wrote (tagged etcd-pilot.local/etcd-pilot:dev), or the
+        /// operator binary to build the image from.
+        path: PathBuf,
+    },
     /// The agent (cluster DNS and volume provisioner); `up` starts it.
     #[command(hide = true)]
     Agent,
@@ -73,7 +77,7 @@ async fn main() -> ExitCode {
         }
         Command::Status { check } => cluster::status(&cli.dir, check).await.map(|s| print!("{s}")),
         Command::LoadImage { tarball } => cluster::load_image(&cli.dir, &tarball),
-        Command::LoadOperator { binary } => cluster::load_operator(&cli.dir, &binary),
+        Command::LoadOperator { path } => cluster::load_operator(&cli.dir, &path),
         Command::Agent => agent::run(&cli.dir).await,
     };
     match result {

@@ -77,10 +77,47 @@ async fn a_new_cluster_is_available_and_serves_tls_clients() {
             && metrics.contains("etcdpilot_member_db_size_bytes{")
             && metrics.contains("etcdpilot_leader 1")
         {
+            // What the chart's alerts read: a leader, spec.size, every certificate's expiry
+            // (issued now: about a year ahead for leaves, longer for the CA).
+            let c = format!("namespace=\"{ns}\",cluster=\"main\"");
+            assert!(metrics.contains(&format!("etcdpilot_cluster_has_leader{{{c}}} 1")), "{metrics}");
+            assert!(metrics.contains(&format!("etcdpilot_cluster_desired_members{{{c}}} 3")), "{metrics}");
+            assert!(metrics.contains(&format!("etcdpilot_cluster_quota_warn_ratio{{{c}}} 0.8")), "{metrics}");
+            assert!(!metrics.contains(&format!("etcdpilot_cluster_alarm{{{c}")), "no alarm: {metrics}");
+            let now = jiff::Timestamp::now().as_second();
+            for cert in ["ca", "server", "peer", "client"] {
+                let series = format!("etcdpilot_certificate_expiry_timestamp_seconds{{{c},certificate=\"{cert}\"}} ");
+                let at: i64 = metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&series))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no {series}in:\n{metrics}"));
+                assert!(at > now + 30 * 86400, "{cert} expires at {at}, now {now}");
+            }
             break;
         }
         assert!(Instant::now() < deadline, "no {want} in:\n{metrics}");
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Every member's etcd /metrics on the peers Service's `metrics` port (what the chart's
+    // members ServiceMonitor scrapes).
+    let eps = Api::<k8s_openapi::api::core::v1::Endpoints>::namespaced(kit.client.clone(), &ns)
+        .get("main-peers")
+        .await
+        .expect("the peers Service's Endpoints");
+    let subsets = eps.subsets.unwrap_or_default();
+    let port = subsets
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .expect("a metrics port on the peers Service")
+        .port;
+    let ips: Vec<String> = subsets.iter().flat_map(|s| s.addresses.iter().flatten()).map(|a| a.ip.clone()).collect();
+    assert_eq!(ips.len(), 3, "{ips:?}");
+    for ip in ips {
+        let body = http_get(&ip, port, "/metrics").await;
+        assert!(body.contains("etcd_server_has_leader 1"), "member {ip}:{port}: {body}");
     }
     kit.delete_namespace(&ns).await;
 }

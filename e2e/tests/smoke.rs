@@ -288,11 +288,27 @@ async fn the_chart_lints_strictly_and_installs_scoped_to_namespaces() {
         cr.rules.iter().flatten().flat_map(|r| r.resources.clone().unwrap_or_default()).collect();
     assert_eq!(
         resources,
-        ["customresourcedefinitions", "storageclasses"],
+        ["customresourcedefinitions", "customresourcedefinitions", "storageclasses"],
         "cluster-wide: CRDs and StorageClasses only"
     );
     let verbs: Vec<String> = cr.rules.iter().flatten().flat_map(|r| r.verbs.clone()).collect();
-    assert_eq!(verbs, ["get", "get"], "cluster-wide: read only");
+    assert_eq!(verbs, ["get", "patch", "get"], "cluster-wide: read only, but for its own CRDs (crds.apply)");
+    let own =
+        ["etcdclusters", "etcdbackups", "etcdbackupschedules", "etcdrestores"].map(|p| format!("{p}.etcdpilot.io"));
+    let patchable: Vec<String> = cr
+        .rules
+        .iter()
+        .flatten()
+        .filter(|r| r.verbs.contains(&"patch".to_string()))
+        .flat_map(|r| r.resource_names.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(patchable, own, "patch on its own four CRDs, by name");
+    assert!(can("patch", "customresourcedefinitions/etcdclusters.etcdpilot.io", ns));
+    assert!(!can("patch", "customresourcedefinitions/certificates.cert-manager.io", ns), "no other CRD");
+    assert!(
+        !can("create", "customresourcedefinitions", ns)
+            && !can("delete", "customresourcedefinitions/etcdclusters.etcdpilot.io", ns)
+    );
     run(&["uninstall", "smoke", "--namespace", ns, "--wait"]);
     kit.delete_namespace(ns).await;
     kit.delete_namespace(&watched).await;

@@ -23,6 +23,7 @@ use super::common::{Phase, S3Target};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Size", type_ = "integer", json_path = ".status.sizeBytes"),
     printcolumn(name = "Revision", type_ = "integer", json_path = ".status.etcdRevision"),
+    printcolumn(name = "Error", type_ = "string", json_path = ".status.error", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -65,8 +66,8 @@ pub struct EtcdBackupStatus {
     /// Size of the snapshot in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
-    /// SHA-256 of the whole object, hex; also stored in the object's metadata and checked
-    /// on every download.
+    /// SHA-256 of the whole object, hex; also stored beside it as `<objectKey>.sha256`
+    /// (`sha256sum`'s format) and checked on every download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// etcd revision the snapshot holds.

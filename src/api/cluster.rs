@@ -40,6 +40,18 @@ use super::common::S3Target;
         description = "Healthy voting members"
     ),
     printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status",
+        description = "Whether a quorum of voting members is healthy"
+    ),
+    printcolumn(
+        name = "Doing",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Progressing\")].reason",
+        description = "What etcd-pilot is doing (Idle, AddingLearner, Defragmenting, Blocked, ...)"
+    ),
+    printcolumn(
         name = "Version",
         type_ = "string",
         json_path = ".status.version",
@@ -50,6 +62,26 @@ use super::common::S3Target;
         type_ = "string",
         json_path = ".status.leader",
         description = "Member that leads the raft group"
+    ),
+    printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.lastBackup.completionTime",
+        description = "When the newest successful backup finished"
+    ),
+    printcolumn(
+        name = "Alarm",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Alarm\")].reason",
+        priority = 1,
+        description = "Active etcd alarms (NOSPACE, CORRUPT), or None"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Progressing\")].message",
+        priority = 1,
+        description = "What etcd-pilot is doing, in a sentence"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -8,9 +8,13 @@ use etcd_client::{
     AlarmAction, AlarmOptions, AlarmType, Certificate, Client, CompactionOptions, ConnectOptions, GetOptions, Identity,
     MemberAddOptions, TlsOptions,
 };
-use futures::Stream;
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
 
 use super::error::{EtcdError, is_learner_refusal};
+
+/// How long a cluster-wide read waits for one endpoint before asking the next as well.
+pub const READ_HEDGE_AFTER: Duration = Duration::from_secs(1);
 
 /// PEM material for mutual TLS with etcd.
 #[derive(Clone, PartialEq, Eq)]
@@ -241,6 +245,12 @@ impl EtcdAdmin {
         EtcdAdmin { endpoints, config, clients: self.clients.clone() }
     }
 
+    /// Closes every kept connection (the next call makes one again): a cluster that
+    /// needs nothing for minutes does not hold a connection, its buffers and its task.
+    pub fn disconnect(&self) {
+        self.clients.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Connections kept now.
     pub fn kept_connections(&self) -> usize {
         self.clients.0.lock().map(|m| m.len()).unwrap_or(0)
@@ -327,12 +337,55 @@ impl EtcdAdmin {
         if endpoints.is_empty() {
             return Err(EtcdError::NoEndpoints);
         }
+        if !write {
+            return self.read_any(endpoints, op, f).await;
+        }
         let mut errors = Vec::new();
         for ep in endpoints {
             match self.call(op, ep, self.config.request_timeout, &f).await {
                 Ok(v) => return Ok(v),
                 Err(e) if write && !e.not_applied() => return Err(e),
                 Err(e) => errors.push(e),
+            }
+        }
+        Err(EtcdError::AllEndpointsFailed { op, errors })
+    }
+
+    /// A read from the first endpoint that answers: endpoints are asked in order, the
+    /// next one as soon as the one before failed or after [`READ_HEDGE_AFTER`] without an
+    /// answer, so one frozen member (whose connection or handshake hangs until its
+    /// timeout) delays a read by that much, not by its timeouts.
+    async fn read_any<'a, T, F, Fut>(&'a self, endpoints: &'a [String], op: &'static str, f: F) -> Result<T, EtcdError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut waiting = endpoints.iter();
+        let mut asked = FuturesUnordered::new();
+        let mut errors = Vec::new();
+        let f = &f;
+        let ask = |ep: &'a String| self.call(op, ep, self.config.request_timeout, f);
+        if let Some(ep) = waiting.next() {
+            asked.push(ask(ep));
+        }
+        loop {
+            let more = waiting.len() > 0;
+            tokio::select! {
+                answer = asked.next() => match answer {
+                    Some(Ok(v)) => return Ok(v),
+                    Some(Err(e)) => {
+                        errors.push(e);
+                        if let Some(ep) = waiting.next() {
+                            asked.push(ask(ep));
+                        }
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep(READ_HEDGE_AFTER), if more => {
+                    if let Some(ep) = waiting.next() {
+                        asked.push(ask(ep));
+                    }
+                }
             }
         }
         Err(EtcdError::AllEndpointsFailed { op, errors })

@@ -43,6 +43,16 @@ impl Member {
         }
     }
 
+    /// Stops (`frozen`) or resumes the process: a member that hangs rather than refuses.
+    pub fn freeze(&mut self, frozen: bool) {
+        if let Some(pid) = self.pid() {
+            let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+            assert_eq!(rc, 0, "signal {signal} to etcd {pid}");
+        }
+    }
+
     /// True once the process has exited (e.g. after being removed from the cluster).
     pub fn has_exited(&mut self) -> bool {
         match &mut self.child {

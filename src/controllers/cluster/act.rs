@@ -34,6 +34,8 @@ pub struct Fixed {
     /// Fingerprint of the CAs members trust now (recorded on new pods), and whether a
     /// CA rotation asks every member to run with exactly those.
     pub trust: Option<(String, bool)>,
+    /// When each certificate expires (Unix seconds), operator-issued TLS only.
+    pub expiries: Vec<(&'static str, i64)>,
 }
 
 /// Certificates, Services and the PodDisruptionBudget: objects whose content follows
@@ -66,7 +68,7 @@ pub async fn ensure_fixed_objects(
         let now = time::OffsetDateTime::now_utc();
         let writes = tls::operator_secrets(ec, &existing, now, &ctx.settings.cluster_domain, members_exist)?;
         if writes.is_empty() {
-            fixed.client_secret = tls::secret_names(ec).and_then(|n| existing.remove(&n.client));
+            fixed.client_secret = tls::secret_names(ec).and_then(|n| existing.get(&n.client).cloned());
         }
         for w in writes {
             let name = w.secret.name_any();
@@ -74,6 +76,7 @@ pub async fn ensure_fixed_objects(
             publish(&ctx.rt, ec, EventType::Normal, "CertificateIssued", &w.reason).await;
             existing.insert(name, w.secret);
         }
+        fixed.expiries = tls::expiries(ec, &existing);
         fixed.trust =
             tls::authority(ec, &existing).map(|a| (a.trust_fingerprint(), a.phase != ca_rotation::Phase::Stable));
     }

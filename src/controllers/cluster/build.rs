@@ -143,7 +143,8 @@ fn meta(ec: &EtcdCluster, name: &str, extra: &[(&str, &str)]) -> ObjectMeta {
 }
 
 /// The headless Service behind member DNS names. It publishes members before they are
-/// ready: a member must resolve its peers to join them.
+/// ready: a member must resolve its peers to join them. Its `metrics` port (etcd's
+/// plain-HTTP `/metrics` of every member) is what the chart's ServiceMonitor scrapes.
 pub fn peer_service(ec: &EtcdCluster) -> Service {
     let n = Names::of(ec);
     Service {
@@ -152,7 +153,7 @@ pub fn peer_service(ec: &EtcdCluster) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector(&n.cluster)),
-            ports: Some(vec![port("peer", PEER_PORT), port("client", CLIENT_PORT)]),
+            ports: Some(vec![port("peer", PEER_PORT), port("client", CLIENT_PORT), port("metrics", METRICS_PORT)]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

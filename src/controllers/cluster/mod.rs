@@ -73,12 +73,16 @@ struct Memory {
     member_names: Vec<String>,
     /// When a learner was last given up on.
     learner_given_up: Option<Instant>,
-    /// The cluster's etcd admin, kept between passes with its connections.
+    /// The cluster's etcd admin, kept between passes with its connections (closed while
+    /// the cluster is calm).
     admin: Option<EtcdAdmin>,
     /// Since when quorum has been lost for good (a majority gone with its volumes).
     quorum_lost_since: Option<Instant>,
     /// What the Services and budget were last applied from, and when.
     fixed_applied: Option<(String, Instant)>,
+    /// The largest member db file at the last idle pass, and when: a db that grows
+    /// brings the next pass forward (`growth_wait`).
+    db_seen: Option<DbSeen>,
 }
 
 /// Settings of the controller.
@@ -298,6 +302,30 @@ pub const IDLE_REQUEUE_SECS: u64 = 60;
 /// revision).
 pub const CALM_REQUEUE_SECS: u64 = 120;
 
+/// The largest member db file (bytes) as seen at an instant.
+type DbSeen = (Instant, i64);
+
+/// The shortest wait a growing db brings the next pass to.
+const GROWTH_WAIT_MIN: Duration = Duration::from_secs(5);
+
+/// How long an idle cluster may wait when its largest db file grew from `before` to
+/// `now` (bytes, at those instants): half the time it would take at that rate to reach
+/// the quota's warn mark (`warn_at` bytes), between [`GROWTH_WAIT_MIN`] and `wait`. A
+/// cluster filling fast is then looked at before it crosses the mark, and from there
+/// every 5 s (`QuotaHigh`), so a NOSPACE it runs into is found within seconds, without
+/// every calm cluster being looked at that often.
+fn growth_wait(before: Option<DbSeen>, now: DbSeen, warn_at: i64, wait: Duration) -> Duration {
+    let Some((then, old)) = before else { return wait };
+    let (at, size) = now;
+    let secs = at.saturating_duration_since(then).as_secs_f64();
+    if size <= old || secs <= 0.0 {
+        return wait;
+    }
+    let rate = (size - old) as f64 / secs;
+    let left = (warn_at - size).max(0) as f64 / rate;
+    Duration::from_secs_f64(left / 2.0).clamp(GROWTH_WAIT_MIN, wait)
+}
+
 /// How long an idle cluster waits for its next pass.
 fn idle_requeue(ec: &EtcdCluster) -> Duration {
     // Paused: the status still follows etcd (fragmentation, alarms) for the user to see.
@@ -449,7 +477,8 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         };
         let endpoints: Vec<String> = endpoints.into_iter().map(|(_, e)| e).collect();
         // One admin per cluster, kept with its connections: re-made only when the
-        // certificates change, and pointed at the members of the moment.
+        // certificates change, and pointed at the members of the moment. A calm cluster
+        // lets its connections go between passes (see `idle_requeue`).
         let admin = ctx.with_memory(&key, |m| {
             let a = match &m.admin {
                 Some(a) => a.retarget(endpoints, config),
@@ -590,7 +619,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         ctx.with_memory(&key, |m| m.learner_given_up = Some(Instant::now()));
         warn_once(ctx, ec, &key, "LearnerGivenUp", status::describe(&step).1).await;
     }
-    if step == Step::Idle && slot == Slot::Ours {
+    if slot == Slot::Ours && plan::releases_slot(&step, lost.is_some()) {
         let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
         operation::release(&api, ec, CONTROLLER).await.map_err(error::record("release the operation slot"))?;
     }
@@ -618,6 +647,9 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     });
     let new_status = EtcdClusterStatus { highest_ordinal: highest_ordinal.map(i64::from), ..new_status };
     record_metrics(ctx, ec, &key, &new_status, view.as_ref());
+    if ec.spec.tls.mode == crate::api::cluster::TlsMode::Operator {
+        ctx.rt.metrics.set_certificate_expiries(&key.0, &key.1, &fixed.expiries);
+    }
     record_maintenance(ctx, ec, &key, &new_status, &outcome).await;
     let unchanged = previous.is_some_and(|p| {
         // The revision alone is recorded only every REVISION_RECORD_STEP revisions: a
@@ -665,9 +697,17 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     if step == Step::Idle {
-        // Connections stay: a fresh one per pass made a frozen member's handshake eat
-        // the whole etcd observation under load (the frozen-member fault test).
-        return Ok(Action::requeue(idle_requeue(ec)));
+        let largest = new_status.members.iter().filter_map(|m| m.db_size).max().unwrap_or(0);
+        let warn_at = ec.spec.etcd.quota_backend_bytes / 100 * i64::from(ec.spec.quota.warn_at_percent);
+        let now = (Instant::now(), largest);
+        let before = ctx.with_memory(&key, |m| m.db_seen.replace(now));
+        let wait = growth_wait(before, now, warn_at, idle_requeue(ec));
+        // A calm cluster's next pass is minutes away: one TLS handshake then costs less
+        // than a connection kept meanwhile (benchmarks.md, cost per cluster).
+        if wait >= Duration::from_secs(CALM_REQUEUE_SECS) {
+            admin.disconnect();
+        }
+        return Ok(Action::requeue(wait));
     }
     Ok(Action::requeue(requeue_after(&step)))
 }
@@ -845,6 +885,12 @@ fn record_metrics(ctx: &Context, ec: &EtcdCluster, key: &Key, s: &EtcdClusterSta
     m.members.get_or_create(&c).set(known.len() as i64);
     m.healthy_members.get_or_create(&c).set(i64::from(s.ready_members));
     m.learners.get_or_create(&c).set(known.iter().filter(|m| m.learner).count() as i64);
+    m.desired_members.get_or_create(&c).set(i64::from(ec.spec.size));
+    m.has_leader.get_or_create(&c).set(i64::from(s.members.iter().any(|m| m.leader)));
+    m.quota_warn_ratio.get_or_create(&c).set(f64::from(ec.spec.quota.warn_at_percent) / 100.0);
+    if let Some(v) = view {
+        m.set_alarms(&key.0, &key.1, &observe::alarms(v));
+    }
     m.quota_bytes.get_or_create(&c).set(ec.spec.etcd.quota_backend_bytes);
     for member in &known {
         let l = MemberLabels { namespace: key.0.clone(), cluster: key.1.clone(), member: member.name.clone() };
@@ -929,6 +975,33 @@ mod tests {
             json!({"size": 3, "version": "3.4.23", "tls": {"mode": "CertManager", "certManager": {"issuerRef": {"name": "ca"}}}}),
         );
         assert!(problems(&cm, &[], &[])[0].contains("CertManager is not supported"));
+    }
+
+    #[test]
+    fn a_growing_db_brings_the_next_pass_forward() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let calm = Duration::from_secs(CALM_REQUEUE_SECS);
+        const MIB: i64 = 1 << 20;
+        let warn = 800 * MIB;
+        let rows: &[(Option<DbSeen>, DbSeen, Duration)] = &[
+            // First look, or nothing grew (or it shrank): the usual wait.
+            (None, (at(0), 100 * MIB), calm),
+            (Some((at(0), 100 * MIB)), (at(120), 100 * MIB), calm),
+            (Some((at(0), 300 * MIB)), (at(120), 100 * MIB), calm),
+            // 1 MiB/s with 600 MiB to the mark: 300 s, capped at the usual wait.
+            (Some((at(0), 80 * MIB)), (at(120), 200 * MIB), calm),
+            // 5 MiB/s with 200 MiB to go: 40 s, looked at after 20 s.
+            (Some((at(0), 0)), (at(120), 600 * MIB), Duration::from_secs(20)),
+            // Past the mark already (QuotaHigh takes over) or very fast: the floor.
+            (Some((at(0), 0)), (at(120), 900 * MIB), GROWTH_WAIT_MIN),
+            (Some((at(0), 0)), (at(5), 700 * MIB), GROWTH_WAIT_MIN),
+            // No time passed: no rate.
+            (Some((at(5), 0)), (at(5), 700 * MIB), calm),
+        ];
+        for (i, (before, now, want)) in rows.iter().enumerate() {
+            assert_eq!(growth_wait(*before, *now, warn, calm), *want, "row {i}");
+        }
     }
 
     #[test]

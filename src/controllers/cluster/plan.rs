@@ -476,6 +476,15 @@ pub fn quorum_lost_for_good(obs: &Observation) -> Option<Vec<String>> {
     (!voters.is_empty() && voters.len() - lost.len() < quorum(voters.len())).then_some(lost)
 }
 
+/// Whether the planner gives back the operation slot it holds: once idle (its round is
+/// over), and as soon as quorum is lost for good, unless the step is itself disruptive:
+/// no membership change completes without quorum, and the way out, a restore, needs
+/// the slot. (Seen on the testbed: a removal planned just before the second member was
+/// lost held the slot until it expired, and the opt-in recovery waited behind it.)
+pub fn releases_slot(step: &Step, quorum_lost_for_good: bool) -> bool {
+    *step == Step::Idle || (quorum_lost_for_good && !step.disruptive())
+}
+
 /// Removes `m` only if the members left keep quorum.
 fn remove_if_safe(m: &MemberState, voters: &[&MemberState], healthy_voters: usize, why: &str) -> Step {
     let left = voters.len() - 1;
@@ -492,6 +501,26 @@ fn remove_if_safe(m: &MemberState, voters: &[&MemberState], healthy_voters: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slot_is_given_back_when_idle_or_when_quorum_is_lost_for_good() {
+        let remove = Step::RemoveMember { id: 1, name: "main-0".into(), reason: "r".into() };
+        let wait = Step::Wait("w".into());
+        let blocked = Step::Blocked("b".into());
+        let recreate = Step::RecreatePod { name: "main-1".into() };
+        for (step, lost, releases) in [
+            (&Step::Idle, false, true),
+            (&Step::Idle, true, true),
+            (&wait, false, false),
+            (&remove, false, false),
+            (&wait, true, true),
+            (&blocked, true, true),
+            (&recreate, true, true),
+            (&remove, true, false),
+        ] {
+            assert_eq!(releases_slot(step, lost), releases, "{step:?}, quorum lost for good: {lost}");
+        }
+    }
 
     const C: &str = "main";
     const T: u64 = 300;

@@ -325,6 +325,19 @@ pub fn authority(ec: &EtcdCluster, existing: &BTreeMap<String, Secret>) -> Optio
     ca_of(existing.get(&ca_secret_of(ec)))
 }
 
+/// When each certificate of the cluster expires (Unix seconds), as read from the
+/// Secrets of a pass: `ca`, `server`, `peer`, `client` (`tls.crt` of each).
+pub fn expiries(ec: &EtcdCluster, existing: &BTreeMap<String, Secret>) -> Vec<(&'static str, i64)> {
+    let Some(n) = secret_names(ec) else { return Vec::new() };
+    [("ca", ca_secret_of(ec)), ("server", n.server), ("peer", n.peer), ("client", n.client)]
+        .into_iter()
+        .filter_map(|(kind, name)| {
+            let pem = get(existing.get(&name)?, "tls.crt")?;
+            Some((kind, not_after(&pem)?.unix_timestamp()))
+        })
+        .collect()
+}
+
 /// What etcd-pilot presents to etcd, from the client Secret.
 pub fn client_material(secret: &Secret) -> Option<TlsMaterial> {
     Some(TlsMaterial {
@@ -414,6 +427,20 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn every_certificate_reports_its_expiry() {
+        let ec = cluster("{certificateValidityDays: 90}");
+        let now = OffsetDateTime::now_utc();
+        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
+        let got = expiries(&ec, &existing);
+        let kinds: Vec<&str> = got.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, ["ca", "server", "peer", "client"]);
+        let in_days = |k: &str| (got.iter().find(|(c, _)| *c == k).unwrap().1 - now.unix_timestamp()) / 86400;
+        assert_eq!(in_days("server"), 90, "a leaf: 90 days");
+        assert!(in_days("ca") > 3000, "the CA: 10 years");
+        assert!(expiries(&cluster("{mode: Disabled}"), &existing).is_empty());
     }
 
     #[test]

@@ -80,8 +80,22 @@ pub async fn run(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    Controller::new(schedules, watcher::Config::default().any_semantic())
-        .owns(backups, watcher::Config::default().labels(SCHEDULE_LABEL).any_semantic())
+    let controller = Controller::new(schedules, watcher::Config::default().any_semantic())
+        .owns(backups, watcher::Config::default().labels(SCHEDULE_LABEL).any_semantic());
+    // A deleted schedule gets no last pass: its metric series go once it left the cache.
+    let store = controller.store();
+    let pruner = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let live: Vec<(String, String)> =
+                    store.state().iter().map(|s| (s.namespace().unwrap_or_default(), s.name_any())).collect();
+                ctx.rt.metrics.retain_schedules(&live);
+            }
+        })
+    };
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -90,6 +104,7 @@ pub async fn run(
             }
         })
         .await;
+    pruner.abort();
 }
 
 fn error_policy(s: Arc<EtcdBackupSchedule>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -147,6 +162,7 @@ async fn pass(s: &EtcdBackupSchedule, ctx: &Context) -> Result<Action, Error> {
         if status.error.as_deref() != Some(why.as_str()) {
             publish(&ctx.rt, s, EventType::Warning, "InvalidSchedule", &format!("{why}; no backup runs")).await;
         }
+        ctx.rt.metrics.set_schedule(&ns, &name, &s.spec.cluster_name, None, None);
         let next = EtcdBackupScheduleStatus { error: Some(why), next_schedule_time: None, ..status.clone() };
         write_status(s, ctx, &status, next).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
@@ -243,6 +259,15 @@ async fn pass(s: &EtcdBackupSchedule, ctx: &Context) -> Result<Action, Error> {
     let next_slot = if s.spec.suspend { None } else { plan::next_slot(&cron, &tz, now) };
     next_status.next_schedule_time = next_slot.map(Time);
     next_status.error = None;
+    ctx.rt.metrics.set_schedule(
+        &ns,
+        &name,
+        &s.spec.cluster_name,
+        if s.spec.suspend { None } else { plan::interval(&cron, &tz, now) },
+        // A schedule that never succeeded counts from its creation (alerts then fire on
+        // one that never works, too).
+        next_status.last_successful_time.as_ref().or(s.metadata.creation_timestamp.as_ref()).map(|t| t.0.as_second()),
+    );
     write_status(s, ctx, &status, next_status).await?;
     let until_next = next_slot
         .map(|t| Duration::from_millis(u64::try_from((t - now).get_milliseconds()).unwrap_or(0) + 500))

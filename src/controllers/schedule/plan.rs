@@ -32,6 +32,24 @@ pub fn next_slot(cron: &croner::Cron, tz: &jiff::tz::TimeZone, now: Timestamp) -
     cron.find_next_occurrence(&Zoned::new(now, tz.clone()), false).ok().map(|z| z.timestamp())
 }
 
+/// The longest time between two consecutive slots (seconds), over the next 50 slots:
+/// how old the newest backup may get before a slot was surely missed.
+pub fn interval(cron: &croner::Cron, tz: &jiff::tz::TimeZone, now: Timestamp) -> Option<i64> {
+    let mut at = Zoned::new(now, tz.clone());
+    let mut longest: Option<i64> = None;
+    let mut previous: Option<Timestamp> = None;
+    for _ in 0..50 {
+        let Ok(next) = cron.find_next_occurrence(&at, false) else { break };
+        if let Some(p) = previous {
+            let gap = (next.timestamp() - p).get_seconds();
+            longest = Some(longest.map_or(gap, |l| l.max(gap)));
+        }
+        previous = Some(next.timestamp());
+        at = next;
+    }
+    longest
+}
+
 /// What to do now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Run {
@@ -99,6 +117,18 @@ mod tests {
 
     fn made(name: &str, phase: Phase, created: &str) -> Made {
         Made { name: name.into(), phase, created: t(created), completed: Some(t(created)), deleting: false }
+    }
+
+    #[test]
+    fn the_interval_is_the_longest_gap_between_slots() {
+        let utc = jiff::tz::TimeZone::UTC;
+        let now = t("2026-11-23T10:17:00Z");
+        let every = |expr: &str| interval(&crate::api::validation::parse_cron(expr).unwrap(), &utc, now);
+        assert_eq!(every("*/5 * * * *"), Some(300));
+        assert_eq!(every("@hourly"), Some(3600));
+        assert_eq!(every("0 2 * * 1-5"), Some(3 * 86400), "Friday to Monday");
+        assert_eq!(every("0 1,13 * * *"), Some(12 * 3600));
+        assert_eq!(every("30 3 * * 0"), Some(7 * 86400));
     }
 
     #[test]
