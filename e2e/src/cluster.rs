@@ -359,28 +359,59 @@ async fn wait_socket(sock: &Path, within: Duration, logs: &Path) -> Result<()> {
 
 async fn wait_nodes_ready(client: &Client, want: usize, logs: &Path) -> Result<()> {
     let nodes: Api<KubeNode> = Api::all(client.clone());
-    let within = Duration::from_secs(120);
+    // Usually 20-40 s; a machine busy compiling has needed more than 120 s.
+    let within = Duration::from_secs(300);
     let deadline = Instant::now() + within;
+    let is_ready = |n: &KubeNode| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
     loop {
-        let ready = nodes
-            .list(&ListParams::default())
-            .await
-            .map(|l| {
-                l.items
-                    .iter()
-                    .filter(|n| {
-                        n.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
+        let listed = nodes.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+        let ready = listed.iter().filter(|n| is_ready(n)).count();
         if ready == want {
             return Ok(());
         }
         if Instant::now() > deadline {
+            // Say which node and why, and the end of its kubelet's log: `up` tears the
+            // testbed (and its log directory) down after this.
+            for n in listed.iter().filter(|n| !is_ready(n)) {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                let cond = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| {
+                        format!(
+                            "{} {}: {}",
+                            c.status,
+                            c.reason.clone().unwrap_or_default(),
+                            c.message.clone().unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_else(|| "no Ready condition".into());
+                eprintln!("testbed: node {name} not Ready: {cond}");
+            }
+            let registered: Vec<String> = listed.iter().filter_map(|n| n.metadata.name.clone()).collect();
+            eprintln!("testbed: registered nodes: {registered:?}");
+            for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let file = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+                let node = file.trim_start_matches("kubelet-").trim_end_matches(".log");
+                let not_ready = listed.iter().any(|n| n.metadata.name.as_deref() == Some(node) && !is_ready(n));
+                let missing = !registered.iter().any(|r| r == node);
+                if file.starts_with("kubelet-") && (not_ready || missing) {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    eprintln!("testbed: last lines of {file}:");
+                    for l in tail.into_iter().rev() {
+                        eprintln!("  {l}");
+                    }
+                }
+            }
             return Err(procs::timeout(&format!("{want} nodes Ready ({ready} are)"), within, logs));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
