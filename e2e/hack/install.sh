@@ -72,7 +72,9 @@ fi
 
 # s3s-fs, the S3-compatible server (also used by the integration tests).
 bash "$here/../../hack/deps.sh" >&2
-ln -sfn "$(command -v s3s-fs)" "$BIN/s3s-fs"
+# The real binary, never this link itself (a PATH that starts with $BIN finds the link).
+s3s=$(PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$BIN" | paste -sd:) command -v s3s-fs)
+ln -sfn "$(readlink -f "$s3s")" "$BIN/s3s-fs"
 
 "$BIN/helm" version --short >/dev/null
 "$BIN/etcd-3.5.1/etcd" --version >/dev/null
