@@ -48,3 +48,6 @@ cargo test --locked -p etcd-pilot-e2e --test wiring -- --test-threads=2 --nocapt
 # A lost node, last and alone: a worker stopped for good would disturb other tests'
 # clusters; the test starts it again at its end.
 cargo test --locked -p etcd-pilot-e2e --test lost_node -- --nocapture
+# The testbed's own kube-apiserver on a Stacked cluster for its Events, last and alone:
+# it restarts the API every test uses (and puts it back as it was).
+cargo test --locked -p etcd-pilot-e2e --test control_plane -- --nocapture

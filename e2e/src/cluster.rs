@@ -171,28 +171,7 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
 
     let pki_dir = state.pki();
     let pki = |n: &str| pki_dir.join(n).display().to_string();
-    let mut apiserver = Command::new(state.tools.join("kube-apiserver"));
-    apiserver
-        .arg(format!("--etcd-servers={etcd_url}"))
-        .arg(format!("--bind-address={HOST_IP}"))
-        .arg(format!("--advertise-address={HOST_IP}"))
-        .arg(format!("--secure-port={}", state.apiserver_port))
-        .arg("--insecure-port=0")
-        .arg(format!("--tls-cert-file={}", pki("apiserver.crt")))
-        .arg(format!("--tls-private-key-file={}", pki("apiserver.key")))
-        .arg(format!("--client-ca-file={}", pki("ca.crt")))
-        .arg(format!("--kubelet-client-certificate={}", pki("apiserver-kubelet-client.crt")))
-        .arg(format!("--kubelet-client-key={}", pki("apiserver-kubelet-client.key")))
-        .arg("--kubelet-preferred-address-types=InternalIP")
-        .arg(format!("--service-account-key-file={}", pki("sa.pub")))
-        .arg(format!("--service-account-signing-key-file={}", pki("sa.key")))
-        .arg(format!("--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}"))
-        .arg("--authorization-mode=Node,RBAC")
-        .arg("--enable-admission-plugins=NodeRestriction")
-        .arg("--allow-privileged=true")
-        .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-        .arg("--endpoint-reconciler-type=lease")
-        .arg("--v=1");
+    let mut apiserver = apiserver_command(state, &[]);
     spawn(state, "kube-apiserver", &mut apiserver)?;
     let admin = certs::kubeconfig_path(state, "admin");
     let client = wait_for_apiserver(&admin, &logs).await?;
@@ -310,6 +289,53 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
 
     wait_nodes_ready(&client, node_list.len(), &logs).await?;
     configure_cluster(&client, state).await?;
+    Ok(())
+}
+
+/// The testbed's kube-apiserver command line, with `extra` flags after `up`'s own.
+fn apiserver_command(state: &State, extra: &[String]) -> Command {
+    let pki_dir = state.pki();
+    let pki = |n: &str| pki_dir.join(n).display().to_string();
+    let etcd_url = format!("http://127.0.0.1:{}", state.etcd_client_port);
+    let mut apiserver = Command::new(state.tools.join("kube-apiserver"));
+    apiserver
+        .arg(format!("--etcd-servers={etcd_url}"))
+        .arg(format!("--bind-address={HOST_IP}"))
+        .arg(format!("--advertise-address={HOST_IP}"))
+        .arg(format!("--secure-port={}", state.apiserver_port))
+        .arg("--insecure-port=0")
+        .arg(format!("--tls-cert-file={}", pki("apiserver.crt")))
+        .arg(format!("--tls-private-key-file={}", pki("apiserver.key")))
+        .arg(format!("--client-ca-file={}", pki("ca.crt")))
+        .arg(format!("--kubelet-client-certificate={}", pki("apiserver-kubelet-client.crt")))
+        .arg(format!("--kubelet-client-key={}", pki("apiserver-kubelet-client.key")))
+        .arg("--kubelet-preferred-address-types=InternalIP")
+        .arg(format!("--service-account-key-file={}", pki("sa.pub")))
+        .arg(format!("--service-account-signing-key-file={}", pki("sa.key")))
+        .arg(format!("--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}"))
+        .arg("--authorization-mode=Node,RBAC")
+        .arg("--enable-admission-plugins=NodeRestriction")
+        .arg("--allow-privileged=true")
+        .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+        .arg("--endpoint-reconciler-type=lease")
+        .arg("--v=1");
+    apiserver.args(extra);
+    apiserver
+}
+
+/// Restarts the testbed's kube-apiserver with `up`'s flags and `extra` ones (a later
+/// flag wins), as a control plane is rolled onto new etcd flags; waits until it serves.
+/// The new process is recorded so that `down` stops it.
+pub async fn restart_apiserver(dir: &Path, extra: &[String]) -> Result<()> {
+    let mut state = State::load(dir)?;
+    let logs = state.logs();
+    let old: Vec<u32> = state.processes.iter().filter(|p| p.name == "kube-apiserver").map(|p| p.pid).collect();
+    procs::stop_all(&old, Duration::from_secs(60));
+    state.processes.retain(|p| p.name != "kube-apiserver");
+    let pid = procs::spawn(&mut apiserver_command(&state, extra), &logs.join("kube-apiserver.log"))?;
+    state.processes.push(Proc { name: "kube-apiserver".into(), pid });
+    state.save()?;
+    wait_for_apiserver(&certs::kubeconfig_path(&state, "admin"), &logs).await?;
     Ok(())
 }
 

@@ -304,6 +304,27 @@ pub async fn member_etcd(kit: &Kit, ns: &str, cluster: &str, member: &str) -> Cl
     Client::connect([format!("https://{ip}:2379")], Some(opts)).await.expect("connect to the member")
 }
 
+/// A client of one Stacked member at its node's address (`https://<node IP>:2379`, where
+/// the node's kube-apiserver reaches it), the server certificate checked for that
+/// address.
+pub async fn node_address_etcd(kit: &Kit, ns: &str, cluster: &str, node_ip: &str) -> Result<Client, String> {
+    let secret = Api::<Secret>::namespaced(kit.client.clone(), ns)
+        .get(&format!("{cluster}-client-tls"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let data = secret.data.ok_or("client Secret without data")?;
+    let pem = |k: &str| data.get(k).map(|b| b.0.clone()).ok_or(format!("client Secret without {k}"));
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(pem("ca.crt")?))
+        .identity(Identity::from_pem(pem("tls.crt")?, pem("tls.key")?))
+        .domain_name(node_ip.to_string());
+    let opts = ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(10));
+    Client::connect([format!("https://{node_ip}:2379")], Some(opts)).await.map_err(|e| e.to_string())
+}
+
 /// One attempt at a client of the cluster with its client Secret as it is now (after a
 /// CA rotation, the certificates of the moment), `None` when it does not answer.
 pub async fn connect_once(kube: &kube::Client, ns: &str, name: &str) -> Option<Client> {
@@ -708,4 +729,21 @@ pub fn etcdctl_tls_args(dir: &std::path::Path, secret: &Secret) -> Vec<String> {
         args.push(format!("{flag}={}", path.display()));
     }
     args
+}
+
+/// Polls `check` every half second until it gives a value; panics naming `what` after
+/// `within`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -454,6 +454,49 @@ async fn a_stacked_cluster_runs_one_member_on_each_control_plane_node() {
     let control_planes: BTreeSet<String> =
         kit.state.nodes.iter().filter(|n| n.control_plane).map(|n| n.name.clone()).collect();
     assert_eq!(nodes, control_planes, "one member on each control-plane node");
+
+    // On the host network, serving on the node's address, as kubeadm's stacked etcd: a
+    // client there (the node's kube-apiserver) connects to the member with the server
+    // certificate checked for that address, and writes through it.
+    let pods = member_pods(&kit, &ns, "cp").await;
+    let mut node_ips = Vec::new();
+    for p in &pods {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.host_network, Some(true), "{} on the host network", p.name_any());
+        let status = p.status.as_ref().unwrap();
+        let host_ip = status.host_ip.clone().expect("node address");
+        assert_eq!(
+            status.pod_ip.as_deref(),
+            Some(host_ip.as_str()),
+            "{}: the pod's address is its node's",
+            p.name_any()
+        );
+        let want = kit.state.nodes.iter().find(|n| Some(&n.name) == spec.node_name.as_ref()).unwrap();
+        assert_eq!(host_ip, want.ip, "{} on {}'s address", p.name_any(), want.name);
+        node_ips.push((p.name_any(), host_ip));
+    }
+    node_ips.sort();
+    for (member, ip) in &node_ips {
+        let mut c = wait_for(&format!("{member} at https://{ip}:2379"), Duration::from_secs(60), || async {
+            node_address_etcd(&kit, &ns, "cp", ip).await.ok()
+        })
+        .await;
+        c.put(format!("via/{member}"), ip.as_str(), None).await.unwrap_or_else(|e| panic!("put via {ip}: {e}"));
+    }
+    let mut any = etcd(&kit, &ns, "cp").await;
+    let written = any.get("via/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(written.kvs().len(), 3, "one write through each member's node address");
+
+    // The wiring for a node's kube-apiserver: the members' node addresses, in member order.
+    patch_spec(&kit, &ns, "cp", json!({"apiServer": {}})).await;
+    let want: Vec<String> = node_ips.iter().map(|(_, ip)| format!("https://{ip}:2379")).collect();
+    let want = want.join(",");
+    wait_for(&format!("etcd-servers {want}"), Duration::from_secs(90), || async {
+        let s = Api::<Secret>::namespaced(kit.client.clone(), &ns).get_opt("cp-apiserver-etcd").await.ok()??;
+        let got = String::from_utf8(s.data?.get("etcd-servers")?.0.clone()).ok()?;
+        (got == want).then_some(())
+    })
+    .await;
     kit.delete_namespace(&ns).await;
 }
 

@@ -288,11 +288,11 @@ async fn the_chart_lints_strictly_and_installs_scoped_to_namespaces() {
         cr.rules.iter().flatten().flat_map(|r| r.resources.clone().unwrap_or_default()).collect();
     assert_eq!(
         resources,
-        ["customresourcedefinitions", "customresourcedefinitions", "storageclasses"],
-        "cluster-wide: CRDs and StorageClasses only"
+        ["customresourcedefinitions", "customresourcedefinitions", "storageclasses", "nodes"],
+        "cluster-wide: CRDs, StorageClasses and nodes only"
     );
     let verbs: Vec<String> = cr.rules.iter().flatten().flat_map(|r| r.verbs.clone()).collect();
-    assert_eq!(verbs, ["get", "patch", "get"], "cluster-wide: read only, but for its own CRDs (crds.apply)");
+    assert_eq!(verbs, ["get", "patch", "get", "list"], "cluster-wide: read only, but for its own CRDs (crds.apply)");
     let own =
         ["etcdclusters", "etcdbackups", "etcdbackupschedules", "etcdrestores"].map(|p| format!("{p}.etcdpilot.io"));
     let patchable: Vec<String> = cr

@@ -18,7 +18,7 @@ use super::plan::Step;
 use super::tls;
 use super::{CONTROLLER, Context, FIELD_MANAGER, Key};
 use crate::api::EtcdCluster;
-use crate::api::cluster::{StorageMedium, TlsMode};
+use crate::api::cluster::{StorageMedium, TlsMode, Topology};
 use crate::etcd::{AdminConfig, AlarmKind, EtcdAdmin, EtcdError};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::kube_ops::{annotate_if_unchanged, apply, create_if_absent, delete_if_present, is_conflict};
@@ -36,6 +36,26 @@ pub struct Fixed {
     pub trust: Option<(String, bool)>,
     /// When each certificate expires (Unix seconds), operator-issued TLS only.
     pub expiries: Vec<(&'static str, i64)>,
+}
+
+/// The addresses (`InternalIP`) of the control-plane nodes, where Stacked members serve
+/// and their certificates must be valid.
+async fn control_plane_addresses(ctx: &Context) -> Result<Vec<String>, Error> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(ctx.rt.client.clone());
+    let lp = kube::api::ListParams::default().labels(build::CONTROL_PLANE_LABEL);
+    let list = nodes.list(&lp).await.map_err(error::observe("list control-plane nodes"))?;
+    Ok(internal_addresses(&list.items))
+}
+
+/// Every `InternalIP` of these nodes.
+pub fn internal_addresses(nodes: &[k8s_openapi::api::core::v1::Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .flat_map(|n| n.status.iter().flat_map(|s| s.addresses.iter().flatten()))
+        .filter(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+        .collect()
 }
 
 /// Certificates, Services and the PodDisruptionBudget: objects whose content follows
@@ -66,7 +86,11 @@ pub async fn ensure_fixed_objects(
             fixed.certificates = rotate_ca(ec, ctx, &secrets, &mut existing, &auth, pods).await?;
         }
         let now = time::OffsetDateTime::now_utc();
-        let writes = tls::operator_secrets(ec, &existing, now, &ctx.settings.cluster_domain, members_exist)?;
+        let nodes = match ec.spec.topology {
+            Topology::Stacked => control_plane_addresses(ctx).await?,
+            Topology::External => Vec::new(),
+        };
+        let writes = tls::operator_secrets(ec, &existing, now, &ctx.settings.cluster_domain, members_exist, &nodes)?;
         if writes.is_empty() {
             fixed.client_secret = tls::secret_names(ec).and_then(|n| existing.get(&n.client).cloned());
         }
@@ -793,5 +817,32 @@ pub async fn maintain(
             }
         }
         _ => Ok((false, Outcome::None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus};
+
+    fn node(addresses: &[(&str, &str)]) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addresses
+                        .iter()
+                        .map(|(t, a)| NodeAddress { type_: t.to_string(), address: a.to_string() })
+                        .collect(),
+                ),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn control_plane_addresses_are_the_internal_ips() {
+        let nodes =
+            [node(&[("Hostname", "cp-0"), ("InternalIP", "10.0.0.1")]), node(&[("InternalIP", "fd00::2")]), node(&[])];
+        assert_eq!(super::internal_addresses(&nodes), ["10.0.0.1", "fd00::2"]);
     }
 }

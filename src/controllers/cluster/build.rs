@@ -245,17 +245,33 @@ pub fn image(spec: &EtcdClusterSpec, repository: &str) -> String {
     spec.image.clone().unwrap_or_else(|| format!("{repository}:v{}", spec.version))
 }
 
+/// The environment variable a Stacked member's pod gets its node's address in (the
+/// downward API's `status.hostIP`); its listen URLs name it as `$(NODE_IP)`.
+pub const NODE_IP_ENV: &str = "NODE_IP";
+
+/// The address a member listens on: every address of its own network namespace for an
+/// External member; for a Stacked member, on the host network, its node's address only,
+/// as kubeadm's stacked etcd does (ports are the node's: members of other clusters or
+/// other nodes' addresses on one host must not collide).
+fn listen_host(spec: &EtcdClusterSpec) -> String {
+    match spec.topology {
+        Topology::External => "0.0.0.0".into(),
+        Topology::Stacked => format!("$({NODE_IP_ENV})"),
+    }
+}
+
 /// etcd's command line for a member.
 pub fn etcd_args(ec: &EtcdCluster, member: &str, join: &Join) -> Vec<String> {
     let n = Names::of(ec);
     let s = &ec.spec;
     let scheme = if n.tls { "https" } else { "http" };
+    let host = listen_host(s);
     let initial: Vec<String> = join.initial_cluster.iter().map(|(m, u)| format!("{m}={u}")).collect();
     let mut args = vec![
         format!("--name={member}"),
         format!("--data-dir={DATA_DIR}/data"),
-        format!("--listen-peer-urls={scheme}://0.0.0.0:{PEER_PORT}"),
-        format!("--listen-client-urls={scheme}://0.0.0.0:{CLIENT_PORT}"),
+        format!("--listen-peer-urls={scheme}://{host}:{PEER_PORT}"),
+        format!("--listen-client-urls={scheme}://{host}:{CLIENT_PORT}"),
         format!("--advertise-client-urls={}", n.client_url(member)),
         format!("--initial-advertise-peer-urls={}", n.peer_url(member)),
         format!("--initial-cluster={}", initial.join(",")),
@@ -263,7 +279,7 @@ pub fn etcd_args(ec: &EtcdCluster, member: &str, join: &Join) -> Vec<String> {
         // Unique per cluster object: a member of an old cluster of the same name can
         // never join this one.
         format!("--initial-cluster-token={}", ec.uid().unwrap_or_else(|| n.cluster.clone())),
-        format!("--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}"),
+        format!("--listen-metrics-urls=http://{host}:{METRICS_PORT}"),
         format!("--quota-backend-bytes={}", s.etcd.quota_backend_bytes),
         format!("--snapshot-count={}", s.etcd.snapshot_count),
         format!("--auto-compaction-mode={}", format!("{:?}", s.etcd.auto_compaction_mode).to_lowercase()),
@@ -462,6 +478,7 @@ fn pod_of(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod 
         liveness_probe: Some(health_probe(10, 8)),
         // Without requests a member is BestEffort: the first pod evicted under pressure.
         resources: Some(s.resources.clone().unwrap_or_else(default_resources)),
+        env: (s.topology == Topology::Stacked).then(|| vec![node_ip_env()]),
         volume_mounts: Some(mounts),
         security_context: Some(container_security()),
         ..Container::default()
@@ -485,9 +502,14 @@ fn pod_of(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod 
         anti = AntiAffinity::Required;
     }
 
+    let stacked = s.topology == Topology::Stacked;
     Pod {
         metadata,
         spec: Some(PodSpec {
+            // Stacked members serve on their node's address, where the node's own
+            // kube-apiserver reaches them; they still resolve peers by cluster DNS.
+            host_network: stacked.then_some(true),
+            dns_policy: stacked.then(|| "ClusterFirstWithHostNet".to_string()),
             hostname: Some(member.into()),
             subdomain: Some(n.peer_service()),
             containers: vec![container],
@@ -530,6 +552,19 @@ fn default_resources() -> k8s_openapi::api::core::v1::ResourceRequirements {
             ("memory".to_string(), Quantity("128Mi".into())),
         ])),
         ..Default::default()
+    }
+}
+
+/// `NODE_IP` from the downward API: the address of the node the pod runs on.
+fn node_ip_env() -> k8s_openapi::api::core::v1::EnvVar {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
+    EnvVar {
+        name: NODE_IP_ENV.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: "status.hostIP".into(), api_version: None }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
     }
 }
 
@@ -669,6 +704,41 @@ mod tests {
         assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some(CONTROL_PLANE_LABEL));
         let paa = spec.affinity.unwrap().pod_anti_affinity.unwrap();
         assert_eq!(paa.required_during_scheduling_ignored_during_execution.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stacked_members_serve_on_their_nodes_address_and_external_ones_in_their_pod() {
+        let stacked = member_pod(&cluster("{version: 3.4.23, topology: Stacked}"), "main-0", &join3(), "r", "op");
+        let spec = stacked.spec.unwrap();
+        assert_eq!(spec.host_network, Some(true));
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"), "peers still resolve by cluster DNS");
+        let c = &spec.containers[0];
+        let env = c.env.as_ref().unwrap();
+        assert_eq!(env[0].name, NODE_IP_ENV);
+        let field = env[0].value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+        assert_eq!(field.field_path, "status.hostIP");
+        let args = c.args.as_ref().unwrap();
+        for want in [
+            "--listen-client-urls=https://$(NODE_IP):2379",
+            "--listen-peer-urls=https://$(NODE_IP):2380",
+            "--listen-metrics-urls=http://$(NODE_IP):2381",
+            "--advertise-client-urls=https://main-0.main-peers.prod.svc:2379",
+        ] {
+            assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+        }
+        assert!(!args.iter().any(|a| a.contains("0.0.0.0")), "never every address of the host: {args:?}");
+
+        let external = member_pod(&cluster("{version: 3.4.23}"), "main-0", &join3(), "r", "op");
+        let spec = external.spec.unwrap();
+        assert_eq!((spec.host_network, spec.dns_policy.as_deref()), (None, None));
+        let c = &spec.containers[0];
+        assert!(c.env.is_none());
+        assert!(c.args.as_ref().unwrap().contains(&"--listen-client-urls=https://0.0.0.0:2379".to_string()));
+        // The two shapes hash apart: an existing Stacked cluster rolls once onto the host network.
+        assert_ne!(
+            spec_hash(&cluster("{version: 3.4.23, topology: Stacked}"), "r"),
+            spec_hash(&cluster("{version: 3.4.23}"), "r")
+        );
     }
 
     #[test]

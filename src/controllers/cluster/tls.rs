@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use super::build::{Names, labels};
 use super::ca_rotation::Authority;
 use crate::api::EtcdCluster;
-use crate::api::cluster::TlsMode;
+use crate::api::cluster::{TlsMode, Topology};
 use crate::etcd::TlsMaterial;
 use crate::pki::{self, CertPair, PkiError, Usage};
 
@@ -72,7 +72,9 @@ pub fn ca_secret_of(ec: &EtcdCluster) -> String {
     }
 }
 
-/// Host names the server certificate is valid for.
+/// Host names the server certificate is valid for. A Stacked cluster's certificates are
+/// also valid for the addresses of every control-plane node (`node_addresses`), where
+/// the node's kube-apiserver reaches its member (see [`with_node_addresses`]).
 pub fn server_sans(n: &Names, domain: &str) -> Vec<String> {
     let peers = format!("{}.{}.svc", n.peer_service(), n.namespace);
     let client = n.client_service();
@@ -93,6 +95,44 @@ pub fn server_sans(n: &Names, domain: &str) -> Vec<String> {
 pub fn peer_sans(n: &Names, domain: &str) -> Vec<String> {
     let peers = format!("{}.{}.svc", n.peer_service(), n.namespace);
     vec![format!("*.{peers}"), format!("*.{peers}.{domain}")]
+}
+
+/// `sans` and, for a Stacked cluster, the control-plane nodes' addresses (sorted, once
+/// each); External clusters' certificates never name a node.
+pub fn with_node_addresses(ec: &EtcdCluster, mut sans: Vec<String>, node_addresses: &[String]) -> Vec<String> {
+    if ec.spec.topology == Topology::Stacked {
+        let nodes: std::collections::BTreeSet<&String> = node_addresses.iter().collect();
+        sans.extend(nodes.into_iter().filter(|a| !a.is_empty()).cloned());
+    }
+    sans
+}
+
+/// The subject alternative names of a PEM certificate (DNS names and IP addresses as
+/// text), or `None` when it cannot be read.
+pub fn cert_sans(cert_pem: &str) -> Option<std::collections::BTreeSet<String>> {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => {
+                    out.insert(d.to_string());
+                }
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                        _ => None,
+                    };
+                    out.extend(ip);
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(out)
 }
 
 fn get(secret: &Secret, key: &str) -> Option<String> {
@@ -158,13 +198,16 @@ pub enum Leaf {
 }
 
 /// See [`Leaf`]: a leaf is reissued when missing, incomplete, not signed by `signer`,
-/// unreadable or within `renew_before` of expiry; re-trusted when only `ca.crt` differs.
+/// unreadable, within `renew_before` of expiry, or valid for other names than `sans`
+/// (a control-plane node added to a Stacked cluster's); re-trusted when only `ca.crt`
+/// differs.
 pub fn leaf_state(
     secret: Option<&Secret>,
     signer_pem: &str,
     trust_pem: &str,
     now: OffsetDateTime,
     renew_before: Duration,
+    sans: &[String],
 ) -> Leaf {
     let Some(s) = secret else { return Leaf::Issue("missing") };
     let (Some(cert), Some(_), Some(ca)) = (get(s, "tls.crt"), get(s, "tls.key"), get(s, "ca.crt")) else {
@@ -176,6 +219,7 @@ pub fn leaf_state(
     match not_after(&cert) {
         None => Leaf::Issue("unreadable"),
         Some(end) if end - now < renew_before => Leaf::Issue("expiring"),
+        Some(_) if cert_sans(&cert) != Some(sans.iter().cloned().collect()) => Leaf::Issue("names changed"),
         Some(_) if ca != trust_pem => Leaf::Retrust,
         Some(_) => Leaf::Good,
     }
@@ -245,13 +289,16 @@ pub fn ca_lost(ec: &EtcdCluster, existing: &BTreeMap<String, Secret>, members_ex
 /// In mode `Operator`: the Secrets to (re)write given the ones that exist, by name. A
 /// missing CA is generated only for a cluster with no members yet (see [`ca_lost`]);
 /// a leaf is reissued when it is missing, incomplete, signed by another CA, or within
-/// `renewBeforeDays` of expiry.
+/// `renewBeforeDays` of expiry, or when the names it is valid for changed
+/// (`node_addresses`: the control-plane nodes' addresses, which a Stacked cluster's
+/// server and peer certificates name).
 pub fn operator_secrets(
     ec: &EtcdCluster,
     existing: &BTreeMap<String, Secret>,
     now: OffsetDateTime,
     domain: &str,
     members_exist: bool,
+    node_addresses: &[String],
 ) -> Result<Vec<SecretWrite>, PkiError> {
     if ca_lost(ec, existing, members_exist).is_some() {
         return Ok(Vec::new());
@@ -280,13 +327,13 @@ pub fn operator_secrets(
     let renew_before = DAY * ec.spec.tls.renew_before_days.max(1) as u32;
     let trust = ca.trust_pem();
     let leaves = [
-        (&names.peer, PEER_CN, peer_sans(&n, domain), Usage::Peer),
-        (&names.server, "etcd-server", server_sans(&n, domain), Usage::Server),
+        (&names.peer, PEER_CN, with_node_addresses(ec, peer_sans(&n, domain), node_addresses), Usage::Peer),
+        (&names.server, "etcd-server", with_node_addresses(ec, server_sans(&n, domain), node_addresses), Usage::Server),
         (&names.client, "etcd-pilot", Vec::new(), Usage::Client),
     ];
     for (name, cn, sans, usage) in leaves {
         let current = existing.get(name);
-        match leaf_state(current, &ca.signer.cert_pem, &trust, now, renew_before) {
+        match leaf_state(current, &ca.signer.cert_pem, &trust, now, renew_before, &sans) {
             Leaf::Good => {}
             Leaf::Issue(why) => {
                 let pair = pki::issue(&ca.signer, cn, &sans, usage, validity)?;
@@ -381,19 +428,19 @@ mod tests {
     fn first_pass_writes_ca_and_three_leaves_then_nothing() {
         let ec = cluster("{}");
         let now = OffsetDateTime::now_utc();
-        let first = operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap();
+        let first = operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false, &[]).unwrap();
         let names: Vec<String> = first.iter().map(|w| w.secret.name_any()).collect();
         assert_eq!(names, ["main-ca", "main-peer-tls", "main-server-tls", "main-client-tls"]);
         for w in &first {
             assert_eq!(w.secret.owner_references().len(), 1, "owned by the cluster");
         }
         let existing = by_name(first);
-        assert!(operator_secrets(&ec, &existing, now, "cluster.local", false).unwrap().is_empty());
+        assert!(operator_secrets(&ec, &existing, now, "cluster.local", false, &[]).unwrap().is_empty());
         let client = client_material(&existing["main-client-tls"]).unwrap();
         assert!(String::from_utf8(client.cert_pem).unwrap().contains("BEGIN CERTIFICATE"));
         // Other modes write nothing.
         assert!(
-            operator_secrets(&cluster("{mode: Disabled}"), &BTreeMap::new(), now, "cluster.local", false)
+            operator_secrets(&cluster("{mode: Disabled}"), &BTreeMap::new(), now, "cluster.local", false, &[])
                 .unwrap()
                 .is_empty()
         );
@@ -403,7 +450,8 @@ mod tests {
                 &BTreeMap::new(),
                 now,
                 "cluster.local",
-                false
+                false,
+                &[]
             )
             .unwrap()
             .is_empty()
@@ -414,16 +462,16 @@ mod tests {
     fn leaves_are_renewed_before_expiry_with_the_same_ca() {
         let ec = cluster("{certificateValidityDays: 365, renewBeforeDays: 30}");
         let now = OffsetDateTime::now_utc();
-        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
+        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false, &[]).unwrap());
         // 340 days on: 25 days left, inside the 30-day window.
         let later = now + time::Duration::days(340);
-        let renewed = operator_secrets(&ec, &existing, later, "cluster.local", false).unwrap();
+        let renewed = operator_secrets(&ec, &existing, later, "cluster.local", false, &[]).unwrap();
         let names: Vec<String> = renewed.iter().map(|w| w.secret.name_any()).collect();
         assert_eq!(names, ["main-peer-tls", "main-server-tls", "main-client-tls"], "the CA stays");
         assert!(renewed.iter().all(|w| w.reason.contains("expiring")));
         // 300 days on: 65 days left, nothing to do.
         assert!(
-            operator_secrets(&ec, &existing, now + time::Duration::days(300), "cluster.local", false)
+            operator_secrets(&ec, &existing, now + time::Duration::days(300), "cluster.local", false, &[])
                 .unwrap()
                 .is_empty()
         );
@@ -433,7 +481,7 @@ mod tests {
     fn every_certificate_reports_its_expiry() {
         let ec = cluster("{certificateValidityDays: 90}");
         let now = OffsetDateTime::now_utc();
-        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
+        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false, &[]).unwrap());
         let got = expiries(&ec, &existing);
         let kinds: Vec<&str> = got.iter().map(|(k, _)| *k).collect();
         assert_eq!(kinds, ["ca", "server", "peer", "client"]);
@@ -447,9 +495,10 @@ mod tests {
     fn a_lost_ca_is_never_replaced_while_members_trust_it() {
         let ec = cluster("{}");
         let now = OffsetDateTime::now_utc();
-        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
+        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false, &[]).unwrap());
         existing.remove("main-ca");
-        let writes = operator_secrets(&ec, &existing, now + time::Duration::days(3000), "cluster.local", true).unwrap();
+        let writes =
+            operator_secrets(&ec, &existing, now + time::Duration::days(3000), "cluster.local", true, &[]).unwrap();
         assert!(writes.is_empty(), "no new CA, no leaf signed by one, even when renewal is due");
         let why = ca_lost(&ec, &existing, true).expect("lost");
         assert!(why.contains("main-ca") && why.contains("keep serving"), "{why}");
@@ -460,9 +509,9 @@ mod tests {
     fn a_lost_ca_before_any_member_reissues_every_leaf() {
         let ec = cluster("{}");
         let now = OffsetDateTime::now_utc();
-        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
+        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false, &[]).unwrap());
         existing.remove("main-ca");
-        let writes = operator_secrets(&ec, &existing, now, "cluster.local", false).unwrap();
+        let writes = operator_secrets(&ec, &existing, now, "cluster.local", false, &[]).unwrap();
         assert_eq!(writes.len(), 4);
         assert!(
             writes[1..].iter().all(|w| w.reason.contains("another CA")),
@@ -479,7 +528,7 @@ mod tests {
         use super::super::ca_rotation::{self, Rotation};
         let ec = cluster("{}");
         let now = OffsetDateTime::now_utc();
-        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap());
+        let mut existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false, &[]).unwrap());
         let cert = |e: &BTreeMap<String, Secret>, n: &str| get(&e[n], "tls.crt").unwrap();
         let before = cert(&existing, "main-peer-tls");
         let old = authority(&ec, &existing).unwrap();
@@ -489,7 +538,7 @@ mod tests {
             let new_ca = matches!(r, Rotation::Start { .. }).then(|| new_ca(&n, 1).unwrap());
             let next = ca_rotation::apply(&a, &r, new_ca).unwrap();
             existing.insert("main-ca".into(), next.to_secret(&existing["main-ca"]));
-            let writes = operator_secrets(&ec, existing, now, "cluster.local", true).unwrap();
+            let writes = operator_secrets(&ec, existing, now, "cluster.local", true, &[]).unwrap();
             let reasons: Vec<String> = writes.iter().map(|w| w.reason.clone()).collect();
             existing.extend(by_name(writes));
             (next, reasons)
@@ -538,18 +587,50 @@ mod tests {
         let mut ec = cluster("{}");
         ec.spec.tls.ca_from = Some(crate::api::cluster::CaFrom { cluster: "main".into() });
         let now = OffsetDateTime::now_utc();
-        assert!(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false).unwrap().is_empty(), "waits");
+        assert!(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false, &[]).unwrap().is_empty(), "waits");
         let main = cluster("{}");
         let mut main_existing = BTreeMap::new();
-        for w in operator_secrets(&main, &BTreeMap::new(), now, "cluster.local", false).unwrap() {
+        for w in operator_secrets(&main, &BTreeMap::new(), now, "cluster.local", false, &[]).unwrap() {
             main_existing.insert(w.secret.name_any(), w.secret);
         }
         let main_ca = main_existing.get(&ca_secret_name(&main.name_any())).cloned().unwrap();
         let existing = BTreeMap::from([(ca_secret_of(&ec), main_ca.clone())]);
-        let writes = by_name(operator_secrets(&ec, &existing, now, "cluster.local", false).unwrap());
+        let writes = by_name(operator_secrets(&ec, &existing, now, "cluster.local", false, &[]).unwrap());
         assert_eq!(writes.len(), 3, "three leaves, no CA: {:?}", writes.keys());
         for s in writes.values() {
             assert_eq!(get(s, "ca.crt"), get(&main_ca, "tls.crt"), "signed by the shared CA");
         }
+    }
+
+    #[test]
+    fn a_stacked_clusters_certificates_name_every_control_plane_node_and_follow_a_new_one() {
+        let mut ec = cluster("{}");
+        ec.spec.topology = Topology::Stacked;
+        let now = OffsetDateTime::now_utc();
+        let two = ["10.0.0.2".to_string(), "10.0.0.1".to_string()];
+        let existing = by_name(operator_secrets(&ec, &BTreeMap::new(), now, "cluster.local", false, &two).unwrap());
+        for leaf in ["main-server-tls", "main-peer-tls"] {
+            let sans = cert_sans(&get(&existing[leaf], "tls.crt").unwrap()).unwrap();
+            assert!(sans.contains("10.0.0.1") && sans.contains("10.0.0.2"), "{leaf}: {sans:?}");
+        }
+        let client = cert_sans(&get(&existing["main-client-tls"], "tls.crt").unwrap()).unwrap();
+        assert!(client.is_empty(), "the client certificate names no host: {client:?}");
+        // The same nodes in another order: nothing to do.
+        let same = ["10.0.0.1".to_string(), "10.0.0.2".to_string(), "10.0.0.1".to_string()];
+        assert!(operator_secrets(&ec, &existing, now, "cluster.local", true, &same).unwrap().is_empty());
+        // A third control-plane node: server and peer reissued for it, the CA and client stay.
+        let three = ["10.0.0.1".to_string(), "10.0.0.2".to_string(), "10.0.0.3".to_string()];
+        let writes = operator_secrets(&ec, &existing, now, "cluster.local", true, &three).unwrap();
+        let names: Vec<String> = writes.iter().map(|w| w.secret.name_any()).collect();
+        assert_eq!(names, ["main-peer-tls", "main-server-tls"]);
+        assert!(writes.iter().all(|w| w.reason.contains("names changed")), "{:?}", writes[0].reason);
+        let sans = cert_sans(&get(&writes[1].secret, "tls.crt").unwrap()).unwrap();
+        assert!(sans.contains("10.0.0.3") && sans.contains("*.main-peers.prod.svc"), "{sans:?}");
+        // An External cluster never names a node, whatever nodes there are.
+        let ext = cluster("{}");
+        let existing = by_name(operator_secrets(&ext, &BTreeMap::new(), now, "cluster.local", false, &[]).unwrap());
+        assert!(operator_secrets(&ext, &existing, now, "cluster.local", true, &three).unwrap().is_empty());
+        let sans = cert_sans(&get(&existing["main-server-tls"], "tls.crt").unwrap()).unwrap();
+        assert!(sans.contains("127.0.0.1") && !sans.iter().any(|s| s.starts_with("10.")), "{sans:?}");
     }
 }

@@ -6,10 +6,12 @@
 //! the certificate when due, apply the Secret) -> status (`status.apiServer` and the
 //! condition `ApiServerWiring`, under this controller's own field manager).
 //!
-//! URLs are the client Services' (`https://<cluster>-client.<ns>.svc:2379`): stable
-//! across membership changes, so kube-apiserver (which reads its flags only at start)
-//! needs no restart when members come and go; only a change of the values or of the
-//! certificate is announced (Event `ApiServerWiringChanged`, `status.apiServer.lastChanged`).
+//! URLs of External clusters are the client Services' (`https://<cluster>-client.<ns>.svc:2379`):
+//! stable across membership changes, so kube-apiserver (which reads its flags only at
+//! start) needs no restart when members come and go. Stacked clusters are reached on
+//! their members' node addresses (`https://<node IP>:2379`), as kubeadm's control planes
+//! reach their stacked etcd. Only a change of the values or of the certificate is
+//! announced (Event `ApiServerWiringChanged`, `status.apiServer.lastChanged`).
 
 pub mod plan;
 
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -147,6 +149,34 @@ fn condition(ec: &EtcdCluster, ok: bool, reason: &str, message: String) -> Condi
     }
 }
 
+/// Where kube-apiserver reaches a cluster (see [`plan::servers`]): a Stacked cluster's
+/// member pods are read for their nodes' addresses.
+async fn servers_of(ctx: &Context, ec: &EtcdCluster) -> Result<Vec<String>, Error> {
+    use crate::api::cluster::Topology;
+    let n = Names::of(ec);
+    let stacked = ec.spec.topology == Topology::Stacked;
+    let mut members = Vec::new();
+    if stacked {
+        let pods: Api<Pod> = Api::namespaced(ctx.rt.client.clone(), &n.namespace);
+        let selector = super::cluster::build::selector(&n.cluster)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(observe(format!("list the member pods of {}", n.cluster)))?;
+        for p in list.items {
+            let member = p.labels().get("etcdpilot.io/member").cloned().unwrap_or_else(|| p.name_any());
+            let ip = p.status.and_then(|s| s.host_ip).unwrap_or_default();
+            members.push((member, ip));
+        }
+    }
+    let scheme = if n.tls { "https" } else { "http" };
+    Ok(plan::servers(stacked, &n.client_service_url(), scheme, &members))
+}
+
 async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     if ec.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -182,14 +212,15 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             continue;
         }
         let other = clusters.get_opt(&o.cluster).await.map_err(observe(format!("read EtcdCluster {}", o.cluster)))?;
-        named.insert(
-            o.cluster.clone(),
-            other.map(|c| Named {
+        let other = match other {
+            Some(c) => Some(Named {
                 mode: c.spec.tls.mode,
                 ca_from: c.spec.tls.ca_from.as_ref().map(|f| f.cluster.clone()),
-                url: Names::of(&c).client_service_url(),
+                servers: servers_of(ctx, &c).await?,
             }),
-        );
+            None => None,
+        };
+        named.insert(o.cluster.clone(), other);
     }
     let ca_name = tls::ca_secret_of(ec);
     let ca = secrets
@@ -204,7 +235,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let observed = Observed {
         main: name.clone(),
         main_mode: ec.spec.tls.mode,
-        main_url: Names::of(ec).client_service_url(),
+        main_servers: servers_of(ctx, ec).await?,
         main_ca_ready: ca.is_some(),
         overrides: wiring.overrides.clone(),
         named,

@@ -14,8 +14,30 @@ pub struct Named {
     pub mode: TlsMode,
     /// `spec.tls.caFrom.cluster`.
     pub ca_from: Option<String>,
-    /// Its client Service URL.
-    pub url: String,
+    /// Where kube-apiserver reaches it (see [`servers`]); empty while a Stacked cluster
+    /// has no member on a node yet.
+    pub servers: Vec<String>,
+}
+
+/// The URLs kube-apiserver uses for a cluster: an External cluster's client Service
+/// (stable across membership changes), or a Stacked cluster's members on their nodes'
+/// addresses (`https://<node IP>:2379`, in member order, IPv6 bracketed), as a kubeadm
+/// control plane reaches its stacked etcd. `members`: (member, node address) of the
+/// member pods that have a node address.
+pub fn servers(stacked: bool, client_service_url: &str, scheme: &str, members: &[(String, String)]) -> Vec<String> {
+    if !stacked {
+        return vec![client_service_url.to_string()];
+    }
+    let mut members = members.to_vec();
+    members.sort();
+    members
+        .into_iter()
+        .filter(|(_, ip)| !ip.is_empty())
+        .map(|(_, ip)| {
+            let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+            format!("{scheme}://{host}:{}", crate::controllers::cluster::build::CLIENT_PORT)
+        })
+        .collect()
 }
 
 /// What the wiring controller saw.
@@ -23,7 +45,8 @@ pub struct Named {
 pub struct Observed {
     pub main: String,
     pub main_mode: TlsMode,
-    pub main_url: String,
+    /// Where kube-apiserver reaches the main cluster (see [`servers`]).
+    pub main_servers: Vec<String>,
     pub main_ca_ready: bool,
     pub overrides: Vec<ApiServerOverride>,
     /// The clusters the overrides name, by name (`None`: does not exist).
@@ -45,11 +68,11 @@ pub enum Plan {
     Publish { etcd_servers: String, overrides: String, reissue: Option<&'static str>, changed: bool },
 }
 
-/// `group/resource#url` entries, the core group written as an empty group.
-pub fn overrides_value(overrides: &[ApiServerOverride], url_of: impl Fn(&str) -> Option<String>) -> String {
+/// `group/resource#url;url` entries, the core group written as an empty group.
+pub fn overrides_value(overrides: &[ApiServerOverride], servers_of: impl Fn(&str) -> Option<Vec<String>>) -> String {
     overrides
         .iter()
-        .filter_map(|o| Some(format!("{}/{}#{}", o.group, o.resource, url_of(&o.cluster)?)))
+        .filter_map(|o| Some(format!("{}/{}#{}", o.group, o.resource, servers_of(&o.cluster)?.join(";"))))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -86,9 +109,22 @@ pub fn plan(o: &Observed) -> Plan {
     if !o.main_ca_ready {
         return Plan::Wait(format!("waiting for the CA of {}", o.main));
     }
-    let overrides = overrides_value(&o.overrides, |c| o.named.get(c).cloned().flatten().map(|n| n.url));
-    let changed = o.published.as_ref() != Some(&(o.main_url.clone(), overrides.clone())) || o.certificate.is_some();
-    Plan::Publish { etcd_servers: o.main_url.clone(), overrides, reissue: o.certificate, changed }
+    let mut unplaced: Vec<&str> = o
+        .named
+        .iter()
+        .filter(|(_, n)| n.as_ref().is_some_and(|n| n.servers.is_empty()))
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if o.main_servers.is_empty() {
+        unplaced.insert(0, &o.main);
+    }
+    if !unplaced.is_empty() {
+        return Plan::Wait(format!("waiting for a member of {} on a node", unplaced.join(", ")));
+    }
+    let overrides = overrides_value(&o.overrides, |c| o.named.get(c).cloned().flatten().map(|n| n.servers));
+    let etcd_servers = o.main_servers.join(",");
+    let changed = o.published.as_ref() != Some(&(etcd_servers.clone(), overrides.clone())) || o.certificate.is_some();
+    Plan::Publish { etcd_servers, overrides, reissue: o.certificate, changed }
 }
 
 #[cfg(test)]
@@ -103,7 +139,7 @@ mod tests {
         Some(Named {
             mode: TlsMode::Operator,
             ca_from: ca_from.map(str::to_string),
-            url: "https://events-client.cp.svc:2379".into(),
+            servers: vec!["https://events-client.cp.svc:2379".into()],
         })
     }
 
@@ -111,7 +147,7 @@ mod tests {
         Observed {
             main: "main".into(),
             main_mode: TlsMode::Operator,
-            main_url: "https://main-client.cp.svc:2379".into(),
+            main_servers: vec!["https://main-client.cp.svc:2379".into()],
             main_ca_ready: true,
             overrides: vec![ov("", "events", "events"), ov("events.k8s.io", "events", "events")],
             named: BTreeMap::from([("events".to_string(), named(Some("main")))]),
@@ -196,5 +232,50 @@ mod tests {
         assert!(matches!(plan(&itself), Plan::Invalid(p) if p[0].contains("names main itself")));
         let plain = with(base(), |o| o.main_mode = TlsMode::Disabled);
         assert!(matches!(plan(&plain), Plan::Invalid(p) if p[0].contains("needs spec.tls.mode Operator")));
+    }
+
+    #[test]
+    fn stacked_clusters_are_reached_on_their_members_node_addresses() {
+        let members = [
+            ("main-2".to_string(), "10.0.0.3".to_string()),
+            ("main-0".to_string(), "10.0.0.1".to_string()),
+            ("main-1".to_string(), "fd00::2".to_string()),
+            ("main-3".to_string(), String::new()),
+        ];
+        let url = "https://main-client.cp.svc:2379";
+        assert_eq!(
+            servers(true, url, "https", &members),
+            ["https://10.0.0.1:2379", "https://[fd00::2]:2379", "https://10.0.0.3:2379"],
+            "member order, IPv6 bracketed, a member not on a node yet left out"
+        );
+        assert_eq!(servers(false, url, "https", &members), [url], "External: the client Service");
+
+        let stacked = with(base(), |o| {
+            o.main_servers = vec!["https://10.0.0.1:2379".into(), "https://10.0.0.2:2379".into()];
+            o.named.insert(
+                "events".into(),
+                Some(Named {
+                    mode: TlsMode::Operator,
+                    ca_from: Some("main".into()),
+                    servers: vec!["https://10.0.0.1:12379".into(), "https://10.0.0.2:12379".into()],
+                }),
+            );
+        });
+        let Plan::Publish { etcd_servers, overrides, .. } = plan(&stacked) else { panic!() };
+        assert_eq!(etcd_servers, "https://10.0.0.1:2379,https://10.0.0.2:2379", "comma-separated");
+        assert_eq!(
+            overrides,
+            "/events#https://10.0.0.1:12379;https://10.0.0.2:12379,events.k8s.io/events#https://10.0.0.1:12379;https://10.0.0.2:12379",
+            "an override's servers joined by ';'"
+        );
+        let waiting = with(base(), |o| o.main_servers.clear());
+        assert_eq!(plan(&waiting), Plan::Wait("waiting for a member of main on a node".into()));
+        let events_waiting = with(base(), |o| {
+            o.named.insert(
+                "events".into(),
+                Some(Named { mode: TlsMode::Operator, ca_from: Some("main".into()), servers: Vec::new() }),
+            );
+        });
+        assert_eq!(plan(&events_waiting), Plan::Wait("waiting for a member of events on a node".into()));
     }
 }
