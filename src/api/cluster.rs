@@ -175,7 +175,8 @@ pub enum Topology {
     /// Dedicated member pods with their own persistent volumes, spread across nodes.
     #[default]
     External,
-    /// One member on each control-plane node, as kubeadm's stacked etcd.
+    /// One member on each control-plane node, as kubeadm's stacked etcd: on the host
+    /// network, serving on the node's address (ports 2379, 2380, 2381 of the node).
     Stacked,
 }
 
