@@ -65,12 +65,15 @@ async fn a_stacked_cluster_serves_the_testbeds_own_events() {
         format!("--etcd-certfile={}", dir.join("tls.crt").display()),
         format!("--etcd-keyfile={}", dir.join("tls.key").display()),
     ];
+    // The Events of this namespace the testbed's etcd holds before the restart (the
+    // operator's, about creating the cluster): none may be added after it.
+    let before = keys(&mut testbed_etcd(&kit).await, &format!("/registry/events/{ns}/")).await;
     etcd_pilot_e2e::cluster::restart_apiserver(&kit.state.dir, &extra).await.expect("restart kube-apiserver");
 
     // The checks run in their own task: kube-apiserver is put back whatever they find.
     let checks = tokio::spawn({
         let ns = ns.clone();
-        async move { events_land_in_the_stacked_cluster(&ns).await }
+        async move { events_land_in_the_stacked_cluster(&ns, before).await }
     });
     let outcome = checks.await;
     etcd_pilot_e2e::cluster::restart_apiserver(&kit.state.dir, &[]).await.expect("restore kube-apiserver");
@@ -81,14 +84,21 @@ async fn a_stacked_cluster_serves_the_testbeds_own_events() {
     Kit::connect().await.delete_namespace(&ns).await;
 }
 
-async fn events_land_in_the_stacked_cluster(ns: &str) {
+/// A client of the testbed's own etcd (plain HTTP on loopback).
+async fn testbed_etcd(kit: &Kit) -> Client {
+    Client::connect([format!("http://127.0.0.1:{}", kit.state.etcd_client_port)], None)
+        .await
+        .expect("the testbed's etcd")
+}
+
+async fn events_land_in_the_stacked_cluster(ns: &str, before: Vec<String>) {
     // A client of the restarted API (the kit's own connections were to the old process).
     let kit = Kit::connect().await;
     let _: Event = kit
         .create(
             ns,
             json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "hello"},
-                "involvedObject": {"kind": "Namespace", "name": ns, "apiVersion": "v1"},
+                "involvedObject": {"kind": "ConfigMap", "name": "anything", "namespace": ns, "apiVersion": "v1"},
                 "reason": "Checked", "message": "an Event of the testbed, stored in the Stacked cluster", "type": "Normal"}),
         )
         .await;
@@ -102,9 +112,7 @@ async fn events_land_in_the_stacked_cluster(ns: &str) {
     kit.wait_pod(ns, "sleeper", &["Running"], Duration::from_secs(120)).await;
 
     let mut stacked = etcd(&kit, ns, "events").await;
-    let mut testbed = Client::connect([format!("http://127.0.0.1:{}", kit.state.etcd_client_port)], None)
-        .await
-        .expect("the testbed's etcd");
+    let mut testbed = testbed_etcd(&kit).await;
     let prefix = format!("/registry/events/{ns}/");
     // The scheduler's Scheduled and the kubelet's Started Events of the new pod, and the
     // one created through the API, all in the Stacked cluster.
@@ -123,7 +131,9 @@ async fn events_land_in_the_stacked_cluster(ns: &str) {
         assert!(in_stacked.contains(&key), "{key} ({:?}) in the Stacked cluster: {in_stacked:?}", e.reason);
     }
     assert!(in_stacked.contains(&format!("{prefix}hello")), "{in_stacked:?}");
-    assert!(keys(&mut testbed, &prefix).await.is_empty(), "no Event of {ns} in the testbed's etcd");
+    let in_testbed = keys(&mut testbed, &prefix).await;
+    assert_eq!(in_testbed, before, "no Event of {ns} added to the testbed's etcd after the restart");
+    assert!(in_stacked.iter().all(|k| !in_testbed.contains(k)), "an Event in both: {in_stacked:?} {in_testbed:?}");
     // Everything else stays in the testbed's etcd.
     let pod_key = format!("/registry/pods/{ns}/sleeper");
     assert_eq!(keys(&mut testbed, &pod_key).await, [pod_key.clone()], "the pod in the testbed's etcd");
