@@ -136,6 +136,6 @@ async fn events_land_in_the_stacked_cluster(ns: &str, before: Vec<String>) {
     assert!(in_stacked.iter().all(|k| !in_testbed.contains(k)), "an Event in both: {in_stacked:?} {in_testbed:?}");
     // Everything else stays in the testbed's etcd.
     let pod_key = format!("/registry/pods/{ns}/sleeper");
-    assert_eq!(keys(&mut testbed, &pod_key).await, [pod_key.clone()], "the pod in the testbed's etcd");
+    assert_eq!(keys(&mut testbed, &pod_key).await, vec![pod_key], "the pod in the testbed's etcd");
     assert!(keys(&mut stacked, "/registry/pods/").await.is_empty(), "no pod in the Stacked cluster");
 }
