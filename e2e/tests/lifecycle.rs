@@ -253,14 +253,15 @@ async fn a_new_operator_finishes_a_scale_up_the_old_one_started() {
     let ec = wait_ready(&kit, &ns, "main", 5).await;
     let members: BTreeSet<String> = ec.status.unwrap().members.iter().map(|m| m.name.clone()).collect();
     let pods: BTreeSet<String> = member_pods(&kit, &ns, "main").await.iter().map(|p| p.name_any()).collect();
-    assert_eq!(members, pods, "one pod per member: no orphan member, no extra pod");
-    assert_eq!(members, ["main-0", "main-1", "main-2", "main-3", "main-4"].map(String::from).into());
+    // What the two replicas did, in every failure message below.
+    let ev = events(&kit, &ns, "main").await;
+    assert_eq!(members, pods, "one pod per member: no orphan member, no extra pod; {ev:#?}");
+    assert_eq!(members, ["main-0", "main-1", "main-2", "main-3", "main-4"].map(String::from).into(), "{ev:#?}");
     let list = client.member_list().await.unwrap();
     assert_eq!(list.members().len(), 5, "etcd has exactly the 5 members");
     // Exactly one membership change per step, across the two replicas: no ordinal
     // skipped (main-0..4 above), and no add or promotion announced twice (the killed
     // replica may die between a change and its Event, hence at most).
-    let ev = events(&kit, &ns, "main").await;
     assert!(ev.iter().filter(|e| e.contains("AddingLearner")).count() <= 2, "{ev:#?}");
     assert!(ev.iter().filter(|e| e.contains("PromotingLearner")).count() <= 2, "{ev:#?}");
     // The standby took over: the Lease is held by a running replica other than the one killed.

@@ -400,6 +400,15 @@ impl EtcdAdmin {
         .await
     }
 
+    /// The member list as the member at `endpoint` has applied it.
+    pub async fn member_list_at(&self, endpoint: &str) -> Result<Vec<Member>, EtcdError> {
+        self.call("member list", endpoint, self.config.request_timeout, |mut c| async move {
+            let r = c.member_list().await?;
+            Ok(r.members().iter().map(Member::from).collect())
+        })
+        .await
+    }
+
     /// Adds a learner with these peer URLs and returns it with the member list etcd
     /// answered with, from which the new member's `--initial-cluster` is built. etcd 3.4
     /// allows one learner at a time.

@@ -76,15 +76,38 @@ pub enum Taken {
     Lost(String),
 }
 
+/// Whether `current` already records `op`: the same step of the same controller, by the
+/// same replica, with more than half of its time left. A step etcd answers "not yet"
+/// (a learner still catching up, membership changes refused for 5 s after a member
+/// joined) is tried again every few seconds; writing the record again each time would
+/// change the object, whose watch event starts the next pass at once: a loop at the API
+/// server's speed instead of the planned requeue.
+pub fn already_recorded(current: Option<&Operation>, op: &Operation) -> bool {
+    let Some(c) = current else { return false };
+    let half = op.expires.duration_since(op.since) / 2;
+    c.controller == op.controller
+        && c.holder == op.holder
+        && c.kind == op.kind
+        && c.member == op.member
+        && c.expires.duration_since(op.since) > half
+}
+
 /// Records `op` on the object, which must still be at the `resourceVersion` it was read
 /// at. Read the object fresh first: the precondition fences against every write since.
+/// A record of this very step by this replica is left as it is (see
+/// [`already_recorded`]): the fresh read shows no other replica or controller took the
+/// slot since, which is what the write would have proven.
 pub async fn take<K>(api: &Api<K>, fresh: &K, op: &Operation) -> Result<Taken, kube::Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let now = op.since;
-    if let Slot::Busy(other) = decide(recorded(fresh).as_ref(), &op.controller, now) {
+    let current = recorded(fresh);
+    if let Slot::Busy(other) = decide(current.as_ref(), &op.controller, now) {
         return Ok(Taken::Lost(format!("{} {} holds the cluster's operation slot", other.controller, other.kind)));
+    }
+    if already_recorded(current.as_ref(), op) {
+        return Ok(Taken::Yes);
     }
     let record = serde_json::to_string(op).unwrap_or_default();
     Ok(match annotate_if_unchanged(api, fresh, ANNOTATION, &record).await? {
@@ -172,6 +195,43 @@ mod tests {
         ];
         for (what, current, want) in rows {
             assert_eq!(decide(current.as_ref(), "cluster", now), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_step_tried_again_is_not_written_again() {
+        let at = |s: i64| jiff::Timestamp::from_second(s).unwrap();
+        // The attempt now (t = 100), for 600 s.
+        let attempt = Operation { since: at(100), expires: at(700), holder: "a".into(), ..op("cluster", "a", 0) };
+        let recorded_at = |since: i64| Operation { since: at(since), expires: at(since + 600), ..attempt.clone() };
+        let rows: Vec<(&str, Option<Operation>, bool)> = vec![
+            ("nothing recorded: write", None, false),
+            ("this step by this replica 10 s ago: leave it", Some(recorded_at(90)), true),
+            ("this step, recorded 299 s ago (more than half left): leave it", Some(recorded_at(-199)), true),
+            ("this step, over half of its time gone: refresh", Some(recorded_at(-200)), false),
+            (
+                "another replica's record (it lost the Lease): write, fenced",
+                Some(Operation { holder: "b".into(), ..recorded_at(90) }),
+                false,
+            ),
+            (
+                "another step of the same operation: write",
+                Some(Operation { kind: "PromoteLearner".into(), ..recorded_at(90) }),
+                false,
+            ),
+            (
+                "the same step for another member: write",
+                Some(Operation { member: Some("main-5".into()), ..recorded_at(90) }),
+                false,
+            ),
+            (
+                "another controller's record: write (decide says busy first)",
+                Some(Operation { controller: "backup".into(), ..recorded_at(90) }),
+                false,
+            ),
+        ];
+        for (what, current, want) in rows {
+            assert_eq!(already_recorded(current.as_ref(), &attempt), want, "{what}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! Act: the IO of one pass. Fixed objects (certificates, Services, PDB) follow from the
 //! spec; each planned step is done here, fenced when it is disruptive.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -19,7 +19,7 @@ use super::tls;
 use super::{CONTROLLER, Context, FIELD_MANAGER, Key};
 use crate::api::EtcdCluster;
 use crate::api::cluster::{StorageMedium, TlsMode, Topology};
-use crate::etcd::{AdminConfig, AlarmKind, EtcdAdmin, EtcdError};
+use crate::etcd::{AdminConfig, AlarmKind, EndpointStatus, EtcdAdmin, EtcdError};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::kube_ops::{annotate_if_unchanged, apply, create_if_absent, delete_if_present, is_conflict};
 use crate::runtime::operation::{self, Operation, Taken};
@@ -502,10 +502,22 @@ pub async fn admin_config(
 
 /// Asks etcd for its member list and every reachable member's own status.
 /// Both at once: a member that does not answer costs one timeout, not two.
+///
+/// The planner deletes the pod and volume of a member etcd does not list, so the list
+/// it plans on is the leader's when the leader answered: a follower (etcd 3.4 serves
+/// MemberList from what a member has applied, not through raft) may not have applied a
+/// membership change yet, and under load may lag by seconds.
 pub async fn observe_etcd(admin: &EtcdAdmin) -> Option<EtcdView> {
     let (members, statuses) = futures::join!(admin.member_list(), admin.statuses());
-    let statuses = statuses.into_iter().filter_map(|(_, r)| r.ok()).map(|s| (s.member_id, s)).collect();
-    Some(EtcdView { members: members.ok()?, statuses })
+    let statuses: HashMap<u64, EndpointStatus> =
+        statuses.into_iter().filter_map(|(_, r)| r.ok()).map(|s| (s.member_id, s)).collect();
+    let from_leader = match statuses.values().find(|s| s.is_leader()) {
+        Some(leader) => admin.member_list_at(&leader.endpoint).await.ok(),
+        None => None,
+    };
+    let unconfirmed = from_leader.is_none();
+    let members = from_leader.map_or(members, Ok).ok()?;
+    Some(EtcdView { members, statuses, unconfirmed })
 }
 
 /// `--initial-cluster` of a member joining what etcd knows now (or, with no answer, the

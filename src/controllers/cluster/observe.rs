@@ -21,6 +21,9 @@ pub const REMOVED_ANNOTATION: &str = "etcdpilot.io/removed-member";
 pub struct EtcdView {
     pub members: Vec<Member>,
     pub statuses: HashMap<u64, EndpointStatus>,
+    /// The member list is not the leader's (no leader answered): a follower's, which
+    /// may not have applied the latest membership change.
+    pub unconfirmed: bool,
 }
 
 /// A pod that restarts and keeps failing, or has failed for good.
@@ -188,6 +191,7 @@ pub fn observation(
         pods,
         volumes,
         members,
+        members_unconfirmed: etcd.is_some_and(|v| v.unconfirmed),
         formed,
         bootstrap: records.bootstrap.clone(),
         highest_ordinal,
@@ -303,6 +307,7 @@ mod tests {
                 },
             ],
             statuses: HashMap::from([(1, status(1, 1, false)), (3, status(3, 1, true))]),
+            unconfirmed: false,
         };
         let unhealthy = HashMap::from([("main-2".to_string(), 42)]);
         let records = Records { cluster_id_recorded: true, bootstrap: None };
@@ -396,7 +401,7 @@ mod tests {
         assert_eq!(s.alarms(), vec!["NOSPACE".to_string()]);
         let mut other = status(2, 1, false);
         other.errors = vec!["memberID:1 alarm:NOSPACE ".into(), "memberID:2 alarm:CORRUPT ".into()];
-        let view = EtcdView { members: vec![], statuses: HashMap::from([(1, s.clone()), (2, other)]) };
+        let view = EtcdView { statuses: HashMap::from([(1, s.clone()), (2, other)]), ..EtcdView::default() };
         assert_eq!(alarms(&view), vec!["CORRUPT".to_string(), "NOSPACE".to_string()]);
         assert_eq!(alarm_members(&view), vec![(1, "NOSPACE".to_string()), (2, "CORRUPT".to_string())]);
         s.errors.push("etcdserver: no leader".into());

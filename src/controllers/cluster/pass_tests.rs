@@ -133,6 +133,12 @@ async fn a_stale_view_is_fenced_by_the_operation_slot() {
         (op.kind.as_str(), op.member.as_deref(), op.controller.as_str()),
         ("RemovingMember", Some("main-2"), CONTROLLER)
     );
+    // The same step again (etcd said "not yet"): the record stands, the object is not
+    // written, so no watch event starts a pass before the planned requeue.
+    let version = current(&store).metadata.resource_version;
+    assert_eq!(act::fence(&current(&store), &ctx, &step).await.expect("fence"), None, "still ours");
+    assert_eq!(current(&store).metadata.resource_version, version, "not written again");
+    assert_eq!(operation::recorded(&current(&store)), Some(op.clone()));
     // A write between the fresh read and the take (another replica): a conflict, no slot.
     let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), NS);
     let stale = ec.clone();

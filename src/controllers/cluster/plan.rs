@@ -11,7 +11,8 @@
 //!    is finished; a fresh cluster is bootstrapped only where no member pod or volume
 //!    exists.
 //! 3. a pod or volume etcd does not know of: a member removed before a crash; delete
-//!    the pod, and the volume per retention (marked as no member's first).
+//!    the pod, and the volume per retention (marked as no member's first). Only on the
+//!    leader's member list: a follower may not have applied a member's add yet.
 //! 4. a voter whose pod is gone: recreate the pod on its volume; with the volume gone
 //!    too, remove the member (it is replaced below), if the rest keep quorum.
 //! 5. a failed voter: etcd's view (unhealthy) and the pod's (not ready, or failed) agree
@@ -100,6 +101,9 @@ pub struct Observation {
     pub volumes: BTreeSet<String>,
     /// etcd's member list with health, or `None` when no member answered.
     pub members: Option<Vec<MemberState>>,
+    /// The list is a follower's (no leader answered): it may lack a member just added,
+    /// so it is no ground for deleting a pod or volume.
+    pub members_unconfirmed: bool,
     /// Durable evidence that the cluster formed: a cluster id recorded on the
     /// EtcdCluster (annotation or status) or on a member volume.
     pub formed: bool,
@@ -258,15 +262,23 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
         return Step::Wait(format!("pod {} is terminating", p.name));
     }
 
-    // 3. Pods of members etcd no longer has (removed, then a crash before the delete).
+    // 3. Pods of members etcd no longer has (removed, then a crash before the delete),
+    // on the leader's word only: a follower may not have applied a member's add yet.
+    let unlisted = |name: &str| {
+        if obs.members_unconfirmed {
+            Step::Wait(format!("{name} is not in a follower's member list; waiting for the leader's"))
+        } else {
+            Step::DeletePod { name: name.to_string(), delete_volume: delete_volume_on_scale }
+        }
+    };
     if let Some(p) = obs.pods.iter().find(|p| !p.terminating && !is_member(&p.name)) {
-        return Step::DeletePod { name: p.name.clone(), delete_volume: delete_volume_on_scale };
+        return unlisted(&p.name);
     }
 
     // A volume of a member etcd no longer has, its pod gone (a crash between the pod's
     // and the volume's deletion): handled per retention, never recreated as a member.
     if let Some(v) = obs.volumes.iter().find(|v| pod(v).is_none() && !members.iter().any(|m| &m.name == *v)) {
-        return Step::DeletePod { name: v.clone(), delete_volume: delete_volume_on_scale };
+        return unlisted(v);
     }
 
     let voters: Vec<&MemberState> = members.iter().filter(|m| !m.learner).collect();
@@ -769,6 +781,30 @@ mod tests {
             Step::DeletePod { name: "main-2".into(), delete_volume: false },
             "with whenScaled: Retain it is marked and kept"
         );
+
+        // A follower's list (no leader answered) may lack a member just added: its pod and
+        // volume are never deleted on that word.
+        let mut lagging = healthy(3);
+        members(&mut lagging).pop();
+        lagging.members_unconfirmed = true;
+        cases.push((
+            "a pod missing from a follower's list: wait for the leader's",
+            want(3),
+            lagging,
+            Step::Wait("main-2 is not in a follower's member list; waiting for the leader's".into()),
+        ));
+        cases.push((
+            "a volume missing from a follower's list: wait for the leader's",
+            want(3),
+            Observation { members_unconfirmed: true, ..orphan_volume },
+            Step::Wait("main-2 is not in a follower's member list; waiting for the leader's".into()),
+        ));
+        cases.push((
+            "a follower's list with every member: planning goes on",
+            want(5),
+            Observation { members_unconfirmed: true, ..healthy(3) },
+            Step::AddLearner { name: "main-3".into() },
+        ));
 
         // Scale up through a learner, with crashes between the steps.
         cases.push(("scale up: add a learner", want(5), healthy(3), Step::AddLearner { name: "main-3".into() }));

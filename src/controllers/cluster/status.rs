@@ -400,6 +400,7 @@ mod tests {
                 (2, status(2, 1, "3.4.23")),
                 (3, status(3, 1, "3.5.1")),
             ]),
+            unconfirmed: false,
         }
     }
 
