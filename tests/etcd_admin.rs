@@ -581,9 +581,20 @@ async fn the_planners_member_list_is_the_leaders_not_a_lagging_followers() {
     let mut endpoints = vec![follower_url.clone()];
     endpoints.extend(cluster.endpoints().into_iter().filter(|e| *e != follower_url));
     let lagging_first = EtcdAdmin::new(endpoints, cluster.admin_config());
+    let kv = etcd_client::Client::connect([leader_url.as_str()], None).await.expect("kv client of the leader");
     for attempt in 0..10 {
         let new = cluster.prepare_member(&format!("l{attempt}"));
         cluster.members[follower].freeze(true);
+        // A backlog the stopped follower must apply before it reaches the add: its
+        // answer right after it runs again is the old membership, even on a busy machine.
+        futures::stream::iter(0..3000)
+            .for_each_concurrent(32, |i| {
+                let mut kv = kv.clone();
+                async move {
+                    kv.put(format!("backlog/{attempt}/{i}"), vec![b'x'; 512], None).await.expect("put");
+                }
+            })
+            .await;
         let (added, _) = add_learner_when_allowed(&leader_admin, &new.peer_url).await;
         cluster.members[follower].freeze(false);
         let (own, view) = futures::join!(lagging_first.member_list_at(&follower_url), observe_etcd(&lagging_first));
@@ -596,7 +607,9 @@ async fn the_planners_member_list_is_the_leaders_not_a_lagging_followers() {
             view.members
         );
         if !own.iter().any(|m| m.id == added.id) {
-            return; // the follower's own list was stale: the case this test is about, seen
+            // The follower's own list was stale: the case this test is about, seen.
+            println!("stale follower list seen at attempt {attempt}");
+            return;
         }
         // The follower caught up before it answered: try again with another learner.
         let deadline = Instant::now() + Duration::from_secs(20);
