@@ -558,15 +558,20 @@ fn served_certificate(addr: &str) -> Option<Vec<u8>> {
     capture.0.lock().unwrap().take()
 }
 
-/// [`served_certificate`], once the Service answers (kube-proxy routes a ClusterIP a
-/// moment after its pods turn ready).
-async fn served(addr: &str) -> Vec<u8> {
+/// [`served_certificate`], once a member answers: a certificate issued by `ca_pem`.
+/// kube-proxy routes a ClusterIP a moment after its pods turn ready; until then the
+/// address leads off the host, where a sandbox's egress proxy may answer TLS with a
+/// certificate of its own.
+async fn served(addr: &str, ca_pem: &[u8]) -> Vec<u8> {
+    let ca = String::from_utf8_lossy(ca_pem);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(cert) = served_certificate(addr) {
+        if let Some(cert) = served_certificate(addr)
+            && etcd_pilot::controllers::cluster::tls::der_signed_by(&cert, &ca)
+        {
             return cert;
         }
-        assert!(Instant::now() < deadline, "no TLS answer from {addr}");
+        assert!(Instant::now() < deadline, "no member answered TLS at {addr} with a certificate of the CA");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -599,7 +604,7 @@ async fn renewed_certificates_are_served_without_restarting_a_member() {
     let svc = Api::<Service>::namespaced(kit.client.clone(), &ns).get("main-client").await.unwrap();
     let addr = format!("{}:2379", svc.spec.and_then(|s| s.cluster_ip).unwrap());
     let old = secret_data(&kit, &ns, "main-server-tls").await;
-    assert_eq!(served(&addr).await, pem_der(&old["tls.crt"].0), "etcd serves the issued certificate");
+    assert_eq!(served(&addr, &old["ca.crt"].0).await, pem_der(&old["tls.crt"].0), "etcd serves the issued certificate");
 
     let writer = Writer::start(&kit, &ns, "main").await;
     // Certificates now live 400 days and are renewed 366 days before expiry: today's,
@@ -668,7 +673,7 @@ async fn a_cluster_runs_on_certificates_the_user_provides() {
     client.put("mine", "yes", None).await.expect("put with the user's client certificate");
     let svc = Api::<Service>::namespaced(kit.client.clone(), &ns).get("user-client").await.unwrap();
     let addr = format!("{}:2379", svc.spec.and_then(|s| s.cluster_ip).unwrap());
-    assert_eq!(served(&addr).await, pem_der(certs[1].1.cert_pem.as_bytes()));
+    assert_eq!(served(&addr, ca.cert_pem.as_bytes()).await, pem_der(certs[1].1.cert_pem.as_bytes()));
     let generated = Api::<Secret>::namespaced(kit.client.clone(), &ns).get_opt("user-ca").await.unwrap();
     assert!(generated.is_none(), "no operator CA in mode Secrets");
     kit.delete_namespace(&ns).await;

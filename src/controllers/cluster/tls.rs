@@ -147,9 +147,15 @@ fn ca_of(secret: Option<&Secret>) -> Option<Authority> {
 
 /// Whether `cert_pem` was signed by the CA `ca_pem`.
 pub fn signed_by(cert_pem: &str, ca_pem: &str) -> bool {
-    let parse = |pem: &str| x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok().map(|(_, p)| p);
-    let (Some(leaf), Some(ca)) = (parse(cert_pem), parse(ca_pem)) else { return false };
-    let (Ok(leaf), Ok(ca)) = (leaf.parse_x509(), ca.parse_x509()) else { return false };
+    pem_to_der(cert_pem).is_some_and(|der| der_signed_by(&der, ca_pem))
+}
+
+/// Whether the DER certificate `cert_der` was signed by the CA `ca_pem`.
+pub fn der_signed_by(cert_der: &[u8], ca_pem: &str) -> bool {
+    let Some((_, ca)) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).ok() else { return false };
+    let (Ok((_, leaf)), Ok(ca)) = (x509_parser::parse_x509_certificate(cert_der), ca.parse_x509()) else {
+        return false;
+    };
     leaf.issuer() == ca.subject() && leaf.verify_signature(Some(ca.public_key())).is_ok()
 }
 
