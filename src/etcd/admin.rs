@@ -227,6 +227,13 @@ impl ClientCache {
     }
 }
 
+/// One MemberList call, answered from what the asked member has applied (etcd 3.4 does
+/// not serve it through raft).
+async fn members_of(mut c: Client) -> Result<Vec<Member>, etcd_client::Error> {
+    let r = c.member_list().await?;
+    Ok(r.members().iter().map(Member::from).collect())
+}
+
 impl EtcdAdmin {
     /// `endpoints` are client URLs (`http://host:port` or `https://host:port`), ideally of
     /// voting members: cluster-wide calls try them in order.
@@ -391,22 +398,14 @@ impl EtcdAdmin {
         Err(EtcdError::AllEndpointsFailed { op, errors })
     }
 
-    /// Every member, learners included.
+    /// Every member, learners included, as the first member to answer has applied it.
     pub async fn member_list(&self) -> Result<Vec<Member>, EtcdError> {
-        self.any("member list", false, |mut c| async move {
-            let r = c.member_list().await?;
-            Ok(r.members().iter().map(Member::from).collect())
-        })
-        .await
+        self.any("member list", false, members_of).await
     }
 
     /// The member list as the member at `endpoint` has applied it.
     pub async fn member_list_at(&self, endpoint: &str) -> Result<Vec<Member>, EtcdError> {
-        self.call("member list", endpoint, self.config.request_timeout, |mut c| async move {
-            let r = c.member_list().await?;
-            Ok(r.members().iter().map(Member::from).collect())
-        })
-        .await
+        self.call("member list", endpoint, self.config.request_timeout, members_of).await
     }
 
     /// Adds a learner with these peer URLs and returns it with the member list etcd

@@ -504,19 +504,23 @@ pub async fn admin_config(
 /// Both at once: a member that does not answer costs one timeout, not two.
 ///
 /// The planner deletes the pod and volume of a member etcd does not list, so the list
-/// it plans on is the leader's when the leader answered: a follower (etcd 3.4 serves
-/// MemberList from what a member has applied, not through raft) may not have applied a
-/// membership change yet, and under load may lag by seconds.
+/// it plans on is the leader's when the leader answered (one more call, to the member
+/// whose status says it leads): a follower (etcd 3.4 serves MemberList from what a
+/// member has applied, not through raft) may not have applied a membership change yet,
+/// and under load may lag by seconds. The first answer is kept for when no leader
+/// answers, marked unconfirmed.
 pub async fn observe_etcd(admin: &EtcdAdmin) -> Option<EtcdView> {
-    let (members, statuses) = futures::join!(admin.member_list(), admin.statuses());
+    let (first_answer, statuses) = futures::join!(admin.member_list(), admin.statuses());
     let statuses: HashMap<u64, EndpointStatus> =
         statuses.into_iter().filter_map(|(_, r)| r.ok()).map(|s| (s.member_id, s)).collect();
     let from_leader = match statuses.values().find(|s| s.is_leader()) {
         Some(leader) => admin.member_list_at(&leader.endpoint).await.ok(),
         None => None,
     };
-    let unconfirmed = from_leader.is_none();
-    let members = from_leader.map_or(members, Ok).ok()?;
+    let (members, unconfirmed) = match from_leader {
+        Some(members) => (members, false),
+        None => (first_answer.ok()?, true),
+    };
     Some(EtcdView { members, statuses, unconfirmed })
 }
 
