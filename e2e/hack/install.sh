@@ -10,8 +10,9 @@ mkdir -p "$BIN"
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
+# docker-registry and skopeo: the install test's registry and the README's push.
 for p in containerd runc containernetworking-plugins iptables conntrack dnsmasq-base busybox-static \
-         iproute2 jq python3 npm; do
+         iproute2 jq python3 npm docker-registry skopeo; do
   [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || need+=("$p")
 done
 # npm may come from elsewhere (nodesource) on some images.

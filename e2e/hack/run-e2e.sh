@@ -31,7 +31,22 @@ if [ "$mode" = bench ]; then
   cargo bench --locked -p etcd-pilot-e2e --bench maintenance > target/bench-maintenance.md
   exit 0
 fi
-cargo test --locked -p etcd-pilot-e2e --test smoke -- --test-threads=3
+# The README's install section (a registry, the image pushed, `helm install` as written)
+# beside the smoke tests: none of them uses a cluster-wide operator, and it puts the
+# testbed's release back when it is done.
+cargo test --locked -p etcd-pilot-e2e --test install --test smoke --no-run
+mkdir -p target
+cargo test --locked -p etcd-pilot-e2e --test install -- --nocapture > target/e2e-install.log 2>&1 &
+install_pid=$!
+smoke_rc=0
+cargo test --locked -p etcd-pilot-e2e --test smoke -- --test-threads=3 || smoke_rc=$?
+install_rc=0
+wait "$install_pid" || install_rc=$?
+cat target/e2e-install.log
+if [ "$smoke_rc" != 0 ] || [ "$install_rc" != 0 ]; then
+  echo "e2e: smoke exited $smoke_rc, install exited $install_rc" >&2
+  exit 1
+fi
 # helm upgrade with older CRDs installed, alone: it changes the CRDs every test shares.
 cargo test --locked -p etcd-pilot-e2e --test upgrade -- --nocapture
 # After the smoke tests, whose own operator install is gone by then: one operator at a

@@ -133,11 +133,24 @@ impl Kit {
 impl Kit {
     /// Runs helm against the testbed; panics with its output when it fails.
     pub fn helm(&self, args: &[&str]) -> String {
-        let helm_dirs =
-            [("HELM_CACHE_HOME", "helm/cache"), ("HELM_CONFIG_HOME", "helm/config"), ("HELM_DATA_HOME", "helm/data")];
-        let envs: Vec<(&str, std::path::PathBuf)> =
-            helm_dirs.iter().map(|(k, d)| (*k, self.state.dir.join(d))).collect();
-        self.tool("helm", args, &envs)
+        self.tool("helm", args, &self.helm_envs())
+    }
+
+    /// Runs helm against the testbed: whether it succeeded.
+    pub fn helm_ok(&self, args: &[&str]) -> bool {
+        std::process::Command::new(self.state.tools.join("helm"))
+            .args(args)
+            .env("KUBECONFIG", self.state.kubeconfig())
+            .envs(self.helm_envs())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn helm_envs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        [("HELM_CACHE_HOME", "helm/cache"), ("HELM_CONFIG_HOME", "helm/config"), ("HELM_DATA_HOME", "helm/data")]
+            .iter()
+            .map(|(k, d)| (*k, self.state.dir.join(d)))
+            .collect()
     }
 
     /// Runs kubectl against the testbed; panics with its output when it fails.

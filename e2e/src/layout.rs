@@ -130,4 +130,11 @@ impl State {
     pub fn pki(&self) -> PathBuf {
         self.dir.join("pki")
     }
+
+    /// Every node's containerd registry hosts directory (`config_path`): a
+    /// `<host[:port]>/hosts.toml` here sets how images of that registry are pulled (the
+    /// install test points a registry and a quay.io mirror at its own registry server).
+    pub fn registry_hosts(&self) -> PathBuf {
+        self.dir.join("registry-hosts")
+    }
 }

@@ -51,6 +51,7 @@ pub fn start_containerd(state: &State, node: &Node, runc: &Path) -> Result<u32> 
     let c = d.join("containerd");
     let cni_conf = d.join("cni/net.d");
     std::fs::create_dir_all(&cni_conf).map_err(io(&cni_conf))?;
+    std::fs::create_dir_all(state.registry_hosts()).map_err(io(&state.registry_hosts()))?;
     let config = format!(
         r#"version = 2
 root = "{root}"
@@ -79,6 +80,8 @@ state = "{st}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{hosts}"
 "#,
         root = c.join("root").display(),
         st = c.join("state").display(),
@@ -88,6 +91,7 @@ state = "{st}"
         snap = SNAPSHOTTER,
         runc = runc.display(),
         cni = cni_conf.display(),
+        hosts = state.registry_hosts().display(),
     );
     write(&c.join("config.toml"), &config)?;
     let cni = serde_json::json!({
