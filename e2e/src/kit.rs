@@ -138,12 +138,7 @@ impl Kit {
 
     /// Runs helm against the testbed: whether it succeeded.
     pub fn helm_ok(&self, args: &[&str]) -> bool {
-        std::process::Command::new(self.state.tools.join("helm"))
-            .args(args)
-            .env("KUBECONFIG", self.state.kubeconfig())
-            .envs(self.helm_envs())
-            .output()
-            .is_ok_and(|o| o.status.success())
+        self.tool_output("helm", args, &self.helm_envs()).is_ok_and(|o| o.status.success())
     }
 
     fn helm_envs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
@@ -160,21 +155,12 @@ impl Kit {
 
     /// Runs kubectl against the testbed: its output, or None when it fails.
     pub fn kubectl_ok(&self, args: &[&str]) -> Option<String> {
-        let out = std::process::Command::new(self.state.tools.join("kubectl"))
-            .args(args)
-            .env("KUBECONFIG", self.state.kubeconfig())
-            .output()
-            .ok()?;
+        let out = self.tool_output("kubectl", args, &[]).ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn tool(&self, tool: &str, args: &[&str], envs: &[(&str, std::path::PathBuf)]) -> String {
-        let out = std::process::Command::new(self.state.tools.join(tool))
-            .args(args)
-            .env("KUBECONFIG", self.state.kubeconfig())
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_os_str())))
-            .output()
-            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+        let out = self.tool_output(tool, args, envs).unwrap_or_else(|e| panic!("run {tool}: {e}"));
         assert!(
             out.status.success(),
             "{tool} {args:?}: {}{}",
@@ -182,6 +168,19 @@ impl Kit {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn tool_output(
+        &self,
+        tool: &str,
+        args: &[&str],
+        envs: &[(&str, std::path::PathBuf)],
+    ) -> std::io::Result<std::process::Output> {
+        std::process::Command::new(self.state.tools.join(tool))
+            .args(args)
+            .env("KUBECONFIG", self.state.kubeconfig())
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_os_str())))
+            .output()
     }
 
     /// Installs etcd-pilot from the chart of this tree, once per process, the way users

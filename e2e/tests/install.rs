@@ -17,8 +17,9 @@
 //! e2e's) is uninstalled first, so that the README's `helm install` finds a cluster
 //! without etcd-pilot, and is put back at the end.
 //!
-//! `make image` here rewrites `target/image/etcd-pilot.tar` with the README's tag (`make
-//! e2e` builds it again before it loads it).
+//! `make image` here rewrites `target/image/etcd-pilot.tar` with the README's tag, after
+//! `make e2e` has loaded its own build of it into the nodes (the next `make e2e` writes
+//! it again before it loads it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -133,7 +134,6 @@ impl Registry {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Whether a node's containerd fetched blobs of `repository` from this registry.
     /// A node's containerd resolved a tag of the repository here. It may fetch nothing
     /// more: the nodes already hold the manifests and layers of the same digests (the
     /// testbed's own images are built from the same binary and tarballs).
