@@ -527,6 +527,7 @@ pub struct DefragPolicy {
     pub min_db_size_bytes: i64,
     /// Also defragment on this cron schedule (5 fields, UTC), whatever the fragmentation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::api::validation::CRON_PATTERN))]
     pub schedule: Option<String>,
 }
 
@@ -561,6 +562,7 @@ fn default_defrag_min_db() -> i64 {
 pub struct CompactionPolicy {
     /// Cron schedule (5 fields, UTC) of compactions. Unset: etcd-pilot does not compact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::api::validation::CRON_PATTERN))]
     pub schedule: Option<String>,
     /// Revisions kept behind the current one at each compaction.
     #[serde(default)]

@@ -35,6 +35,13 @@ pub fn parse_version(v: &str) -> Result<semver::Version, String> {
         .map_err(|e| format!("{v:?} is not a MAJOR.MINOR.PATCH version: {e}"))
 }
 
+/// What the schema lets through as a cron expression, at admission: five fields of cron
+/// characters, or a nickname. The API server refuses anything else (`every hour`) with
+/// this pattern in its message; [`parse_cron`] then judges the fields themselves (a
+/// condition, as before).
+pub const CRON_PATTERN: &str =
+    r"^\s*((?i:@(yearly|annually|monthly|weekly|daily|hourly))|[0-9A-Za-z*?,/#-]+(\s+[0-9A-Za-z*?,/#-]+){4})\s*$";
+
 /// Parses a 5-field cron expression or a nickname such as `@daily`.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     croner::parser::CronParser::builder()
@@ -59,9 +66,49 @@ pub fn parse_age(age: &str) -> Result<std::time::Duration, String> {
     n.checked_mul(secs).map(std::time::Duration::from_secs).ok_or_else(bad)
 }
 
+/// Room a member's volume needs besides etcd's backend quota, fixed part: the
+/// write-ahead log (etcd keeps 5 segments of 64 MiB and preallocates the next), raft
+/// snapshot files, and the db file a member that fell behind is sent whole.
+pub const VOLUME_HEADROOM_BYTES: i64 = 512 * 1024 * 1024;
+/// ... and a share of the quota: the db file grows past the quota on the transactions
+/// that reach it, and a defragmentation writes a second copy of the data in use.
+pub const VOLUME_HEADROOM_PERCENT: i64 = 25;
+
+/// The smallest volume (or Memory size limit) for a backend quota: quota + 25 % + 512 MiB
+/// (2 GiB, the default quota: 3 GiB; the default volume is 4 GiB).
+pub fn min_volume_bytes(quota: i64) -> i64 {
+    quota.saturating_add(quota / 100 * VOLUME_HEADROOM_PERCENT).saturating_add(VOLUME_HEADROOM_BYTES)
+}
+
+/// A quantity such as `4Gi` in bytes.
+pub fn quantity_bytes(q: &str) -> Option<i64> {
+    kube_quantity::ParsedQuantity::try_from(q).ok()?.to_bytes_i64()
+}
+
+fn mib(b: i64) -> String {
+    if b % (1 << 30) == 0 { format!("{}Gi", b >> 30) } else { format!("{}Mi", (b + (1 << 20) - 1) >> 20) }
+}
+
 /// Checks a cluster spec on its own.
 pub fn validate_cluster(spec: &EtcdClusterSpec) -> Vec<Problem> {
     let mut out = Vec::new();
+    // A volume full before the quota is reached fails etcd's writes (or stops it) where
+    // the quota would have raised NOSPACE, which etcd-pilot heals.
+    let quota = spec.etcd.quota_backend_bytes;
+    match quantity_bytes(&spec.storage.size.0) {
+        None => out.push(problem("spec.storage.size", format!("{:?} is not a quantity such as 4Gi", spec.storage.size.0))),
+        Some(size) if size < min_volume_bytes(quota) => out.push(problem(
+            "spec.storage.size",
+            format!(
+                "{} is too small for the backend quota etcd.quotaBackendBytes {} ({}): a member's volume needs the quota plus {VOLUME_HEADROOM_PERCENT}% plus 512Mi (write-ahead log, snapshots, defragmentation), at least {}; raise storage.size or lower the quota",
+                spec.storage.size.0,
+                quota,
+                mib(quota),
+                mib(min_volume_bytes(quota))
+            ),
+        )),
+        Some(_) => {}
+    }
     if !ALLOWED_SIZES.contains(&spec.size) {
         out.push(problem("spec.size", format!("{} is not allowed: size must be 1, 3, 5 or 7", spec.size)));
     }
@@ -242,6 +289,63 @@ mod tests {
         assert_eq!(spec.tls.mode, TlsMode::Operator);
         assert_eq!(spec.etcd.quota_backend_bytes, 2 * 1024 * 1024 * 1024);
         assert!(validate_cluster(&spec).is_empty());
+    }
+
+    #[test]
+    fn the_schemas_cron_pattern_lets_through_what_cron_may_parse() {
+        let re = regex::Regex::new(CRON_PATTERN).expect("pattern");
+        // (expression, the schema lets it through, croner parses it)
+        for (expr, schema, parses) in [
+            ("0 */6 * * *", true, true),
+            ("@daily", true, true),
+            ("@Hourly", true, true),
+            ("30 2 * * MON-FRI", true, true),
+            ("0 0 1,15 * *", true, true),
+            ("every hour", false, false),
+            ("* * * *", false, false),
+            ("0 0 * * * *", false, false),
+            ("", false, false),
+            ("@reboot", false, false),
+            ("61 * * * *", true, false), // the fields themselves: a condition
+        ] {
+            assert_eq!(re.is_match(expr), schema, "{expr:?} at admission");
+            assert_eq!(parse_cron(expr).is_ok(), parses, "{expr:?} parsed");
+            assert!(schema || !parses, "{expr:?}: the schema never refuses what cron parses");
+        }
+        // Every schedule field of the CRDs carries the pattern.
+        let crds = serde_json::to_string(&crate::crdgen::all()).expect("crds");
+        let escaped = serde_json::to_string(CRON_PATTERN).expect("pattern");
+        // EtcdBackupSchedule.spec.schedule; the defrag and compaction schedules of an
+        // EtcdCluster and of an EtcdRestore's newCluster.
+        assert_eq!(crds.matches(&escaped).count(), 5);
+    }
+
+    #[test]
+    fn a_volume_must_hold_the_quota_with_headroom() {
+        // (storage, quota, refused)
+        let rows: [(&str, &str, bool); 10] = [
+            ("", "", false),                                                         // defaults: 4Gi for 2 GiB
+            ("storage: {size: 3Gi}", "", false),                                     // 2 GiB + 512 MiB + 512 MiB
+            ("storage: {size: 3071Mi}", "", true),                                   // a MiB short
+            ("storage: {size: 1Gi}", "etcd: {quotaBackendBytes: 8589934592}", true), // the issue's case
+            ("storage: {size: 1Mi}", "", true),                                      // the issue's other case
+            ("storage: {size: 10752Mi}", "etcd: {quotaBackendBytes: 8589934592}", false),
+            ("storage: {size: 10Gi}", "etcd: {quotaBackendBytes: 8589934592}", true),
+            ("storage: {size: 1Gi}", "etcd: {quotaBackendBytes: 268435456}", false), // 256 MiB quota: 832 MiB
+            ("storage: {medium: Memory, size: 1Gi}", "", true),                      // a Memory size limit too
+            ("storage: {size: lots}", "", true),
+        ];
+        for (storage, etcd, refused) in rows {
+            let spec = cluster(&format!("version: 3.5.30\n{storage}\n{etcd}"));
+            let p = validate_cluster(&spec);
+            assert_eq!(fields(&p) == ["spec.storage.size"], refused, "{storage} {etcd}: {p:?}");
+        }
+        let p =
+            validate_cluster(&cluster("version: 3.5.30\nstorage: {size: 1Gi}\netcd: {quotaBackendBytes: 8589934592}"));
+        assert_eq!(
+            p[0].message,
+            "1Gi is too small for the backend quota etcd.quotaBackendBytes 8589934592 (8Gi): a member's volume needs the quota plus 25% plus 512Mi (write-ahead log, snapshots, defragmentation), at least 10752Mi; raise storage.size or lower the quota"
+        );
     }
 
     #[test]

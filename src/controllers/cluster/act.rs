@@ -660,6 +660,26 @@ pub async fn act(
                 .await
                 .map_err(error::act_kube(format!("delete pod {name} to restart it")))?;
         }
+        Step::ReplacePod { name, initial } => {
+            // Read again: a pod a node took meanwhile runs, and is left alone. The delete
+            // names that very pod (its uid); an unscheduled pod goes at once, so its
+            // successor is created in the same step.
+            let read = pods.get_opt(name).await.map_err(error::act_kube(format!("read pod {name}")))?;
+            let Some(read) = read.filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none()) else {
+                return Ok(false);
+            };
+            delete_if_present(&pods, name, read.uid())
+                .await
+                .map_err(error::act_kube(format!("delete pod {name} that no node took")))?;
+            let join = match initial {
+                Some(members) => Join {
+                    initial_cluster: members.iter().map(|m| (m.clone(), names.peer_url(m))).collect(),
+                    existing: false,
+                },
+                None => join_existing(names, view, volumes),
+            };
+            create_member(ec, ctx, ns, name, &join, making.trust).await?;
+        }
     }
     tracing::info!(cluster = %names.cluster, namespace = %ns, reason, "{note}");
     publish(&ctx.rt, ec, EventType::Normal, reason, &note).await;

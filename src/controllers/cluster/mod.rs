@@ -10,6 +10,7 @@ pub mod maintenance;
 pub mod observe;
 #[cfg(test)]
 mod pass_tests;
+pub mod placement;
 pub mod plan;
 pub mod status;
 pub mod tls;
@@ -379,6 +380,17 @@ async fn observe_sizing(
     Ok(volumes::sizing(want, &claims, &|c| classes.get(c).copied().flatten()))
 }
 
+/// The nodes that can take a member of a cluster whose members never share a node.
+async fn placeable_nodes(ec: &EtcdCluster, ctx: &Context) -> Result<Vec<String>, Error> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(ctx.rt.client.clone());
+    let list = nodes.list(&ListParams::default()).await.map_err(error::observe("list nodes"))?;
+    let join = build::Join { initial_cluster: Vec::new(), existing: true };
+    let pod =
+        build::member_pod(ec, "placement", &join, &ctx.settings.etcd_image_repository, &ctx.settings.operator_image);
+    Ok(placement::placeable_nodes(&pod, &list.items))
+}
+
 /// Pods and PVCs of the cluster, straight from the API server (not a cache: a plan must
 /// see its last step's effect).
 async fn observe_kube(
@@ -530,6 +542,13 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     obs.highest_ordinal = obs.highest_ordinal.max(recorded);
     obs.since_learner_given_up = ctx.with_memory(&key, |m| m.learner_given_up.map(|t| t.elapsed().as_secs()));
     obs.maintenance = maintenance_observed(ec, &names, view.as_ref(), jiff::Timestamp::now());
+    if placement::one_per_node(ec) {
+        obs.placeable_nodes = Some(placeable_nodes(ec, ctx).await?);
+    }
+    let placement = plan::placement(&names.cluster, ec.spec.size.max(0) as usize, &obs);
+    if let Some((reason, message)) = &placement {
+        warn_once(ctx, ec, &key, reason, message.clone()).await;
+    }
     let slot = operation::decide(operation::recorded(ec).as_ref(), CONTROLLER, jiff::Timestamp::now());
     if let Slot::Busy(op) = &slot {
         obs.slot_busy = Some(format!("{} {}", op.controller, op.kind));
@@ -644,6 +663,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         compaction_conflict: compaction_conflict(ec),
         outcome: &outcome,
         storage: volumes::condition(&sizing, &ec.spec.storage.size.0),
+        placement: placement.as_ref().map(|(r, m)| (*r, m.as_str())),
     });
     let new_status = EtcdClusterStatus { highest_ordinal: highest_ordinal.map(i64::from), ..new_status };
     record_metrics(ctx, ec, &key, &new_status, view.as_ref());

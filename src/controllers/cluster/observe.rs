@@ -79,6 +79,22 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
     None
 }
 
+/// Why no node took the pod, in the scheduler's words, while none has.
+pub fn pod_unplaced(pod: &Pod) -> Option<String> {
+    if pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+        return None;
+    }
+    let c =
+        pod.status.as_ref()?.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    Some(
+        c.message
+            .clone()
+            .filter(|m| !m.is_empty())
+            .or_else(|| c.reason.clone())
+            .unwrap_or_else(|| "Unschedulable".into()),
+    )
+}
+
 /// How long the pod has not been ready: since its Ready condition last turned false, or
 /// since it was created (a new pod is given the whole deadline to become ready). 0 when
 /// it is ready.
@@ -139,6 +155,8 @@ pub fn observation(
             spec_hash: p.annotations().get(SPEC_HASH_ANNOTATION).cloned(),
             trust: p.annotations().get(super::ca_rotation::TRUST_ANNOTATION).cloned(),
             down_for_secs: pod_down_for(p, now),
+            node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            unplaced: pod_unplaced(p),
         })
         .collect();
     // A volume kept after its member was removed (retention `Retain`) is no member's,
@@ -324,6 +342,8 @@ mod tests {
                 spec_hash: None,
                 trust: None,
                 down_for_secs: 0,
+                node: None,
+                unplaced: None,
             }
         );
         assert!(o.pods[1].terminating && !o.pods[1].ready);
@@ -443,6 +463,11 @@ mod tests {
             pod_problem(&crash).as_deref(),
             Some("CrashLoopBackOff: back-off 40s (last exit 1: member has already been bootstrapped)")
         );
+        assert_eq!(pod_unplaced(&unsched).as_deref(), Some("0/6 nodes are available"), "the scheduler's words");
+        assert_eq!(pod_unplaced(&pull), None, "no PodScheduled=False");
+        let placed = pod(json!({"metadata": {"name": "main-0"}, "spec": {"containers": [], "nodeName": "w1"},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}}));
+        assert_eq!(pod_unplaced(&placed), None, "a pod with a node is placed, whatever a stale condition says");
         let creating =
             pod(json!({"metadata": {"name": "main-0"}, "status": {"phase": "Pending", "containerStatuses": [{
             "name": "etcd", "ready": false, "restartCount": 0, "image": "x", "imageID": "",

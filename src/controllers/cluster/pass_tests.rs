@@ -47,22 +47,40 @@ fn pod_args(store: &Shared, name: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_crash_in_the_middle_of_a_bootstrap_is_finished_with_the_recorded_members() {
+async fn a_new_cluster_bootstraps_one_member_recorded_before_its_pod() {
     let (ctx, store) = harness(cluster(3));
-    // The process "dies" creating main-1's pod: main-0 exists, main-1 and main-2 do not.
-    store.lock().unwrap().fail_create = Some(("pods".into(), "main-1".into()));
-    let err = pass(&current(&store), &ctx).await.expect_err("the pass stopped at main-1");
+    // The process "dies" creating main-0's pod.
+    store.lock().unwrap().fail_create = Some(("pods".into(), "main-0".into()));
+    let err = pass(&current(&store), &ctx).await.expect_err("the pass stopped at main-0");
     assert_eq!(err.step(), "act");
     let recorded = current(&store).annotations().get(build::BOOTSTRAP_ANNOTATION).cloned();
-    assert_eq!(recorded.as_deref(), Some(r#"["main-0","main-1","main-2"]"#), "recorded before the first pod");
-    assert_eq!(names_of(&store, "pods"), ["main-0"]);
+    assert_eq!(recorded.as_deref(), Some(r#"["main-0"]"#), "one member, recorded before its pod");
+    assert!(names_of(&store, "pods").is_empty());
 
-    // Meanwhile the user asks for 5: the recorded bootstrap is finished as it was begun.
+    // Meanwhile the user asks for 5: the recorded bootstrap is finished as it was begun,
+    // one member; the others join later as learners, once etcd answers.
+    store.lock().unwrap().fail_create = None;
     let mut ec = current(&store);
     ec.spec.size = 5;
     pass(&ec, &ctx).await.expect("next pass");
+    assert_eq!(names_of(&store, "pods"), ["main-0"]);
+    let args = pod_args(&store, "main-0");
+    assert!(args.contains(&"--initial-cluster-state=new".to_string()), "{args:?}");
+    assert!(
+        args.iter().any(|a| a.starts_with("--initial-cluster=main-0=") && a.matches('=').count() == 2),
+        "an initial cluster of main-0 alone: {args:?}"
+    );
+    assert_eq!(names_of(&store, "persistentvolumeclaims"), ["data-main-0"]);
+}
+
+#[tokio::test]
+async fn a_bootstrap_of_several_recorded_by_an_earlier_version_is_finished_as_begun() {
+    let mut c = cluster(3);
+    c["metadata"]["annotations"] = json!({build::BOOTSTRAP_ANNOTATION: r#"["main-0","main-1","main-2"]"#});
+    let (ctx, store) = harness(c);
+    pass(&current(&store), &ctx).await.expect("pass");
     assert_eq!(names_of(&store, "pods"), ["main-0", "main-1", "main-2"]);
-    for m in ["main-1", "main-2"] {
+    for m in ["main-0", "main-1", "main-2"] {
         let args = pod_args(&store, m);
         assert!(args.contains(&"--initial-cluster-state=new".to_string()), "{args:?}");
         assert!(
@@ -70,7 +88,6 @@ async fn a_crash_in_the_middle_of_a_bootstrap_is_finished_with_the_recorded_memb
             "the same three initial members: {args:?}"
         );
     }
-    assert_eq!(names_of(&store, "persistentvolumeclaims"), ["data-main-0", "data-main-1", "data-main-2"]);
 }
 
 #[tokio::test]

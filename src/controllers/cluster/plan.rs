@@ -9,7 +9,8 @@
 //!    cluster id, on the EtcdCluster or on a member volume) is never bootstrapped again:
 //!    recreate pods of members whose volumes survive, else wait. A recorded bootstrap
 //!    is finished; a fresh cluster is bootstrapped only where no member pod or volume
-//!    exists.
+//!    exists, as a single member: every further member joins as a learner (rules 6 and
+//!    7), so none becomes a voter before its pod was placed and its etcd answers.
 //! 3. a pod or volume etcd does not know of: a member removed before a crash; delete
 //!    the pod, and the volume per retention (marked as no member's first). Only on the
 //!    leader's member list: a follower may not have applied a member's add yet.
@@ -20,8 +21,11 @@
 //!    moved first; it is replaced below.
 //! 6. a learner: start its pod (added, pod not yet created), wait for it to catch up,
 //!    promote it; one not healthy within the same deadline is removed and retried later.
-//!    Never a second learner (etcd 3.4 refuses one).
-//! 7. fewer voters than asked: add one learner, only while every voter is healthy.
+//!    One whose pod no node can take waits (the scheduler places it when a node can),
+//!    its pod replaced when the spec changes. Never a second learner (etcd 3.4 refuses
+//!    one).
+//! 7. fewer voters than asked: add one learner, only while every voter is healthy and
+//!    a node can take it (one member per node: anti-affinity `Required`, or Stacked).
 //! 8. more voters than asked: an unhealthy voter goes first; else, with every voter
 //!    healthy, the highest ordinal, leadership moved away first.
 //! 9. pods built from another spec (version, image, resources, tuning, scheduling):
@@ -77,6 +81,10 @@ pub struct PodState {
     pub trust: Option<String>,
     /// How long it has not been ready (since created, for a new pod); 0 when ready.
     pub down_for_secs: u64,
+    /// The node it was placed on.
+    pub node: Option<String>,
+    /// No node took it: the scheduler's message (`PodScheduled=False`).
+    pub unplaced: Option<String>,
 }
 
 /// An etcd member as observed. `name` comes from its peer URL, so a learner that never
@@ -118,6 +126,9 @@ pub struct Observation {
     pub slot_busy: Option<String>,
     /// Db files, alarms and maintenance records, for the maintenance rules.
     pub maintenance: Option<maintenance::Observed>,
+    /// With one member per node (anti-affinity `Required`, or Stacked): the nodes a
+    /// member may be placed on, by name. `None`: members may share nodes.
+    pub placeable_nodes: Option<Vec<String>>,
 }
 
 /// The one thing to do next.
@@ -169,6 +180,13 @@ pub enum Step {
         name: String,
         reason: String,
     },
+    /// Replace the pod of a member that never ran (no node took it) by one built from
+    /// the current spec: a learner's (`initial: None`), or a bootstrap member's (the
+    /// recorded initial cluster).
+    ReplacePod {
+        name: String,
+        initial: Option<Vec<String>>,
+    },
     /// Compact history below `revision` (maintenance).
     Compact {
         revision: i64,
@@ -202,6 +220,7 @@ impl Step {
                 | Step::RemoveMember { .. }
                 | Step::DeletePod { .. }
                 | Step::Restart { .. }
+                | Step::ReplacePod { .. }
                 | Step::Compact { .. }
                 | Step::Defragment { .. }
                 | Step::Disarm { .. }
@@ -218,6 +237,7 @@ impl Step {
             | Step::RemoveMember { name, .. }
             | Step::DeletePod { name, .. }
             | Step::Restart { name, .. }
+            | Step::ReplacePod { name, .. }
             | Step::Defragment { name, .. } => Some(name),
             Step::MoveLeader { to_name, .. } => Some(to_name),
             _ => None,
@@ -322,6 +342,18 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
 
     // 6. A learner: finish what was started, or give up on it after the deadline.
     if let Some(l) = members.iter().find(|m| m.learner) {
+        // No node takes its pod: it waits, never given up on (a learner does not vote,
+        // and trying again elsewhere cannot help); the scheduler places it as soon as a
+        // node can. Built from another spec (perhaps the one that kept it out), its pod
+        // is replaced by one from the current spec.
+        if let Some(p) = pod(&l.name)
+            && let Some(why) = &p.unplaced
+        {
+            if pod_stale(p, want).is_some() {
+                return Step::ReplacePod { name: l.name.clone(), initial: None };
+            }
+            return Step::Wait(format!("learner {} cannot be placed: {why}", l.name));
+        }
         return match pod(&l.name) {
             // Its pod cannot be created (a quota, an admission webhook): give up on it too.
             None if l.unhealthy_for_secs >= deadline => Step::RemoveMember {
@@ -360,6 +392,15 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
         if healthy_voters < voters.len() {
             return Step::Wait("waiting for every member to be healthy before adding one".into());
         }
+        if let Some(free) = free_nodes(obs)
+            && free.is_empty()
+        {
+            return Step::Wait(format!(
+                "{} of {} members run, one per node, and no other node can take one",
+                voters.len(),
+                want.size
+            ));
+        }
         if let Some(s) = obs.since_learner_given_up.filter(|s| *s < want.learner_retry_after_secs) {
             return Step::Wait(format!(
                 "a learner was given up on {s}s ago; adding another in {}s",
@@ -392,20 +433,7 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
 
     // 9. Rolling restart to the current spec: followers first, leader last; all healthy
     // before each.
-    let stale_why = |m: &MemberState| -> Option<String> {
-        let p = pod(&m.name)?;
-        if p.version != want.version {
-            return Some(format!("etcd {} -> {}", p.version, want.version));
-        }
-        match &p.spec_hash {
-            Some(h) if *h != want.spec_hash => return Some("the spec of its pod changed".into()),
-            _ => {}
-        }
-        match &want.trust {
-            Some(t) if p.trust.as_ref() != Some(t) => Some("the CA rotation changed the CAs members trust".into()),
-            _ => None,
-        }
-    };
+    let stale_why = |m: &MemberState| -> Option<String> { pod_stale(pod(&m.name)?, want) };
     let stale: Vec<(&MemberState, String)> = voters.iter().filter_map(|m| stale_why(m).map(|w| (*m, w))).collect();
     if !stale.is_empty() {
         if healthy_voters < voters.len() || obs.pods.iter().any(|p| !p.ready) {
@@ -456,10 +484,19 @@ fn no_answer(cluster: &str, want: &Desired, obs: &Observation) -> Step {
     }
     if let Some(members) = &obs.bootstrap {
         let create: Vec<String> = members.iter().filter(|m| pod(m).is_none()).cloned().collect();
-        if create.is_empty() {
-            return Step::Wait("bootstrapping: waiting for the members to form the cluster".into());
+        if !create.is_empty() {
+            return Step::Bootstrap { members: members.clone(), create };
         }
-        return Step::Bootstrap { members: members.clone(), create };
+        // A bootstrap member no node takes: replaced once the spec changes, else waited for.
+        for p in members.iter().filter_map(|m| pod(m)) {
+            if let Some(why) = &p.unplaced {
+                if pod_stale(p, want).is_some() {
+                    return Step::ReplacePod { name: p.name.clone(), initial: Some(members.clone()) };
+                }
+                return Step::Wait(format!("bootstrapping: {} cannot be placed: {why}", p.name));
+            }
+        }
+        return Step::Wait("bootstrapping: waiting for the members to form the cluster".into());
     }
     if !obs.pods.is_empty() || !obs.volumes.is_empty() {
         return Step::Blocked(
@@ -467,11 +504,67 @@ fn no_answer(cluster: &str, want: &Desired, obs: &Observation) -> Step {
                 .into(),
         );
     }
-    // Names never given before: after an in-place restore, the new members follow the
-    // ordinals of the members they replace.
-    let first = obs.highest_ordinal.map_or(0, |h| h + 1);
-    let members: Vec<String> = (first..first + want.size as u32).map(|i| member_name(cluster, i)).collect();
-    Step::Bootstrap { create: members.clone(), members }
+    // One member, under a name never given before (after an in-place restore, the new
+    // members follow the ordinals of the members they replace). The others join as
+    // learners, each a voter only once its pod runs and its etcd has caught up: an
+    // initial cluster of several would count members as voters before any node took
+    // their pods (a 5-member cluster with 3 placeable pods has no fault tolerance).
+    let first = member_name(cluster, obs.highest_ordinal.map_or(0, |h| h + 1));
+    Step::Bootstrap { create: vec![first.clone()], members: vec![first] }
+}
+
+/// Why a pod is not what the spec makes now, if it is not.
+fn pod_stale(p: &PodState, want: &Desired) -> Option<String> {
+    if p.version != want.version {
+        return Some(format!("etcd {} -> {}", p.version, want.version));
+    }
+    match &p.spec_hash {
+        Some(h) if *h != want.spec_hash => return Some("the spec of its pod changed".into()),
+        _ => {}
+    }
+    match &want.trust {
+        Some(t) if p.trust.as_ref() != Some(t) => Some("the CA rotation changed the CAs members trust".into()),
+        _ => None,
+    }
+}
+
+/// With one member per node: the nodes that can take a member and hold none of this
+/// cluster's pods. `None`: members may share nodes.
+pub fn free_nodes(obs: &Observation) -> Option<Vec<&str>> {
+    let nodes = obs.placeable_nodes.as_ref()?;
+    Some(nodes.iter().map(String::as_str).filter(|n| !obs.pods.iter().any(|p| p.node.as_deref() == Some(*n))).collect())
+}
+
+/// Why members the spec asks for cannot be placed, if some cannot: a reason and a
+/// message naming them (the scheduler's own words for a pod it left unplaced).
+pub fn placement(cluster: &str, size: usize, obs: &Observation) -> Option<(&'static str, String)> {
+    let unplaced: Vec<String> = obs
+        .pods
+        .iter()
+        .filter(|p| !p.terminating)
+        .filter_map(|p| p.unplaced.as_ref().map(|why| format!("{} cannot be placed: {why}", p.name)))
+        .collect();
+    if !unplaced.is_empty() {
+        return Some(("Unschedulable", unplaced.join("; ")));
+    }
+    let nodes = obs.placeable_nodes.as_ref()?;
+    let running = obs.pods.iter().filter(|p| !p.terminating).count();
+    let missing = size.saturating_sub(nodes.len().max(running.min(size)));
+    if missing == 0 {
+        return None;
+    }
+    let next = obs.highest_ordinal.map_or(0, |h| h + 1);
+    let cannot: Vec<String> = (next..next + missing as u32).map(|i| member_name(cluster, i)).collect();
+    Some((
+        "NotEnoughNodes",
+        format!(
+            "{} cannot be placed: size {size} needs a node per member (anti-affinity Required, or Stacked), and {} node{} can take one ({}); the cluster runs with the members it can place and grows when nodes are added",
+            cannot.join(" and "),
+            nodes.len(),
+            if nodes.len() == 1 { "" } else { "s" },
+            nodes.join(", ")
+        ),
+    ))
 }
 
 /// The voting members gone with their volumes, when they are a majority: quorum can
@@ -562,6 +655,8 @@ mod tests {
             spec_hash: Some("h1".into()),
             trust: None,
             down_for_secs: 0,
+            node: None,
+            unplaced: None,
         }
     }
 
@@ -627,13 +722,46 @@ mod tests {
 
         // Bootstrap, and the durable evidence that keeps it from ever happening twice.
         cases.push((
-            "a new cluster starts all members at once",
+            "a new cluster starts as one member; the others join as learners",
             want(3),
             Observation::default(),
-            Step::Bootstrap {
-                members: names(&["main-0", "main-1", "main-2"]),
-                create: names(&["main-0", "main-1", "main-2"]),
-            },
+            Step::Bootstrap { members: names(&["main-0"]), create: names(&["main-0"]) },
+        ));
+        cases.push((
+            "... whatever the size",
+            want(7),
+            Observation::default(),
+            Step::Bootstrap { members: names(&["main-0"]), create: names(&["main-0"]) },
+        ));
+        cases.push((
+            "the first member formed the cluster: the second joins as a learner",
+            want(3),
+            healthy(1),
+            Step::AddLearner { name: "main-1".into() },
+        ));
+        let unplaced_boot = Observation {
+            pods: vec![PodState {
+                ready: false,
+                unplaced: Some("0/6 nodes are available: 6 Insufficient memory.".into()),
+                ..pod("main-0")
+            }],
+            volumes: BTreeSet::from(["main-0".into()]),
+            bootstrap: Some(names(&["main-0"])),
+            ..Observation::default()
+        };
+        cases.push((
+            "no node takes the bootstrap member: wait, in the scheduler's words",
+            want(3),
+            unplaced_boot.clone(),
+            Step::Wait(
+                "bootstrapping: main-0 cannot be placed: 0/6 nodes are available: 6 Insufficient memory.".into(),
+            ),
+        ));
+        cases.push((
+            "... and once the spec changes, its pod is replaced by one from the new spec",
+            Desired { spec_hash: "h2".into(), ..want(3) },
+            unplaced_boot,
+            Step::ReplacePod { name: "main-0".into(), initial: Some(names(&["main-0"])) },
         ));
         cases.push((
             "two of three gone with their volumes: quorum lost for good, nothing done",
@@ -651,13 +779,10 @@ mod tests {
             "after an in-place restore (every member replaced): the new members take new ordinals",
             want(3),
             Observation { highest_ordinal: Some(2), ..Observation::default() },
-            Step::Bootstrap {
-                members: names(&["main-3", "main-4", "main-5"]),
-                create: names(&["main-3", "main-4", "main-5"]),
-            },
+            Step::Bootstrap { members: names(&["main-3"]), create: names(&["main-3"]) },
         ));
         cases.push((
-            "crash during bootstrap (recorded, one pod created): only the missing pods are created",
+            "crash during a bootstrap of several (recorded by an earlier version): only the missing pods are created",
             want(3),
             Observation {
                 pods: vec![pod("main-0")],
@@ -871,6 +996,90 @@ mod tests {
                     .into(),
             },
         ));
+        // A learner no node takes: it waits without voting, past any deadline.
+        let mut unplaced = catching_up.clone();
+        unplaced.pods[3].unplaced = Some(
+            "0/6 nodes are available: 3 node(s) didn't match pod anti-affinity rules, 3 node(s) had taint {node-role.kubernetes.io/control-plane: }, that the pod didn't tolerate.".into(),
+        );
+        members(&mut unplaced)[3].unhealthy_for_secs = 10 * T;
+        cases.push((
+            "a learner no node takes waits, never given up on (it does not vote)",
+            want(5),
+            unplaced.clone(),
+            Step::Wait("learner main-3 cannot be placed: 0/6 nodes are available: 3 node(s) didn't match pod anti-affinity rules, 3 node(s) had taint {node-role.kubernetes.io/control-plane: }, that the pod didn't tolerate.".into()),
+        ));
+        cases.push((
+            "... its pod is replaced once the spec changes (anti-affinity relaxed)",
+            Desired { spec_hash: "h2".into(), ..want(5) },
+            unplaced.clone(),
+            Step::ReplacePod { name: "main-3".into(), initial: None },
+        ));
+        let mut placed_now = unplaced.clone();
+        placed_now.pods[3].unplaced = None;
+        placed_now.pods[3].node = Some("w4".into());
+        members(&mut placed_now)[3].healthy = true;
+        members(&mut placed_now)[3].unhealthy_for_secs = 0;
+        cases.push((
+            "a node took it and it caught up: promoted",
+            want(5),
+            placed_now,
+            Step::Promote { id: 9, name: "main-3".into() },
+        ));
+        cases.push((
+            "a voter failed while a learner waits for a node: the voter is replaced first",
+            want(5),
+            down(unplaced, 2, T + 5),
+            Step::RemoveMember { id: 3, name: "main-2".into(), reason: "it has been down for 305s".into() },
+        ));
+
+        // One member per node (anti-affinity Required, or Stacked): no learner that no
+        // node can take.
+        let on_nodes = |mut o: Observation, nodes: &[&str]| {
+            let spare = ["w1", "w2", "w3", "w4", "w5"];
+            let stacked = nodes.first().is_some_and(|n| n.starts_with("cp"));
+            for (p, n) in o.pods.iter_mut().zip(if stacked { nodes } else { &spare[..] }) {
+                p.node = Some(n.to_string());
+            }
+            o.placeable_nodes = Some(names(nodes));
+            o
+        };
+        cases.push((
+            "size 5, one per node, 3 nodes, all taken: wait (no learner added)",
+            want(5),
+            on_nodes(healthy(3), &["w1", "w2", "w3"]),
+            Step::Wait("3 of 5 members run, one per node, and no other node can take one".into()),
+        ));
+        cases.push((
+            "... a fourth node: a learner is added",
+            want(5),
+            on_nodes(healthy(3), &["w1", "w2", "w3", "w4"]),
+            Step::AddLearner { name: "main-3".into() },
+        ));
+        cases.push((
+            "... a node a member left (cordoned, its member elsewhere) is no free node",
+            want(5),
+            on_nodes(healthy(3), &["w1", "w2"]),
+            Step::Wait("3 of 5 members run, one per node, and no other node can take one".into()),
+        ));
+        cases.push((
+            "Stacked, size 5 on 3 control-plane nodes: the same",
+            want(5),
+            on_nodes(healthy(3), &["cp1", "cp2", "cp3"]),
+            Step::Wait("3 of 5 members run, one per node, and no other node can take one".into()),
+        ));
+        cases.push((
+            "a healthy cluster of its size is not held back by the node count",
+            want(3),
+            on_nodes(healthy(3), &["w1", "w2"]),
+            Step::Idle,
+        ));
+        cases.push((
+            "no node at all: the first member is still created (its pod says why it waits)",
+            want(3),
+            Observation { placeable_nodes: Some(vec![]), ..Observation::default() },
+            Step::Bootstrap { members: names(&["main-0"]), create: names(&["main-0"]) },
+        ));
+
         let mut stuck_and_voter_pod_gone = without_pod(catching_up.clone(), "main-1");
         members(&mut stuck_and_voter_pod_gone)[1].healthy = false;
         cases.push((
@@ -1145,7 +1354,51 @@ mod tests {
     }
 
     #[test]
+    fn members_that_cannot_be_placed_are_named() {
+        let with_nodes = |o: Observation, nodes: &[&str]| Observation { placeable_nodes: Some(names(nodes)), ..o };
+        let mut unplaced = healthy(3);
+        unplaced.pods.push(PodState {
+            ready: false,
+            unplaced: Some("0/6 nodes are available: 6 Insufficient cpu.".into()),
+            ..pod("main-3")
+        });
+        let rows: Vec<(&str, usize, Observation, Option<(&str, &str)>)> = vec![
+            ("members may share nodes", 5, healthy(3), None),
+            ("enough nodes", 5, with_nodes(healthy(3), &["a", "b", "c", "d", "e"]), None),
+            (
+                "size 5 on 3 nodes",
+                5,
+                with_nodes(healthy(3), &["w1", "w2", "w3"]),
+                Some((
+                    "NotEnoughNodes",
+                    "main-3 and main-4 cannot be placed: size 5 needs a node per member (anti-affinity Required, or Stacked), and 3 nodes can take one (w1, w2, w3); the cluster runs with the members it can place and grows when nodes are added",
+                )),
+            ),
+            (
+                "a fresh cluster of 3 on one node",
+                3,
+                with_nodes(Observation::default(), &["cp1"]),
+                Some((
+                    "NotEnoughNodes",
+                    "main-0 and main-1 cannot be placed: size 3 needs a node per member (anti-affinity Required, or Stacked), and 1 node can take one (cp1); the cluster runs with the members it can place and grows when nodes are added",
+                )),
+            ),
+            (
+                "a pod the scheduler left unplaced, in its words",
+                5,
+                unplaced,
+                Some(("Unschedulable", "main-3 cannot be placed: 0/6 nodes are available: 6 Insufficient cpu.")),
+            ),
+        ];
+        for (what, size, obs, want) in rows {
+            let got = placement(C, size, &obs);
+            assert_eq!(got.as_ref().map(|(r, m)| (*r, m.as_str())), want, "{what}");
+        }
+    }
+
+    #[test]
     fn disruptive_steps_are_the_ones_that_change_membership_or_take_a_member_down() {
+        assert!(Step::ReplacePod { name: "m".into(), initial: None }.disruptive());
         assert!(Step::RemoveMember { id: 1, name: "m".into(), reason: String::new() }.disruptive());
         assert!(Step::Restart { name: "m".into(), reason: String::new() }.disruptive());
         assert!(Step::AddLearner { name: "m".into() }.disruptive());

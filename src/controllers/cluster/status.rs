@@ -22,6 +22,7 @@ pub const QUOTA_HIGH: &str = "QuotaHigh";
 pub const MAINTENANCE_FAILING: &str = "MaintenanceFailing";
 pub const COMPACTION_CONFLICT: &str = "CompactionConflict";
 pub const STORAGE_AT_SIZE: &str = "StorageAtSize";
+pub const MEMBERS_PLACED: &str = "MembersPlaced";
 
 /// A short CamelCase reason and a sentence for a step.
 pub fn describe(step: &Step) -> (&'static str, String) {
@@ -41,6 +42,10 @@ pub fn describe(step: &Step) -> (&'static str, String) {
         Step::RemoveMember { name, reason, .. } => ("RemovingMember", format!("removing {name}: {reason}")),
         Step::DeletePod { name, .. } => ("DeletingPod", format!("deleting the pod of removed member {name}")),
         Step::Restart { name, reason } => ("RestartingMember", format!("restarting {name}: {reason}")),
+        Step::ReplacePod { name, .. } => (
+            "ReplacingPod",
+            format!("replacing the pod of {name}, which no node took, by one built from the current spec"),
+        ),
         Step::Compact { revision, reason, .. } => {
             ("Compacting", format!("compacting history below revision {revision}: {reason}"))
         }
@@ -74,6 +79,8 @@ pub struct Input<'a> {
     pub outcome: &'a Outcome,
     /// The volumes against `spec.storage.size`: (at size, reason, message).
     pub storage: (bool, &'static str, String),
+    /// Why members the spec asks for cannot be placed ([`super::plan::placement`]).
+    pub placement: Option<(&'static str, &'a str)>,
 }
 
 /// The members as etcd and Kubernetes show them.
@@ -218,6 +225,11 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
         (false, "Paused", "spec.paused is set: no action is taken".to_string())
     } else {
         match i.step {
+            Step::Idle if healthy < i.size || voters.len() != i.size => (
+                true,
+                "Settling",
+                format!("{healthy} of {} wanted voting members are healthy; waiting for the rest", i.size),
+            ),
             Step::Idle => (false, "Idle", "the cluster matches its spec".to_string()),
             Step::Blocked(_) => (false, step_reason, step_msg.clone()),
             _ => (true, step_reason, step_msg.clone()),
@@ -320,6 +332,10 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
             c(MAINTENANCE_FAILING, !failing.is_empty(), fail_reason, fail_msg),
             c(COMPACTION_CONFLICT, i.compaction_conflict.is_some(), conflict_reason, conflict_msg),
             c(STORAGE_AT_SIZE, i.storage.0, i.storage.1, i.storage.2.clone()),
+            match i.placement {
+                Some((reason, message)) => c(MEMBERS_PLACED, false, reason, message.to_string()),
+                None => c(MEMBERS_PLACED, true, "Placed", "every member can be placed".to_string()),
+            },
         ],
         maintenance: maintenance::status(
             i.previous.and_then(|p| p.maintenance.as_ref()),
@@ -429,6 +445,7 @@ mod tests {
             compaction_conflict: None,
             outcome: &Outcome::None,
             storage: (true, "AtSize", "every member volume has spec.storage.size (4Gi)".into()),
+            placement: None,
         }
     }
 
