@@ -52,8 +52,20 @@ cargo test --locked -p etcd-pilot-e2e --test upgrade -- --nocapture
 # After the smoke tests, whose own operator install is gone by then: one operator at a
 # time acts on the testbed's clusters.
 cargo test --locked -p etcd-pilot-e2e --test lifecycle -- --test-threads="${E2E_THREADS:-2}" --nocapture
-# The faults, each in its own namespace, three at a time on the same operator.
-cargo test --locked -p etcd-pilot-e2e --test faults -- --test-threads="${E2E_FAULT_THREADS:-3}" --nocapture
+# The faults, each in its own namespace, three at a time on the same operator; beside
+# them the placement tests (members no node can take), in their own namespaces.
+cargo test --locked -p etcd-pilot-e2e --test placement --no-run
+cargo test --locked -p etcd-pilot-e2e --test placement -- --test-threads=2 --nocapture > target/e2e-placement.log 2>&1 &
+placement_pid=$!
+faults_rc=0
+cargo test --locked -p etcd-pilot-e2e --test faults -- --test-threads="${E2E_FAULT_THREADS:-3}" --nocapture || faults_rc=$?
+placement_rc=0
+wait "$placement_pid" || placement_rc=$?
+cat target/e2e-placement.log
+if [ "$faults_rc" != 0 ] || [ "$placement_rc" != 0 ]; then
+  echo "e2e: faults exited $faults_rc, placement exited $placement_rc" >&2
+  exit 1
+fi
 # Backups and restores, against the testbed's S3 server, all at once.
 cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BACKUP_THREADS:-5}" --nocapture
 # Maintenance (defragmentation, NOSPACE, compaction, paused), all at once.

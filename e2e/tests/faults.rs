@@ -397,14 +397,15 @@ async fn raising_the_quota_restarts_every_member_once_leader_last() {
     let writer = Writer::start(&kit, &ns, "main").await;
     let watcher = Watcher::start(&kit, &ns, "main").await;
     let started = Instant::now();
-    patch_spec(&kit, &ns, "main", json!({"etcd": {"quotaBackendBytes": 4294967296i64}})).await;
+    // 2.5 GiB: still under the default 4Gi volume with headroom (a larger quota is refused).
+    patch_spec(&kit, &ns, "main", json!({"etcd": {"quotaBackendBytes": 2684354560i64}})).await;
     let deadline = Instant::now() + WAIT;
     loop {
         let pods = member_pods(&kit, &ns, "main").await;
         let done = pods.len() == 3
             && pods.iter().all(|p| {
                 p.spec.as_ref().is_some_and(|s| {
-                    s.containers[0].args.iter().flatten().any(|a| a == "--quota-backend-bytes=4294967296")
+                    s.containers[0].args.iter().flatten().any(|a| a == "--quota-backend-bytes=2684354560")
                 })
             });
         if done {
@@ -520,7 +521,9 @@ async fn a_member_that_cannot_run_says_why() {
 #[tokio::test]
 async fn a_volume_size_the_storage_class_cannot_give_is_refused_with_a_reason() {
     let (kit, ns) = setup("fault-volume").await;
-    create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.5.30", json!({"storage": {"size": "1Gi"}}))).await;
+    // A 16 MiB quota: volumes from 532Mi are valid (quota + 25% + 512Mi).
+    let spec = json!({"storage": {"size": "1Gi"}, "etcd": {"quotaBackendBytes": 16777216}});
+    create_cluster(&kit, &ns, cluster_manifest("main", 1, "3.5.30", spec)).await;
     let ec = wait_ready(&kit, &ns, "main", 1).await;
     assert_eq!(condition(&ec, "StorageAtSize").map(|c| c.1), Some("AtSize".into()));
     let pods_before = pod_uids(&member_pods(&kit, &ns, "main").await);
@@ -549,7 +552,7 @@ async fn a_volume_size_the_storage_class_cannot_give_is_refused_with_a_reason() 
     assert!(ev.iter().any(|e| e.contains("Warning ExpansionNotAllowed:")), "{ev:#?}");
     assert_eq!(requested().await.as_deref(), Some("1Gi"), "the claim is not touched");
 
-    patch_spec(&kit, &ns, "main", json!({"storage": {"size": "512Mi"}})).await;
+    patch_spec(&kit, &ns, "main", json!({"storage": {"size": "768Mi"}})).await;
     wait_for(&kit, &ns, "main", "StorageAtSize=False/ShrinkNotPossible", |ec| {
         condition(ec, "StorageAtSize").is_some_and(|c| c.0 == "False" && c.1 == "ShrinkNotPossible")
     })

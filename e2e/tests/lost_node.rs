@@ -74,7 +74,8 @@ async fn a_lost_nodes_member_is_replaced_on_another_node() {
             assert!(removals[0].contains(&victim), "the lost member was the one removed: {ev:#?}");
             // The order the operator acted in: the removal, then the new member.
             let removed_at = ev.iter().position(|e| e.contains(" RemovingMember:")).unwrap_or(usize::MAX);
-            let added_at = ev.iter().position(|e| e.contains(" AddingLearner:")).unwrap_or(0);
+            // (The last learner added: the bootstrap added its own before.)
+            let added_at = ev.iter().rposition(|e| e.contains(" AddingLearner:")).unwrap_or(0);
             assert!(removed_at < added_at, "removed before a new member was added: {ev:#?}");
             let (acked, failed) = writer.finish(&kit, &ns, "main").await;
             println!(

@@ -642,8 +642,8 @@ pub struct HealingPolicy {
     /// Replace a member (remove it, add a fresh learner) when its pod and volume are gone,
     /// or when etcd and its pod agree it is down (etcd gets no healthy answer from it and
     /// its pod is not ready or failed) for this long; a learner not healthy within this
-    /// long is removed and retried a minute later. Only when the rest keep quorum, and
-    /// never two at once.
+    /// long is removed and retried a minute later (one whose pod no node takes waits
+    /// instead: it does not vote). Only when the rest keep quorum, and never two at once.
     #[serde(default = "default_unhealthy_seconds")]
     #[schemars(range(min = 30))]
     pub replace_unhealthy_after_seconds: i32,
