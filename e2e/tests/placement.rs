@@ -228,3 +228,56 @@ async fn a_learner_no_node_can_take_waits_without_voting_and_joins_when_the_spec
     println!("an unplaceable learner: waited past its deadline, joined once placeable; {samples} samples");
     kit.delete_namespace(&ns).await;
 }
+
+// Specs that cannot work are refused, changing nothing: a cron expression that is not
+// five fields, by the API server itself (the schema's pattern); a volume smaller than
+// the quota with headroom, by a condition and an Event, with no pod or volume made.
+#[tokio::test]
+async fn specs_that_cannot_work_are_refused_with_a_reason() {
+    let (kit, ns) = setup("place-refuse").await;
+    let schedules: kube::Api<etcd_pilot::api::EtcdBackupSchedule> = kube::Api::namespaced(kit.client.clone(), &ns);
+    let every_hour: etcd_pilot::api::EtcdBackupSchedule = serde_json::from_value(json!({
+        "apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackupSchedule", "metadata": {"name": "hourly"},
+        "spec": {"clusterName": "main", "schedule": "every hour"}}))
+    .expect("schedule");
+    match schedules.create(&Default::default(), &every_hour).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            assert!(e.message.contains("spec.schedule"), "the field is named: {}", e.message);
+        }
+        other => panic!("`every hour` was not refused at admission: {other:?}"),
+    }
+    let bad_defrag = cluster_manifest("other", 3, "3.5.30", json!({"defrag": {"schedule": "hourly"}}));
+    let bad_defrag: EtcdCluster = serde_json::from_value(bad_defrag).expect("manifest");
+    let refused = clusters(&kit, &ns).create(&Default::default(), &bad_defrag).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("spec.defrag.schedule")),
+        "{refused:?}"
+    );
+
+    let spec = json!({"storage": {"size": "1Gi"}, "etcd": {"quotaBackendBytes": 8589934592u64}});
+    create_cluster(&kit, &ns, cluster_manifest("main", 3, "3.5.30", spec)).await;
+    let ec = wait_cluster(&kit, &ns, "SpecValid=False", |ec| {
+        condition(ec, "SpecValid").is_some_and(|c| c.0 == "False")
+            && ec.status.as_ref().is_some_and(|s| s.observed_generation.is_some())
+    })
+    .await;
+    let message = condition(&ec, "SpecValid").map(|c| c.2).unwrap_or_default();
+    assert!(
+        message.contains(
+            "spec.storage.size: 1Gi is too small for the backend quota etcd.quotaBackendBytes 8589934592 (8Gi)"
+        ) && message.contains("at least 10752Mi"),
+        "{message}"
+    );
+    wait_event(&kit, &ns, "main", |e| e.starts_with("Warning InvalidSpec") && e.contains("spec.storage.size")).await;
+    assert!(member_pods(&kit, &ns, "main").await.is_empty(), "no member pod made");
+    let claims = kube::Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(kit.client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .expect("claims");
+    assert!(claims.items.is_empty(), "no volume made");
+    // Fixed, the same cluster starts.
+    patch_spec(&kit, &ns, "main", json!({"storage": {"size": "11Gi"}})).await;
+    wait_ready(&kit, &ns, "main", 3).await;
+    kit.delete_namespace(&ns).await;
+}
