@@ -332,6 +332,11 @@ async fn a_schedule_every_minute_keeps_the_two_newest_backups() {
     let s: EtcdBackupSchedule = Api::namespaced(kit.client.clone(), &ns).get("every-minute").await.expect("schedule");
     let st = s.status.expect("status");
     assert!(st.next_schedule_time.is_some() && st.last_successful_time.is_some(), "{st:?}");
+    // `kubectl get` shows the next run as a time, not `<invalid>` (a future `date`).
+    let table = kit.kubectl(&["get", "etcdbackupschedule", "every-minute", "-n", &ns]);
+    let next = st.next_schedule_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+    assert!(table.contains("NEXT") && !table.contains("<invalid>"), "{table}");
+    assert!(table.contains(&next[..11]), "the next run's time (about {next}) in: {table}");
     wait_event(&kit, &ns, "every-minute", |e| e.starts_with("Normal BackupPruned")).await;
 
     // Bad input: nothing runs, and the schedule says why.
