@@ -280,7 +280,7 @@ async fn the_readme_install_section_works_with_images_from_a_registry() {
     }
     // The stand-in for quay.io/coreos/etcd: the testbed's etcd images, under the mirror.
     let etcd_images = testbed_etcd_images(&kit);
-    assert!(etcd_images.iter().any(|(v, _)| v == "v3.4.23"), "{etcd_images:?}");
+    assert!(etcd_images.iter().any(|(v, _)| v == "v3.5.30"), "{etcd_images:?}");
     for (version, tarball) in &etcd_images {
         sh(
             &kit,
@@ -382,7 +382,7 @@ async fn the_readme_install_section_works_with_images_from_a_registry() {
         members.len() == 3
             && members
                 .iter()
-                .all(|(image, id)| image == "quay.io/coreos/etcd:v3.4.23"
+                .all(|(image, id)| image == "quay.io/coreos/etcd:v3.5.30"
                     && id.starts_with("quay.io/coreos/etcd@sha256:")),
         "members run the chart's default etcd image: {members:?}"
     );

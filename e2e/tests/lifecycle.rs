@@ -66,6 +66,14 @@ async fn a_new_cluster_is_available_and_serves_tls_clients() {
     assert_eq!(pdb.data["spec"]["maxUnavailable"], 1);
     assert!(!ev.iter().any(|e| e.contains("NoPodDisruptionBudget")), "{ev:#?}");
     assert!(ev.iter().any(|e| e.contains("Bootstrapping")), "{ev:#?}");
+    // etcd 3.4 is past its end of life: said, with the way out, and nothing changed.
+    let (status, reason, message) = condition(&ec, "VersionSupported").expect("VersionSupported");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "EndOfLife"), "{message}");
+    assert!(message.contains("spec.version: 3.5.30") && message.contains("user guide"), "{message}");
+    let ev = wait_event(&kit, &ns, "main", |e| e.starts_with("Warning EndOfLife")).await;
+    assert_eq!(ev.iter().filter(|e| e.starts_with("Warning EndOfLife")).count(), 1, "one Event: {ev:#?}");
+    let now = clusters(&kit, &ns).get("main").await.expect("cluster");
+    assert_eq!(now.spec.version, "3.4.23", "the user's version is left alone");
 
     // The operator's metrics show the cluster (its pod IP is reachable from the host).
     let want = format!("etcdpilot_cluster_healthy_members{{namespace=\"{ns}\",cluster=\"main\"}} 3");

@@ -130,6 +130,8 @@ async fn five_members_one_per_node_on_three_workers_run_as_three_and_grow_when_p
     let (_, reason, message) = condition(&ec, "MembersPlaced").expect("MembersPlaced");
     assert_eq!(reason, "NotEnoughNodes", "{message}");
     assert!(message.starts_with("main-3 and main-4 cannot be placed: size 5 needs a node per member"), "{message}");
+    let supported = condition(&ec, "VersionSupported").expect("VersionSupported");
+    assert_eq!((supported.0.as_str(), supported.1.as_str()), ("True", "Supported"), "3.5.30: {supported:?}");
     let available = condition(&ec, "Available").expect("Available");
     assert_eq!(available.0, "True", "{available:?}");
     let progressing = condition(&ec, "Progressing").expect("Progressing");

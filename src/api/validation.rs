@@ -218,7 +218,47 @@ pub fn check_version_change(from: &str, to: &str) -> Result<(), String> {
             "{from} -> {to} is a minor downgrade, which a rolling restart cannot do safely: restore a backup into a new cluster instead"
         ));
     }
+    // etcd's 3.6 upgrade guide: only from 3.5.26 on (earlier 3.5 did not persist a
+    // learner's promotion, etcd issue 19557, and 3.6 then finds "too many learner members").
+    if (a.major, a.minor, b.minor) == (3, 5, 6) && a.patch < MIN_35_FOR_36 {
+        return Err(format!(
+            "{from} -> {to}: etcd upgrades to 3.6 only from 3.5.{MIN_35_FOR_36} or later (earlier 3.5 releases did not persist learner promotion, etcd issue 19557): take the patch release first (spec.version: {CURRENT_VERSION}), then 3.6"
+        ));
+    }
     Ok(())
+}
+
+/// The etcd version examples, the demo and the docs start; what a 3.4 or an old 3.5
+/// cluster is told to move to.
+pub const CURRENT_VERSION: &str = "3.5.30";
+/// The oldest 3.5 patch release etcd's maintainers allow an upgrade to 3.6 from.
+pub const MIN_35_FOR_36: u64 = 26;
+
+/// Whether a running etcd version is one users should stay on: `(supported, reason,
+/// message)`. 3.4 is past its end of life (May 2026); 3.5 before 3.5.26 cannot be upgraded
+/// to 3.6 and lacks the fix for etcd issue 19557. Nothing is changed for the user.
+pub fn version_support(version: &str) -> (bool, &'static str, String) {
+    let Ok(v) = parse_version(version) else {
+        return (true, "Unknown", format!("etcd {version} is not a version etcd-pilot can judge"));
+    };
+    match (v.major, v.minor) {
+        (3, 0..=4) => (
+            false,
+            "EndOfLife",
+            format!(
+                "etcd {version}: etcd {}.{} reached its end of life in May 2026 and gets no fixes: upgrade to spec.version: {CURRENT_VERSION} (one minor up, a rolling restart; see the user guide, Upgrade)",
+                v.major, v.minor
+            ),
+        ),
+        (3, 5) if v.patch < MIN_35_FOR_36 => (
+            false,
+            "UpgradeRecommended",
+            format!(
+                "etcd {version}: 3.5 before 3.5.{MIN_35_FOR_36} did not persist learner promotion (etcd issue 19557) and cannot be upgraded to 3.6: take spec.version: {CURRENT_VERSION} (a rolling restart; see the user guide, Upgrade)"
+            ),
+        ),
+        _ => (true, "Supported", format!("etcd {version} is a supported release")),
+    }
 }
 
 /// Checks a backup schedule.
@@ -421,6 +461,56 @@ compaction: {schedule: "*/5 * * * *"}
         }
         let msg = check_version_change("3.4.23", "3.6.0").unwrap_err();
         assert!(msg.contains("one minor at a time") && msg.contains("3.5.x"), "{msg}");
+    }
+
+    /// etcd's own 3.6 upgrade rules (upgrade guide and the 3.5.26 release note).
+    #[test]
+    fn the_way_to_3_6_goes_through_3_5_26() {
+        let table = [
+            ("3.5.26", "3.6.0", true),
+            ("3.5.30", "3.6.5", true),
+            ("3.5.25", "3.6.0", false), // take the patch release first
+            ("3.5.16", "3.6.0", false),
+            ("3.5.16", "3.5.30", true), // which is allowed
+            ("3.6.0", "3.5.30", false), // no downgrade by a rolling restart
+            ("3.6.0", "3.6.4", true),
+            ("3.6.4", "3.7.0", true),
+        ];
+        for (from, to, ok) in table {
+            assert_eq!(
+                check_version_change(from, to).is_ok(),
+                ok,
+                "{from} -> {to}: {:?}",
+                check_version_change(from, to)
+            );
+        }
+        assert_eq!(
+            check_version_change("3.5.16", "3.6.0").unwrap_err(),
+            "3.5.16 -> 3.6.0: etcd upgrades to 3.6 only from 3.5.26 or later (earlier 3.5 releases did not persist learner promotion, etcd issue 19557): take the patch release first (spec.version: 3.5.30), then 3.6"
+        );
+        assert!(check_version_change("3.6.0", "3.5.30").unwrap_err().contains("minor downgrade"));
+    }
+
+    #[test]
+    fn end_of_life_and_old_patch_releases_are_named() {
+        let table = [
+            ("3.4.23", false, "EndOfLife"),
+            ("3.3.27", false, "EndOfLife"),
+            ("3.5.1", false, "UpgradeRecommended"),
+            ("3.5.25", false, "UpgradeRecommended"),
+            ("3.5.26", true, "Supported"),
+            ("3.5.30", true, "Supported"),
+            ("3.6.0", true, "Supported"),
+            ("x", true, "Unknown"),
+        ];
+        for (v, ok, reason) in table {
+            let (got_ok, got_reason, _) = version_support(v);
+            assert_eq!((got_ok, got_reason), (ok, reason), "{v}");
+        }
+        assert_eq!(
+            version_support("3.4.23").2,
+            "etcd 3.4.23: etcd 3.4 reached its end of life in May 2026 and gets no fixes: upgrade to spec.version: 3.5.30 (one minor up, a rolling restart; see the user guide, Upgrade)"
+        );
     }
 
     #[test]

@@ -402,10 +402,20 @@ fn container_security() -> SecurityContext {
     }
 }
 
-fn health_probe(period: i32, failures: i32) -> Probe {
+/// The health endpoints a member's probes ask, by etcd version: `(ready, alive)`. etcd
+/// 3.6 serves `/readyz` and `/livez` (its upgrade guide points probes there); before it,
+/// `/health` (NOSPACE excluded: a full cluster still serves reads) for both.
+pub fn probe_paths(version: &str) -> (&'static str, &'static str) {
+    match crate::api::validation::parse_version(version) {
+        Ok(v) if (v.major, v.minor) >= (3, 6) => ("/readyz", "/livez"),
+        _ => (HEALTH_PATH, HEALTH_PATH),
+    }
+}
+
+fn health_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
-            path: Some(HEALTH_PATH.into()),
+            path: Some(path.into()),
             port: IntOrString::Int(METRICS_PORT),
             ..HTTPGetAction::default()
         }),
@@ -473,9 +483,9 @@ fn pod_of(ec: &EtcdCluster, member: &str, join: &Join, repository: &str) -> Pod 
         // /health answers 200 once the member has a leader (alarms but NOSPACE count).
         // Ready: in the client Service. Started: up to 5 minutes to join and catch up.
         // Alive: restarted only after 80 s without an answer.
-        readiness_probe: Some(health_probe(5, 3)),
-        startup_probe: Some(health_probe(5, 60)),
-        liveness_probe: Some(health_probe(10, 8)),
+        readiness_probe: Some(health_probe(probe_paths(&s.version).0, 5, 3)),
+        startup_probe: Some(health_probe(probe_paths(&s.version).1, 5, 60)),
+        liveness_probe: Some(health_probe(probe_paths(&s.version).1, 10, 8)),
         // Without requests a member is BestEffort: the first pod evicted under pressure.
         resources: Some(s.resources.clone().unwrap_or_else(default_resources)),
         env: (s.topology == Topology::Stacked).then(|| vec![node_ip_env()]),
@@ -694,6 +704,31 @@ mod tests {
         assert_eq!((csc.allow_privilege_escalation, csc.read_only_root_filesystem), (Some(false), Some(true)));
         assert_eq!(csc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
         assert!(csc.run_as_user.is_none(), "the pod's user, never root");
+    }
+
+    #[test]
+    fn probes_ask_what_each_version_serves() {
+        for (version, ready, alive) in [
+            ("3.4.23", HEALTH_PATH, HEALTH_PATH),
+            ("3.5.30", HEALTH_PATH, HEALTH_PATH),
+            ("3.6.0", "/readyz", "/livez"),
+            ("3.7.1", "/readyz", "/livez"),
+        ] {
+            let pod = member_pod(&cluster(&format!("{{version: {version}}}")), "main-0", &join3(), "r", "op");
+            let c = &pod.spec.as_ref().unwrap().containers[0];
+            let path = |p: &Option<Probe>| p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone());
+            assert_eq!(path(&c.readiness_probe).as_deref(), Some(ready), "{version}");
+            assert_eq!(path(&c.liveness_probe).as_deref(), Some(alive), "{version}");
+            assert_eq!(
+                path(&c.startup_probe).as_deref(),
+                Some(alive),
+                "{version}: started once alive (a learner catching up)"
+            );
+            // Every flag etcd-pilot writes is one 3.6 still takes: no --experimental-*
+            // (3.6 moves them to --feature-gates and plain names) and no v2 store flag.
+            let args = c.args.clone().unwrap_or_default();
+            assert!(!args.iter().any(|a| a.starts_with("--experimental-") || a.starts_with("--enable-v2")), "{args:?}");
+        }
     }
 
     #[test]

@@ -664,7 +664,12 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         outcome: &outcome,
         storage: volumes::condition(&sizing, &ec.spec.storage.size.0),
         placement: placement.as_ref().map(|(r, m)| (*r, m.as_str())),
+        spec_version: &ec.spec.version,
     });
+    if let Some(c) = new_status.conditions.iter().find(|c| c.type_ == status::VERSION_SUPPORTED && c.status == "False")
+    {
+        warn_once(ctx, ec, &key, &c.reason.clone(), c.message.clone()).await;
+    }
     let new_status = EtcdClusterStatus { highest_ordinal: highest_ordinal.map(i64::from), ..new_status };
     record_metrics(ctx, ec, &key, &new_status, view.as_ref());
     if ec.spec.tls.mode == crate::api::cluster::TlsMode::Operator {

@@ -23,6 +23,7 @@ pub const MAINTENANCE_FAILING: &str = "MaintenanceFailing";
 pub const COMPACTION_CONFLICT: &str = "CompactionConflict";
 pub const STORAGE_AT_SIZE: &str = "StorageAtSize";
 pub const MEMBERS_PLACED: &str = "MembersPlaced";
+pub const VERSION_SUPPORTED: &str = "VersionSupported";
 
 /// A short CamelCase reason and a sentence for a step.
 pub fn describe(step: &Step) -> (&'static str, String) {
@@ -81,6 +82,8 @@ pub struct Input<'a> {
     pub storage: (bool, &'static str, String),
     /// Why members the spec asks for cannot be placed ([`super::plan::placement`]).
     pub placement: Option<(&'static str, &'a str)>,
+    /// `spec.version`, for `VersionSupported` before any member reports its own.
+    pub spec_version: &'a str,
 }
 
 /// The members as etcd and Kubernetes show them.
@@ -332,6 +335,12 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
             c(MAINTENANCE_FAILING, !failing.is_empty(), fail_reason, fail_msg),
             c(COMPACTION_CONFLICT, i.compaction_conflict.is_some(), conflict_reason, conflict_msg),
             c(STORAGE_AT_SIZE, i.storage.0, i.storage.1, i.storage.2.clone()),
+            {
+                // What runs (the lowest member version), else what is asked for.
+                let v = version.clone().unwrap_or_else(|| i.spec_version.to_string());
+                let (ok, reason, message) = crate::api::validation::version_support(&v);
+                c(VERSION_SUPPORTED, ok, reason, message)
+            },
             match i.placement {
                 Some((reason, message)) => c(MEMBERS_PLACED, false, reason, message.to_string()),
                 None => c(MEMBERS_PLACED, true, "Placed", "every member can be placed".to_string()),
@@ -446,6 +455,7 @@ mod tests {
             outcome: &Outcome::None,
             storage: (true, "AtSize", "every member volume has spec.storage.size (4Gi)".into()),
             placement: None,
+            spec_version: "3.4.23",
         }
     }
 
