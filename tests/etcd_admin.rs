@@ -305,6 +305,10 @@ async fn nospace_alarm_is_listed_and_disarmed_once_space_is_freed() {
     let base = cluster.endpoints()[0].clone();
     assert_eq!(http_status(&base, "/health").await, 503);
     assert_eq!(http_status(&base, etcd_pilot::controllers::cluster::build::HEALTH_PATH).await, 200);
+    // The sentinel, which asks plain /health between passes, asks for a pass now.
+    use etcd_pilot::controllers::cluster::sentinel;
+    let http = sentinel::client();
+    assert_eq!(sentinel::ask(&http, &format!("{base}/health")).await, Some(true), "NOSPACE wakes a pass");
     kv.get("k0", None).await.expect("reads are served under NOSPACE");
 
     // The remedy etcd documents: compact, defragment, disarm.
@@ -313,6 +317,8 @@ async fn nospace_alarm_is_listed_and_disarmed_once_space_is_freed() {
     admin.disarm(&alarms[0]).await.expect("disarm");
     assert!(admin.alarms().await.unwrap().is_empty());
     kv.put("after", "ok", None).await.expect("writes work again");
+    assert_eq!(sentinel::ask(&http, &format!("{base}/health")).await, Some(false), "healthy: no pass asked");
+    assert_eq!(sentinel::ask(&http, "http://127.0.0.1:9/health").await, None, "no answer: no pass asked");
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ pub mod observe;
 mod pass_tests;
 pub mod placement;
 pub mod plan;
+pub mod sentinel;
 pub mod status;
 pub mod tls;
 pub mod volumes;
@@ -84,6 +85,8 @@ struct Memory {
     /// The largest member db file at the last idle pass, and when: a db that grows
     /// brings the next pass forward (`growth_wait`).
     db_seen: Option<DbSeen>,
+    /// A member's plain `/health`, which [`sentinel`] asks between passes.
+    health_url: Option<String>,
 }
 
 /// Settings of the controller.
@@ -147,8 +150,13 @@ pub async fn run(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
         None => (Api::all(client.clone()), Api::all(client)),
     };
+    // Between passes, the sentinel asks each cluster's /health and wakes the ones that
+    // say no (an alarm such as NOSPACE, which no watched object shows).
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let sentinel = tokio::spawn(sentinel::run(ctx.clone(), wake));
     let controller = Controller::new(clusters, watcher::Config::default().any_semantic())
-        .owns(pods, watcher::Config::default().labels("app.kubernetes.io/managed-by=etcd-pilot").any_semantic());
+        .owns(pods, watcher::Config::default().labels("app.kubernetes.io/managed-by=etcd-pilot").any_semantic())
+        .reconcile_on(woken);
     // A deleted cluster gets no last pass (nothing to finalize: owner references clean
     // up): forget it, and drop its metric series, once it is gone from the cache.
     let store = controller.store();
@@ -184,6 +192,7 @@ pub async fn run(
         })
         .await;
     pruner.abort();
+    sentinel.abort();
 }
 
 fn error_policy(ec: Arc<EtcdCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -533,6 +542,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
 
     let unhealthy_for = track_health(ctx, &key, &names, view.as_ref());
+    let health_url = pods
+        .iter()
+        .filter(|p| observe::pod_ready(p))
+        .find_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).map(sentinel::health_url));
+    ctx.with_memory(&key, |m| m.health_url = health_url);
     let records = Records { cluster_id_recorded: act::cluster_id_recorded(ec), bootstrap: act::recorded_bootstrap(ec) };
     let mut obs =
         observe::observation(&names, &pods, &pvcs, view.as_ref(), &records, &unhealthy_for, jiff::Timestamp::now());
