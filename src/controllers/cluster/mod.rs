@@ -312,6 +312,9 @@ pub const IDLE_REQUEUE_SECS: u64 = 60;
 /// revision).
 pub const CALM_REQUEUE_SECS: u64 = 120;
 
+/// How often a cluster waiting for a node that can take a member looks again.
+pub const PLACEMENT_REQUEUE_SECS: u64 = 30;
+
 /// The largest member db file (bytes) as seen at an instant.
 type DbSeen = (Instant, i64);
 
@@ -720,6 +723,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
     if !problems.is_empty() {
         return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    // Waiting for a node to take a member: a pod the scheduler places wakes a pass by
+    // its watch event; a node added is looked for every 30 s, not at the pace of a step.
+    if placement.is_some() && matches!(step, Step::Wait(_)) {
+        return Ok(Action::requeue(Duration::from_secs(PLACEMENT_REQUEUE_SECS)));
     }
     // A cluster near its quota is looked at often: NOSPACE is then found within seconds.
     let near_full = new_status.conditions.iter().any(|c| c.type_ == status::QUOTA_HIGH && c.status == "True");
