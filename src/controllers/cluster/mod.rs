@@ -891,6 +891,7 @@ fn desired(ec: &EtcdCluster, repository: &str) -> Desired {
         learner_retry_after_secs: LEARNER_RETRY_AFTER_SECS,
         memory: ec.spec.storage.medium == StorageMedium::Memory,
         allow_data_loss: ec.spec.storage.allow_data_loss,
+        one_per_node: placement::one_per_node(ec),
         maintenance: Some(maintenance::Policy {
             defrag_enabled: ec.spec.defrag.enabled,
             threshold_percent: i64::from(ec.spec.defrag.fragmentation_threshold_percent),

@@ -157,6 +157,13 @@ pub fn observation(
             down_for_secs: pod_down_for(p, now),
             node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
             unplaced: pod_unplaced(p),
+            one_per_node: p
+                .spec
+                .as_ref()
+                .and_then(|s| s.affinity.as_ref())
+                .and_then(|a| a.pod_anti_affinity.as_ref())
+                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+                .is_some_and(|r| !r.is_empty()),
         })
         .collect();
     // A volume kept after its member was removed (retention `Retain`) is no member's,
@@ -344,6 +351,7 @@ mod tests {
                 down_for_secs: 0,
                 node: None,
                 unplaced: None,
+                one_per_node: false,
             }
         );
         assert!(o.pods[1].terminating && !o.pods[1].ready);

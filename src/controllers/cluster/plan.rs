@@ -60,6 +60,8 @@ pub struct Desired {
     pub allow_data_loss: bool,
     /// Defragmentation, compaction and NOSPACE policy.
     pub maintenance: Option<maintenance::Policy>,
+    /// Members never share a node (anti-affinity `Required`, or Stacked).
+    pub one_per_node: bool,
 }
 
 /// A member pod as observed.
@@ -85,6 +87,8 @@ pub struct PodState {
     pub node: Option<String>,
     /// No node took it: the scheduler's message (`PodScheduled=False`).
     pub unplaced: Option<String>,
+    /// Built to never share a node with another member (required anti-affinity).
+    pub one_per_node: bool,
 }
 
 /// An etcd member as observed. `name` comes from its peer URL, so a learner that never
@@ -352,6 +356,14 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
             if pod_stale(p, want).is_some() {
                 return Step::ReplacePod { name: l.name.clone(), initial: None };
             }
+            // The members' own pods may be what keeps it out: built when members never
+            // shared a node (anti-affinity Required), which the spec no longer asks. They
+            // are rolled onto the current spec meanwhile, each back on its own node.
+            let kept_out_by_old_pods = !want.one_per_node
+                && voters.iter().any(|m| pod(&m.name).is_some_and(|v| v.one_per_node && pod_stale(v, want).is_some()));
+            if kept_out_by_old_pods && let Some(step) = roll(want, obs, &voters, healthy_voters, Some(&l.name)) {
+                return step;
+            }
             return Step::Wait(format!("learner {} cannot be placed: {why}", l.name));
         }
         return match pod(&l.name) {
@@ -433,32 +445,8 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
 
     // 9. Rolling restart to the current spec: followers first, leader last; all healthy
     // before each.
-    let stale_why = |m: &MemberState| -> Option<String> { pod_stale(pod(&m.name)?, want) };
-    let stale: Vec<(&MemberState, String)> = voters.iter().filter_map(|m| stale_why(m).map(|w| (*m, w))).collect();
-    if !stale.is_empty() {
-        if healthy_voters < voters.len() || obs.pods.iter().any(|p| !p.ready) {
-            return Step::Wait("waiting for every member to be healthy before restarting the next".into());
-        }
-        if want.memory && voters.len() == 1 && !want.allow_data_loss {
-            return Step::Blocked(
-                "restarting the only member of a Memory cluster would lose all its data; set spec.storage.allowDataLoss: true to accept that, or grow the cluster first"
-                    .into(),
-            );
-        }
-        if let Some((f, why)) = stale.iter().find(|(m, _)| !m.leader) {
-            return Step::Restart { name: f.name.clone(), reason: why.clone() };
-        }
-        let (leader, why) = &stale[0];
-        let fresh = voters.iter().find(|o| o.id != leader.id && stale_why(o).is_none());
-        return match fresh.or_else(|| voters.iter().find(|o| o.id != leader.id)) {
-            Some(to) => Step::MoveLeader {
-                to: to.id,
-                to_name: to.name.clone(),
-                reason: format!("{} leads and is restarted last", leader.name),
-            },
-            // A single member leads itself: restart it.
-            None => Step::Restart { name: leader.name.clone(), reason: why.clone() },
-        };
+    if let Some(step) = roll(want, obs, &voters, healthy_voters, None) {
+        return step;
     }
 
     // 10. Maintenance, the lowest priority.
@@ -469,6 +457,45 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
         }
         _ => Step::Idle,
     }
+}
+
+/// The next step of a rolling restart onto the current spec, if a voter's pod is built
+/// from another: followers first, the leader last after moving leadership; only while
+/// every voter is healthy and every pod ready (but `waiting`, a learner's pod no node
+/// has taken).
+fn roll(
+    want: &Desired,
+    obs: &Observation,
+    voters: &[&MemberState],
+    healthy_voters: usize,
+    waiting: Option<&str>,
+) -> Option<Step> {
+    let pod = |name: &str| obs.pods.iter().find(|p| p.name == name);
+    let stale_why = |m: &MemberState| -> Option<String> { pod_stale(pod(&m.name)?, want) };
+    let stale: Vec<(&MemberState, String)> = voters.iter().filter_map(|m| stale_why(m).map(|w| (*m, w))).collect();
+    let (leader, why) = stale.first()?;
+    if healthy_voters < voters.len() || obs.pods.iter().any(|p| !p.ready && Some(p.name.as_str()) != waiting) {
+        return Some(Step::Wait("waiting for every member to be healthy before restarting the next".into()));
+    }
+    if want.memory && voters.len() == 1 && !want.allow_data_loss {
+        return Some(Step::Blocked(
+            "restarting the only member of a Memory cluster would lose all its data; set spec.storage.allowDataLoss: true to accept that, or grow the cluster first"
+                .into(),
+        ));
+    }
+    if let Some((f, why)) = stale.iter().find(|(m, _)| !m.leader) {
+        return Some(Step::Restart { name: f.name.clone(), reason: why.clone() });
+    }
+    let fresh = voters.iter().find(|o| o.id != leader.id && stale_why(o).is_none());
+    Some(match fresh.or_else(|| voters.iter().find(|o| o.id != leader.id)) {
+        Some(to) => Step::MoveLeader {
+            to: to.id,
+            to_name: to.name.clone(),
+            reason: format!("{} leads and is restarted last", leader.name),
+        },
+        // A single member leads itself: restart it.
+        None => Step::Restart { name: leader.name.clone(), reason: why.clone() },
+    })
 }
 
 /// No member answers.
@@ -642,6 +669,7 @@ mod tests {
             memory: false,
             allow_data_loss: false,
             maintenance: None,
+            one_per_node: false,
         }
     }
 
@@ -657,6 +685,7 @@ mod tests {
             down_for_secs: 0,
             node: None,
             unplaced: None,
+            one_per_node: false,
         }
     }
 
@@ -1013,6 +1042,42 @@ mod tests {
             Desired { spec_hash: "h2".into(), ..want(5) },
             unplaced.clone(),
             Step::ReplacePod { name: "main-3".into(), initial: None },
+        ));
+        // The anti-affinity relaxed (Required -> Preferred): the learner, built from the
+        // new spec, is kept out by the members' own pods, still built one per node.
+        let mut kept_out = unplaced.clone();
+        for p in kept_out.pods.iter_mut().take(3) {
+            p.one_per_node = true;
+        }
+        cases.push((
+            "a learner kept out by the members' own one-per-node pods: they roll meanwhile, followers first",
+            Desired { spec_hash: "h2".into(), ..want(5) },
+            {
+                let mut o = kept_out.clone();
+                o.pods[3].spec_hash = Some("h2".into());
+                o
+            },
+            Step::Restart { name: "main-1".into(), reason: "the spec of its pod changed".into() },
+        ));
+        cases.push((
+            "... not while the spec still asks one per node (the learner is kept out by that)",
+            Desired { spec_hash: "h2".into(), one_per_node: true, ..want(5) },
+            {
+                let mut o = kept_out.clone();
+                o.pods[3].spec_hash = Some("h2".into());
+                o
+            },
+            Step::Wait("learner main-3 cannot be placed: 0/6 nodes are available: 3 node(s) didn't match pod anti-affinity rules, 3 node(s) had taint {node-role.kubernetes.io/control-plane: }, that the pod didn't tolerate.".into()),
+        ));
+        cases.push((
+            "... nor when the members' pods never required a node each (e.g. a request no node can give): no voter is restarted onto it",
+            Desired { spec_hash: "h2".into(), ..want(5) },
+            {
+                let mut o = unplaced.clone();
+                o.pods[3].spec_hash = Some("h2".into());
+                o
+            },
+            Step::Wait("learner main-3 cannot be placed: 0/6 nodes are available: 3 node(s) didn't match pod anti-affinity rules, 3 node(s) had taint {node-role.kubernetes.io/control-plane: }, that the pod didn't tolerate.".into()),
         ));
         let mut placed_now = unplaced.clone();
         placed_now.pods[3].unplaced = None;
