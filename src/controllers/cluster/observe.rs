@@ -79,6 +79,14 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
     None
 }
 
+/// Every container of the pod is reported terminated (none waiting or running), as the
+/// kubelet says once a deleted pod's processes are gone.
+pub fn containers_gone(pod: &Pod) -> bool {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    statuses
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some())))
+}
+
 /// Why no node took the pod, in the scheduler's words, while none has.
 pub fn pod_unplaced(pod: &Pod) -> Option<String> {
     if pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
@@ -164,6 +172,7 @@ pub fn observation(
                 .and_then(|a| a.pod_anti_affinity.as_ref())
                 .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
                 .is_some_and(|r| !r.is_empty()),
+            containers_gone: containers_gone(p),
         })
         .collect();
     // A volume kept after its member was removed (retention `Retain`) is no member's,
@@ -352,6 +361,7 @@ mod tests {
                 node: None,
                 unplaced: None,
                 one_per_node: false,
+                containers_gone: false,
             }
         );
         assert!(o.pods[1].terminating && !o.pods[1].ready);
@@ -472,6 +482,12 @@ mod tests {
             Some("CrashLoopBackOff: back-off 40s (last exit 1: member has already been bootstrapped)")
         );
         assert_eq!(pod_unplaced(&unsched).as_deref(), Some("0/6 nodes are available"), "the scheduler's words");
+        let ended = pod(json!({"metadata": {"name": "main-0"}, "status": {"phase": "Running", "containerStatuses": [{
+            "name": "etcd", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"terminated": {"exitCode": 0}}}]}}));
+        assert!(containers_gone(&ended), "every container terminated");
+        assert!(!containers_gone(&crash), "a crash loop is waiting, not gone");
+        assert!(!containers_gone(&unsched), "no container status at all is no word from the kubelet");
         assert_eq!(pod_unplaced(&pull), None, "no PodScheduled=False");
         let placed = pod(json!({"metadata": {"name": "main-0"}, "spec": {"containers": [], "nodeName": "w1"},
             "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}}));

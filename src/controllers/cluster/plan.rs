@@ -89,6 +89,8 @@ pub struct PodState {
     pub unplaced: Option<String>,
     /// Built to never share a node with another member (required anti-affinity).
     pub one_per_node: bool,
+    /// Every container of it is reported terminated (its etcd no longer runs).
+    pub containers_gone: bool,
 }
 
 /// An etcd member as observed. `name` comes from its peer URL, so a learner that never
@@ -272,7 +274,6 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
     if let Some(op) = &obs.slot_busy {
         return Step::Wait(format!("{op} is under way; membership changes wait for it"));
     }
-    let pod = |name: &str| obs.pods.iter().find(|p| p.name == name);
     let next_name = || member_name(cluster, obs.highest_ordinal.map_or(0, |o| o + 1));
 
     let Some(members) = &obs.members else {
@@ -281,10 +282,15 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
 
     let is_member = |name: &str| members.iter().any(|m| m.name == name);
     // A member's pod on its way out is waited for; the pod of a removed member is not (on
-    // a lost node it may never finish terminating, and its member is gone already).
-    if let Some(p) = obs.pods.iter().find(|p| p.terminating && is_member(&p.name)) {
+    // a lost node it may never finish terminating, and its member is gone already), nor
+    // one whose etcd is over for good: every container reported terminated by the
+    // kubelet and the member's volume deleted (no process serves it, and no pod can
+    // ever come back with its data; its replacement takes a new name).
+    let over = |p: &PodState| p.terminating && p.containers_gone && !obs.volumes.contains(&p.name);
+    if let Some(p) = obs.pods.iter().find(|p| p.terminating && is_member(&p.name) && !over(p)) {
         return Step::Wait(format!("pod {} is terminating", p.name));
     }
+    let pod = |name: &str| obs.pods.iter().find(|p| p.name == name && !over(p));
 
     // 3. Pods of members etcd no longer has (removed, then a crash before the delete),
     // on the leader's word only: a follower may not have applied a member's add yet.
@@ -686,6 +692,7 @@ mod tests {
             node: None,
             unplaced: None,
             one_per_node: false,
+            containers_gone: false,
         }
     }
 
@@ -878,7 +885,37 @@ mod tests {
         ));
         let mut terminating = healthy(3);
         terminating.pods[2].terminating = true;
-        cases.push(("a pod terminating: wait", want(3), terminating, Step::Wait("pod main-2 is terminating".into())));
+        cases.push((
+            "a pod terminating: wait",
+            want(3),
+            terminating.clone(),
+            Step::Wait("pod main-2 is terminating".into()),
+        ));
+        let mut gone_container = terminating.clone();
+        gone_container.pods[2].containers_gone = true;
+        cases.push((
+            "... its containers gone, its volume kept: still waited for (it comes back on that volume)",
+            want(3),
+            gone_container.clone(),
+            Step::Wait("pod main-2 is terminating".into()),
+        ));
+        let mut over = gone_container.clone();
+        over.volumes.remove("main-2");
+        members(&mut over)[2].healthy = false;
+        cases.push((
+            "... its containers gone and its volume deleted: over for good, removed at once (replaced by a new name)",
+            want(3),
+            over.clone(),
+            Step::RemoveMember { id: 3, name: "main-2".into(), reason: "its pod and volume are gone".into() },
+        ));
+        let mut still_running = over.clone();
+        still_running.pods[2].containers_gone = false;
+        cases.push((
+            "... volume deleted but its etcd still running (the kubelet says so): wait",
+            want(3),
+            still_running,
+            Step::Wait("pod main-2 is terminating".into()),
+        ));
         let mut removed_stuck = healthy(3);
         removed_stuck.pods[2].terminating = true;
         members(&mut removed_stuck).pop();
@@ -1427,7 +1464,8 @@ mod tests {
             unplaced: Some("0/6 nodes are available: 6 Insufficient cpu.".into()),
             ..pod("main-3")
         });
-        let rows: Vec<(&str, usize, Observation, Option<(&str, &str)>)> = vec![
+        type Row<'a> = (&'a str, usize, Observation, Option<(&'a str, &'a str)>);
+        let rows: Vec<Row> = vec![
             ("members may share nodes", 5, healthy(3), None),
             ("enough nodes", 5, with_nodes(healthy(3), &["a", "b", "c", "d", "e"]), None),
             (

@@ -133,8 +133,8 @@ async fn an_in_place_restore_stops_the_members_and_the_cluster_bootstraps_seeded
     // others join it as learners once it answers, taking its data from it).
     cluster::reconcile(Arc::new(get(&store, "etcdclusters", "main")), cluster_ctx).await.expect("cluster pass");
     assert_eq!(names_of(&store, "pods"), ["main-3"], "a new ordinal");
-    for m in ["main-3"] {
-        let pod: k8s_openapi::api::core::v1::Pod = get(&store, "pods", m);
+    {
+        let pod: k8s_openapi::api::core::v1::Pod = get(&store, "pods", "main-3");
         let spec = pod.spec.expect("spec");
         let init = spec.init_containers.expect("init containers");
         assert_eq!(init[0].name, "seed");
