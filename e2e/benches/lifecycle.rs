@@ -21,7 +21,7 @@ fn manifest(name: &str, size: i32) -> EtcdCluster {
     serde_json::from_value(json!({
         "apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster",
         "metadata": {"name": name},
-        "spec": {"size": size, "version": "3.4.23", "storage": {"retention": {"whenDeleted": "Delete"}}},
+        "spec": {"size": size, "version": "3.5.30", "storage": {"retention": {"whenDeleted": "Delete"}}},
     }))
     .expect("manifest")
 }
