@@ -655,7 +655,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         ctx.with_memory(&key, |m| m.learner_given_up = Some(Instant::now()));
         warn_once(ctx, ec, &key, "LearnerGivenUp", status::describe(&step).1).await;
     }
-    if slot == Slot::Ours && plan::releases_slot(&step, lost.is_some()) {
+    if slot == Slot::Ours && plan::releases_slot(&step, lost.is_some(), placement.is_some()) {
         let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
         operation::release(&api, ec, CONTROLLER).await.map_err(error::record("release the operation slot"))?;
     }

@@ -619,8 +619,12 @@ pub fn quorum_lost_for_good(obs: &Observation) -> Option<Vec<String>> {
 /// no membership change completes without quorum, and the way out, a restore, needs
 /// the slot. (Seen on the testbed: a removal planned just before the second member was
 /// lost held the slot until it expired, and the opt-in recovery waited behind it.)
-pub fn releases_slot(step: &Step, quorum_lost_for_good: bool) -> bool {
-    *step == Step::Idle || (quorum_lost_for_good && !step.disruptive())
+/// Also while it only waits for a node to take a member (`unplaceable`): that may last
+/// until a node is added, and a backup meanwhile is no risk (it reads a voter).
+pub fn releases_slot(step: &Step, quorum_lost_for_good: bool, unplaceable: bool) -> bool {
+    *step == Step::Idle
+        || (quorum_lost_for_good && !step.disruptive())
+        || (unplaceable && matches!(step, Step::Wait(_)))
 }
 
 /// Removes `m` only if the members left keep quorum.
@@ -646,17 +650,24 @@ mod tests {
         let wait = Step::Wait("w".into());
         let blocked = Step::Blocked("b".into());
         let recreate = Step::RecreatePod { name: "main-1".into() };
-        for (step, lost, releases) in [
-            (&Step::Idle, false, true),
-            (&Step::Idle, true, true),
-            (&wait, false, false),
-            (&remove, false, false),
-            (&wait, true, true),
-            (&blocked, true, true),
-            (&recreate, true, true),
-            (&remove, true, false),
+        for (step, lost, unplaceable, releases) in [
+            (&Step::Idle, false, false, true),
+            (&Step::Idle, true, false, true),
+            (&wait, false, false, false),
+            (&remove, false, false, false),
+            (&wait, true, false, true),
+            (&blocked, true, false, true),
+            (&recreate, true, false, true),
+            (&remove, true, false, false),
+            // Waiting for a node to take a member: nothing is under way.
+            (&wait, false, true, true),
+            (&remove, false, true, false),
         ] {
-            assert_eq!(releases_slot(step, lost), releases, "{step:?}, quorum lost for good: {lost}");
+            assert_eq!(
+                releases_slot(step, lost, unplaceable),
+                releases,
+                "{step:?}, quorum lost for good: {lost}, unplaceable: {unplaceable}"
+            );
         }
     }
 
