@@ -350,7 +350,7 @@ fn requeue_after(step: &Step) -> Duration {
     match step {
         Step::Idle => Duration::from_secs(IDLE_REQUEUE_SECS),
         Step::Blocked(_) => Duration::from_secs(15),
-        Step::Wait(_) | Step::Bootstrap { .. } => Duration::from_secs(3),
+        Step::Wait(_) | Step::Bootstrap { .. } => Duration::from_secs(2),
         _ => Duration::from_secs(1),
     }
 }
@@ -740,6 +740,12 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     // A CA rotation moves on when members serve and trust what it waits for, which no
     // watched object tells.
     let rotating = matches!(fixed.certificates, tls::CertState::Rotating(_));
+    // Every pod ready and a member still not healthy: one just promoted, which etcd
+    // reports healthy within a second or two; looked at every second until it does (a
+    // member that is down has a pod that is not ready, and waits the 5 s).
+    if settling && step == Step::Idle && pods.iter().all(observe::pod_ready) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     if (settling || rotating) && step == Step::Idle {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
