@@ -491,8 +491,13 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &ns);
             act::grow_volumes(ec, ctx, &pvcs_api, claims, &ec.spec.storage.size.0).await?;
         }
-        let mut endpoints: Vec<(bool, String)> =
-            pods.iter().map(|p| (!observe::pod_ready(p), names.client_url(&p.name_any()))).collect();
+        // A pod whose every container the kubelet reports terminated serves nothing: asking
+        // it would cost the pass a connect timeout (a deleted member's pod lingering).
+        let mut endpoints: Vec<(bool, String)> = pods
+            .iter()
+            .filter(|p| !observe::containers_gone(p))
+            .map(|p| (!observe::pod_ready(p), names.client_url(&p.name_any())))
+            .collect();
         endpoints.sort();
         let config = if pods.is_empty() {
             crate::etcd::AdminConfig::default()
