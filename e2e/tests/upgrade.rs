@@ -60,6 +60,21 @@ async fn helm_upgrade_brings_the_crds_to_the_new_version_and_live_clusters_keep_
     assert!(raw.data["spec"]["quota"].get("warnAtPercent").is_none(), "old schema: {}", raw.data["spec"]);
     let pods_before: Vec<(String, Option<String>)> =
         member_pods(&kit, &ns, "main").await.iter().map(|p| (p.name_any(), p.uid())).collect();
+    // Container restarts so far (a learner's etcd may exit once while it joins, before
+    // its peer name resolves): the upgrade must add none.
+    let restarts = |pods: &[k8s_openapi::api::core::v1::Pod]| -> Vec<(String, i32)> {
+        pods.iter()
+            .map(|p| {
+                let n = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
+                (p.name_any(), n)
+            })
+            .collect()
+    };
+    let restarts_before = restarts(&member_pods(&kit, &ns, "main").await);
     let writer = Writer::start(&kit, &ns, "main").await;
     writer.wait_acked(20).await;
 
@@ -97,14 +112,7 @@ async fn helm_upgrade_brings_the_crds_to_the_new_version_and_live_clusters_keep_
     let pods_after: Vec<(String, Option<String>)> =
         member_pods(&kit, &ns, "main").await.iter().map(|p| (p.name_any(), p.uid())).collect();
     assert_eq!(pods_before, pods_after, "no member pod was replaced by the upgrade");
-    assert!(
-        member_pods(&kit, &ns, "main").await.iter().all(|p| p
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .is_some_and(|c| c.iter().all(|c| c.restart_count == 0))),
-        "no member restarted"
-    );
+    assert_eq!(restarts(&member_pods(&kit, &ns, "main").await), restarts_before, "no member restarted by the upgrade");
     writer.wait_acked(writer.acked() + 20).await;
     let (acked, failed) = writer.finish(&kit, &ns, "main").await;
     println!(
