@@ -235,6 +235,14 @@ pub async fn events(kit: &Kit, ns: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The member of etcd's list that is `name`, by its peer URL (`https://<name>.<peers>...`):
+/// a member that joined as a learner has no name in etcd until it has published it, which
+/// may come a moment after it is healthy.
+pub fn member_named<'a>(members: &'a [etcd_client::Member], name: &str) -> Option<&'a etcd_client::Member> {
+    let prefix = format!("https://{name}.");
+    members.iter().find(|m| m.name() == name || m.peer_urls().iter().any(|u| u.starts_with(&prefix)))
+}
+
 /// A client of the cluster through its client Service, with the operator-issued
 /// client certificate.
 pub async fn etcd(kit: &Kit, ns: &str, name: &str) -> Client {

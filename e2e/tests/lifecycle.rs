@@ -143,7 +143,7 @@ async fn scaling_up_and_down_under_writes_loses_nothing() {
     // Make the member to be removed the leader, so the scale-down must move it.
     let mut client = etcd(&kit, &ns, "main").await;
     let list = client.member_list().await.unwrap();
-    let victim = list.members().iter().find(|m| m.name() == "main-4").unwrap().id();
+    let victim = member_named(list.members(), "main-4").expect("main-4 in etcd's list").id();
     // Only the leader takes a move request: reconnect through the Service (a random
     // member each time) until one lands on it.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -200,7 +200,7 @@ async fn lost_pods_return_with_data_and_lost_volumes_are_replaced() {
     let mut client = etcd(&kit, &ns, "main").await;
     client.put("keep", "me", None).await.unwrap();
     let before = client.member_list().await.unwrap();
-    let id1 = before.members().iter().find(|m| m.name() == "main-1").unwrap().id();
+    let id1 = member_named(before.members(), "main-1").expect("main-1 in etcd's list").id();
 
     let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
     let old_uid = pods.get("main-1").await.unwrap().uid();
