@@ -383,7 +383,10 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
                 ),
             },
             None => Step::CreateLearnerPod { name: l.name.clone() },
-            Some(p) if p.failed || (!l.healthy && l.unhealthy_for_secs >= deadline) => Step::RemoveMember {
+            // A learner's pod that fails gets the same deadline: its etcd may exit while it
+            // joins (its peer name not resolving yet, a slow node) and then join on a
+            // restart; giving it up at once cost a new member (and a minute) under load.
+            Some(p) if !l.healthy && l.unhealthy_for_secs >= deadline => Step::RemoveMember {
                 id: l.id,
                 name: l.name.clone(),
                 reason: format!(
@@ -399,6 +402,9 @@ pub fn plan(cluster: &str, want: &Desired, obs: &Observation, delete_volume_on_s
                     }
                 ),
             },
+            Some(p) if p.failed && !l.healthy => {
+                Step::Wait(format!("learner {}'s pod fails; it is restarted, and given up after {deadline}s", l.name))
+            }
             Some(_) if !l.healthy => Step::Wait(format!("learner {} is catching up", l.name)),
             Some(_) => Step::Promote { id: l.id, name: l.name.clone() },
         };
@@ -1051,13 +1057,20 @@ mod tests {
         let mut learner_failed = catching_up.clone();
         learner_failed.pods[3].failed = true;
         cases.push((
-            "a learner whose pod fails is removed to try again",
+            "a learner whose pod fails is given time (it may join on a restart)",
+            want(5),
+            learner_failed.clone(),
+            Step::Wait("learner main-3's pod fails; it is restarted, and given up after 300s".into()),
+        ));
+        members(&mut learner_failed)[3].unhealthy_for_secs = T;
+        cases.push((
+            "... and removed to try again once past the deadline",
             want(5),
             learner_failed,
             Step::RemoveMember {
                 id: 9,
                 name: "main-3".into(),
-                reason: "learner main-3 is not healthy after 0s (pod failed); removing it to try again later".into(),
+                reason: "learner main-3 is not healthy after 300s (pod failed); removing it to try again later".into(),
             },
         ));
         let mut stuck = catching_up.clone();
