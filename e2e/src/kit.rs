@@ -224,7 +224,23 @@ impl Kit {
             "120s",
         ];
         args.extend_from_slice(extra);
-        self.helm(&args);
+        // Test binaries that run side by side (faults and placement) each install the
+        // release once: helm refuses an upgrade while another is in progress. Wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            let out = self.tool_output("helm", &args, &self.helm_envs()).unwrap_or_else(|e| panic!("run helm: {e}"));
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                err.contains("another operation (install/upgrade/rollback) is in progress")
+                    && std::time::Instant::now() < deadline,
+                "helm {args:?}: {}{err}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
     }
 
     /// The chart in this tree.
