@@ -3,8 +3,8 @@
 //!
 //! `NewCluster`: the object is read through every check first (the SHA-256 recorded when
 //! it was written, etcd's own hash of the db), and only then is the EtcdCluster created,
-//! carrying the seed annotation ([`crate::seed`]): its bootstrap members seed their
-//! volumes from the same object before etcd starts, with the revision bumped above what
+//! carrying the seed annotation ([`crate::seed`]): its bootstrap member (one; the others join it as learners) seeds its
+//! volume from the same object before etcd starts, with the revision bumped above what
 //! the source cluster served and older revisions marked compacted.
 
 mod in_place;
