@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pki;
 pub mod runtime;
 pub mod seed;
+pub mod shared;
 pub mod static_pod;
 
 /// Picks rustls' process-wide crypto provider. Two are linked in (ring through kube,

@@ -116,3 +116,58 @@ pub fn generate_key_pair() -> Result<(String, String), PkiError> {
     let key = KeyPair::generate().map_err(ctx("generate a key"))?;
     Ok((key.serialize_pem(), key.public_key_pem()))
 }
+
+/// The subject alternative names of a PEM certificate (DNS names and IP addresses as
+/// text), or `None` when it cannot be read.
+pub fn cert_sans(cert_pem: &str) -> Option<std::collections::BTreeSet<String>> {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => {
+                    out.insert(d.to_string());
+                }
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                        _ => None,
+                    };
+                    out.extend(ip);
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Whether `cert_pem` was signed by the CA `ca_pem`.
+pub fn signed_by(cert_pem: &str, ca_pem: &str) -> bool {
+    pem_to_der(cert_pem).is_some_and(|der| der_signed_by(&der, ca_pem))
+}
+
+/// Whether the DER certificate `cert_der` was signed by the CA `ca_pem`.
+pub fn der_signed_by(cert_der: &[u8], ca_pem: &str) -> bool {
+    let Some((_, ca)) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).ok() else { return false };
+    let (Ok((_, leaf)), Ok(ca)) = (x509_parser::parse_x509_certificate(cert_der), ca.parse_x509()) else {
+        return false;
+    };
+    leaf.issuer() == ca.subject() && leaf.verify_signature(Some(ca.public_key())).is_ok()
+}
+
+/// The DER bytes of a PEM certificate.
+pub fn pem_to_der(cert_pem: &str) -> Option<Vec<u8>> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    Some(pem.contents)
+}
+
+/// When a PEM certificate stops being valid.
+pub fn not_after(cert_pem: &str) -> Option<OffsetDateTime> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.to_datetime())
+}

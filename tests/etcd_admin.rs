@@ -304,7 +304,7 @@ async fn nospace_alarm_is_listed_and_disarmed_once_space_is_freed() {
     assert!(status.is_healthy(), "{status:?}");
     let base = cluster.endpoints()[0].clone();
     assert_eq!(http_status(&base, "/health").await, 503);
-    assert_eq!(http_status(&base, etcd_pilot::controllers::cluster::build::HEALTH_PATH).await, 200);
+    assert_eq!(http_status(&base, etcd_pilot::shared::names::HEALTH_PATH).await, 200);
     // The sentinel, which asks plain /health between passes, asks for a pass now.
     use etcd_pilot::controllers::cluster::sentinel;
     let http = sentinel::client();
@@ -569,7 +569,7 @@ async fn a_frozen_member_does_not_hold_up_cluster_wide_reads() {
 /// list, so the cluster controller plans on the leader's list.
 #[tokio::test]
 async fn the_planners_member_list_is_the_leaders_not_a_lagging_followers() {
-    use etcd_pilot::controllers::cluster::act::observe_etcd;
+    use etcd_pilot::controllers::cluster::read::observe_etcd;
     // Without etcd's strict reconfiguration check, a learner can be added while a voter
     // is stopped (the check refuses any add until every voter has been connected for 5 s).
     let mut cluster = Cluster::start_with(3, &["--strict-reconfig-check=false"], false).await;

@@ -582,7 +582,7 @@ async fn served(addr: &str, ca_pem: &[u8]) -> Vec<u8> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(cert) = served_certificate(addr)
-            && etcd_pilot::controllers::cluster::tls::der_signed_by(&cert, &ca)
+            && etcd_pilot::pki::der_signed_by(&cert, &ca)
         {
             return cert;
         }
@@ -592,7 +592,7 @@ async fn served(addr: &str, ca_pem: &[u8]) -> Vec<u8> {
 }
 
 fn pem_der(pem: &[u8]) -> Vec<u8> {
-    etcd_pilot::controllers::cluster::tls::pem_to_der(&String::from_utf8_lossy(pem)).expect("a PEM certificate")
+    etcd_pilot::pki::pem_to_der(&String::from_utf8_lossy(pem)).expect("a PEM certificate")
 }
 
 async fn secret_data(kit: &Kit, ns: &str, name: &str) -> std::collections::BTreeMap<String, k8s_openapi::ByteString> {

@@ -37,6 +37,50 @@ pub struct Operation {
     pub expires: jiff::Timestamp,
 }
 
+/// Who holds a slot, read from its record's `controller`: the cluster planner, a
+/// backup or a restore (each named), or a holder this version does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder<'a> {
+    Cluster,
+    Backup(&'a str),
+    Restore(&'a str),
+    Unknown(&'a str),
+}
+
+impl<'a> Holder<'a> {
+    /// The holder of a record's `controller` field.
+    pub fn of(controller: &'a str) -> Self {
+        match controller.split_once('/') {
+            None if controller == "cluster" => Holder::Cluster,
+            Some(("backup", name)) => Holder::Backup(name),
+            Some(("restore", name)) => Holder::Restore(name),
+            _ => Holder::Unknown(controller),
+        }
+    }
+
+    /// What a record names this holder by.
+    pub fn id(&self) -> String {
+        match self {
+            Holder::Cluster => "cluster".into(),
+            Holder::Backup(name) => format!("backup/{name}"),
+            Holder::Restore(name) => format!("restore/{name}"),
+            Holder::Unknown(raw) => (*raw).to_string(),
+        }
+    }
+}
+
+impl Operation {
+    /// Who holds the slot this record takes.
+    pub fn held_by(&self) -> Holder<'_> {
+        Holder::of(&self.controller)
+    }
+
+    /// A restore holds it: the cluster planner stands down entirely.
+    pub fn is_restore(&self) -> bool {
+        matches!(self.held_by(), Holder::Restore(_))
+    }
+}
+
 /// What a controller may do, given the slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Slot {
@@ -170,6 +214,21 @@ where
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn holders_are_read_from_the_record() {
+        for (raw, holder) in [
+            ("cluster", Holder::Cluster),
+            ("backup/nightly-1", Holder::Backup("nightly-1")),
+            ("restore/r1", Holder::Restore("r1")),
+            ("restorer", Holder::Unknown("restorer")),
+            ("cluster/x", Holder::Unknown("cluster/x")),
+        ] {
+            assert_eq!(Holder::of(raw), holder, "{raw}");
+            assert_eq!(holder.id(), raw, "{raw} round-trips");
+        }
+    }
+
     use super::*;
 
     fn op(controller: &str, holder: &str, expires: i64) -> Operation {

@@ -19,7 +19,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use self::error::Error;
-use self::plan::{Candidate, Observation, Step};
+use self::plan::{Observation, Step};
 use crate::api::backup::DeletionPolicy;
 use crate::api::{EtcdBackup, EtcdBackupStatus, EtcdCluster, Phase};
 use crate::metrics::{BackupResultLabels, ClusterLabels};
@@ -27,6 +27,7 @@ use crate::runtime::events::{EventType, publish};
 use crate::runtime::operation::{self, Operation, Taken};
 use crate::runtime::s3::{self, OpenError};
 use crate::runtime::{Runtime, kube_ops};
+use crate::shared::snapshot::{self, Candidate};
 
 pub use act::FIELD_MANAGER;
 
@@ -107,7 +108,7 @@ pub async fn reconcile(b: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, 
 
 /// The slot holder's name for one backup: backups of one cluster exclude each other.
 fn holder_id(b: &EtcdBackup) -> String {
-    format!("{CONTROLLER}/{}", b.name_any())
+    operation::Holder::Backup(&b.name_any()).id()
 }
 
 /// Healthy voters, but never a member etcd raised CORRUPT for.
@@ -338,19 +339,20 @@ async fn snapshot(
             }
         })
     };
-    let object_key = store.backup_key(&ns, &b.spec.cluster_name, &act::stamp(start.0), &key.1);
+    let object_key = store.backup_key(&ns, &b.spec.cluster_name, &snapshot::stamp(start.0), &key.1);
     let labels = HashMap::from([
         ("namespace".to_string(), ns.clone()),
         ("cluster".to_string(), b.spec.cluster_name.clone()),
         ("backup".to_string(), key.1.clone()),
     ]);
     let metric_labels = ClusterLabels { namespace: ns.clone(), cluster: b.spec.cluster_name.clone() };
-    let config = crate::controllers::cluster::act::etcd_client_config(&ctx.rt.client, ec, &ns).await;
+    let config = crate::shared::secrets::etcd_config(&ctx.rt.client, ec, None).await;
     let result = match config {
         Ok(config) => {
-            act::snapshot_to_store(&member, config, store, &object_key, labels, &ctx.rt.metrics, &metric_labels).await
+            snapshot::snapshot_to_store(&member, config, store, &object_key, labels, &ctx.rt.metrics, &metric_labels)
+                .await
         }
-        Err(e) => Err(act::Failure { message: e, permanent: false }),
+        Err(e) => Err(snapshot::Failure { message: e.to_string(), permanent: false }),
     };
     refresher.abort();
     match result {

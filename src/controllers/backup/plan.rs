@@ -2,20 +2,13 @@
 
 use crate::api::Phase;
 use crate::runtime::operation::Slot;
+use crate::shared::snapshot::Candidate;
 
 /// After this many failed attempts a backup is `Failed`.
 pub const MAX_ATTEMPTS: u32 = 3;
 /// A backup that could not start (no healthy voter, the cluster busy or paused) for this
 /// long is `Failed`: a scheduled backup should not wait forever behind a stuck cluster.
 pub const START_DEADLINE_SECS: u64 = 30 * 60;
-
-/// A member a snapshot could come from, as the cluster's status describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    pub name: String,
-    pub endpoint: String,
-    pub leader: bool,
-}
 
 /// What the backup controller saw.
 #[derive(Clone, Debug, PartialEq)]

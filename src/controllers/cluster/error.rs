@@ -18,8 +18,8 @@ pub enum Error {
     ObserveTimeout(std::time::Duration),
     #[error("certificates: {0}")]
     Certificates(#[from] PkiError),
-    #[error("certificates: the client certificate Secret {0} is missing or lacks ca.crt, tls.crt or tls.key")]
-    ClientSecret(String),
+    #[error("certificates: {0}")]
+    ClientSecret(#[from] crate::shared::secrets::AccessError),
     #[error("objects: {what}: {source}")]
     Objects {
         what: String,
@@ -92,6 +92,7 @@ pub fn act_etcd(what: impl Into<String>) -> impl FnOnce(EtcdError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::secrets::AccessError;
 
     #[test]
     fn each_variant_names_its_step() {
@@ -99,6 +100,6 @@ mod tests {
         assert_eq!(e.step(), "act");
         assert!(e.to_string().starts_with("act: remove member main-4: "), "{e}");
         assert_eq!(Error::ObserveTimeout(std::time::Duration::from_secs(10)).step(), "observe");
-        assert_eq!(Error::ClientSecret("c".into()).step(), "certificates");
+        assert_eq!(Error::ClientSecret(AccessError::Missing("c".into())).step(), "certificates");
     }
 }

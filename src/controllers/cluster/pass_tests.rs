@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::metrics::Metrics;
 use crate::runtime::LeaseGuard;
+use crate::runtime::Runtime;
 use crate::runtime::fake_api::{self, NS, Shared, names_of};
 
 fn harness(cluster: Value) -> (Arc<Context>, Shared) {
@@ -53,7 +54,7 @@ async fn a_new_cluster_bootstraps_one_member_recorded_before_its_pod() {
     store.lock().unwrap().fail_create = Some(("pods".into(), "main-0".into()));
     let err = pass(&current(&store), &ctx).await.expect_err("the pass stopped at main-0");
     assert_eq!(err.step(), "act");
-    let recorded = current(&store).annotations().get(build::BOOTSTRAP_ANNOTATION).cloned();
+    let recorded = current(&store).annotations().get(crate::shared::names::BOOTSTRAP_ANNOTATION).cloned();
     assert_eq!(recorded.as_deref(), Some(r#"["main-0"]"#), "one member, recorded before its pod");
     assert!(names_of(&store, "pods").is_empty());
 
@@ -76,7 +77,8 @@ async fn a_new_cluster_bootstraps_one_member_recorded_before_its_pod() {
 #[tokio::test]
 async fn a_bootstrap_of_several_recorded_by_an_earlier_version_is_finished_as_begun() {
     let mut c = cluster(3);
-    c["metadata"]["annotations"] = json!({build::BOOTSTRAP_ANNOTATION: r#"["main-0","main-1","main-2"]"#});
+    c["metadata"]["annotations"] =
+        json!({crate::shared::names::BOOTSTRAP_ANNOTATION: r#"["main-0","main-1","main-2"]"#});
     let (ctx, store) = harness(c);
     pass(&current(&store), &ctx).await.expect("pass");
     assert_eq!(names_of(&store, "pods"), ["main-0", "main-1", "main-2"]);
@@ -101,7 +103,7 @@ async fn status_lost_with_volumes_that_formed_a_cluster_never_bootstraps_again()
                 json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                        "metadata": {"name": format!("data-{m}"), "namespace": NS,
                                     "labels": {"etcdpilot.io/member": m},
-                                    "annotations": {build::CLUSTER_ID_ANNOTATION: "abc", build::CLUSTER_UID_ANNOTATION: "uid-main"}}}),
+                                    "annotations": {crate::shared::names::CLUSTER_ID_ANNOTATION: "abc", crate::shared::names::CLUSTER_UID_ANNOTATION: "uid-main"}}}),
             );
         }
     }
@@ -116,7 +118,10 @@ async fn status_lost_with_volumes_that_formed_a_cluster_never_bootstraps_again()
         !requests.iter().any(|r| r.starts_with("PATCH etcdclusters/main") && r.contains("bootstrap")),
         "{requests:?}"
     );
-    assert!(current(&store).annotations().get(build::BOOTSTRAP_ANNOTATION).is_none(), "no bootstrap recorded");
+    assert!(
+        current(&store).annotations().get(crate::shared::names::BOOTSTRAP_ANNOTATION).is_none(),
+        "no bootstrap recorded"
+    );
 }
 
 #[tokio::test]
@@ -125,7 +130,7 @@ async fn member_pods_without_any_record_are_never_bootstrapped_beside() {
     store.lock().unwrap().objects.insert(
         ("persistentvolumeclaims".into(), "data-main-0".into()),
         json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-               "metadata": {"name": "data-main-0", "namespace": NS, "annotations": {build::CLUSTER_UID_ANNOTATION: "uid-main"}}}),
+               "metadata": {"name": "data-main-0", "namespace": NS, "annotations": {crate::shared::names::CLUSTER_UID_ANNOTATION: "uid-main"}}}),
     );
     pass(&current(&store), &ctx).await.expect("pass");
     assert!(names_of(&store, "pods").is_empty(), "no pod started beside unexplained data");
@@ -186,7 +191,7 @@ fn claim(member: &str, size: &str, class: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
            "metadata": {"name": format!("data-{member}"), "namespace": NS,
                         "labels": {"etcdpilot.io/member": member},
-                        "annotations": {build::CLUSTER_UID_ANNOTATION: "uid-main"}},
+                        "annotations": {crate::shared::names::CLUSTER_UID_ANNOTATION: "uid-main"}},
            "spec": {"storageClassName": class, "resources": {"requests": {"storage": size}}},
            "status": {"phase": "Bound", "capacity": {"storage": size}}})
 }

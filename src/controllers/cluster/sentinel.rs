@@ -33,7 +33,7 @@ const AT_ONCE: usize = 16;
 /// The plain `/health` URL of a member at `ip` (the metrics port).
 pub fn health_url(ip: &str) -> String {
     let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-    format!("http://{host}:{}/health", super::build::METRICS_PORT)
+    format!("http://{host}:{}/health", crate::shared::names::METRICS_PORT)
 }
 
 /// Whether an answer of `/health` asks for a pass: anything but a 200 saying

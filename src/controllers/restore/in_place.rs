@@ -9,15 +9,14 @@ use serde_json::json;
 
 use super::Error;
 use crate::api::{EtcdCluster, EtcdRestore, S3Target};
-use crate::controllers::backup::act::{snapshot_to_store, stamp};
-use crate::controllers::backup::plan::Candidate;
-use crate::controllers::cluster::build::{BOOTSTRAP_ANNOTATION, Names};
-use crate::controllers::cluster::observe::REMOVED_ANNOTATION;
 use crate::metrics::ClusterLabels;
 use crate::runtime::kube_ops::delete_if_present;
 use crate::runtime::operation::{self, Operation, Slot, Taken};
 use crate::runtime::s3::{self, OpenError};
 use crate::seed::{self, SeedSource};
+use crate::shared::names::REMOVED_ANNOTATION;
+use crate::shared::names::{BOOTSTRAP_ANNOTATION, Names};
+use crate::shared::snapshot::{Candidate, snapshot_to_store, stamp};
 
 /// How long the slot is held past its last refresh while members are stopped.
 const SLOT_SECS: i64 = 600;
@@ -48,7 +47,7 @@ pub async fn snapshot_survivor(
         OpenError::Transient(m) => (m, false),
     })?;
     let config =
-        crate::controllers::cluster::act::etcd_client_config(&ctx.rt.client, ec, ns).await.map_err(|e| (e, false))?;
+        crate::shared::secrets::etcd_config(&ctx.rt.client, ec, None).await.map_err(|e| (e.to_string(), false))?;
     let key =
         store.backup_key(ns, &ec.name_any(), &stamp(jiff::Timestamp::now()), &format!("{}-{member}", r.name_any()));
     let candidate = Candidate { name: member.clone(), endpoint: names.client_url(&member), leader: false };
@@ -181,7 +180,7 @@ pub async fn replace_data(
         Some(p) => p.replaces,
         None => fresh
             .annotations()
-            .get(crate::controllers::cluster::build::CLUSTER_ID_ANNOTATION)
+            .get(crate::shared::names::CLUSTER_ID_ANNOTATION)
             .cloned()
             .or_else(|| fresh.status.as_ref().and_then(|s| s.cluster_id.clone())),
     };

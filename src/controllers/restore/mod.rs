@@ -221,7 +221,7 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
             _ => Target::Other,
         },
     };
-    let holder = format!("{}{}", crate::controllers::cluster::RESTORE_HOLDER_PREFIX, r.name_any());
+    let holder = operation::Holder::Restore(&r.name_any()).id();
     let slot =
         operation::decide(existing.as_ref().and_then(operation::recorded).as_ref(), &holder, jiff::Timestamp::now());
     let source = resolve(r, ctx, &ns, existing.as_ref()).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::controllers::cluster::{self, build};
+use crate::controllers::cluster::{self};
 use crate::metrics::Metrics;
 use crate::runtime::LeaseGuard;
 use crate::runtime::fake_api::{self, NS, Shared, get, names_of};
@@ -30,8 +30,8 @@ fn world() -> Vec<(&'static str, &'static str, Value)> {
             json!({
                 "apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster",
                 "metadata": {"name": "main", "namespace": NS, "uid": "uid-main", "resourceVersion": "1", "generation": 1,
-                             "annotations": {build::BOOTSTRAP_ANNOTATION: r#"["main-0","main-1","main-2"]"#,
-                                             build::CLUSTER_ID_ANNOTATION: "aaa"}},
+                             "annotations": {crate::shared::names::BOOTSTRAP_ANNOTATION: r#"["main-0","main-1","main-2"]"#,
+                                             crate::shared::names::CLUSTER_ID_ANNOTATION: "aaa"}},
                 "spec": {"size": 3, "version": "3.4.23", "tls": {"mode": "Disabled"},
                          "backup": {"bucket": "bkt", "endpoint": "http://s3:9000"}},
                 "status": {"clusterId": "aaa", "highestOrdinal": 2, "conditions": [
@@ -51,7 +51,7 @@ fn world() -> Vec<(&'static str, &'static str, Value)> {
             "data-main-0",
             json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                    "metadata": {"name": "data-main-0", "namespace": NS, "labels": member_labels("main-0"),
-                                "annotations": {build::CLUSTER_ID_ANNOTATION: "aaa", build::CLUSTER_UID_ANNOTATION: "uid-main"}}}),
+                                "annotations": {crate::shared::names::CLUSTER_ID_ANNOTATION: "aaa", crate::shared::names::CLUSTER_UID_ANNOTATION: "uid-main"}}}),
         ),
         (
             "etcdrestores",
@@ -99,7 +99,7 @@ async fn an_in_place_restore_stops_the_members_and_the_cluster_bootstraps_seeded
     assert!(names_of(&store, "pods").is_empty(), "main-0 stopped");
     let pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim = get(&store, "persistentvolumeclaims", "data-main-0");
     assert_eq!(
-        pvc.metadata.annotations.unwrap_or_default().get(cluster::observe::REMOVED_ANNOTATION).map(String::as_str),
+        pvc.metadata.annotations.unwrap_or_default().get(crate::shared::names::REMOVED_ANNOTATION).map(String::as_str),
         Some("replaced-by-restore/r1"),
         "set aside, kept"
     );
@@ -117,7 +117,10 @@ async fn an_in_place_restore_stops_the_members_and_the_cluster_bootstraps_seeded
     let seed = SeedSource::from_cluster(&ec).expect("seed annotation");
     assert_eq!((seed.restore.as_str(), seed.replaces.as_deref(), seed.bump_revision), ("r1", Some("aaa"), 2_000_000));
     assert_eq!(seed.key, "prod/main/x-r1-main-0.db");
-    assert!(!ec.annotations().contains_key(build::BOOTSTRAP_ANNOTATION), "the old bootstrap record is gone");
+    assert!(
+        !ec.annotations().contains_key(crate::shared::names::BOOTSTRAP_ANNOTATION),
+        "the old bootstrap record is gone"
+    );
     assert_eq!(operation::recorded(&ec), None, "the slot is given back");
 
     // A crash after those writes, before the step was recorded: the next pass replaces

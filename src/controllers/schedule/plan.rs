@@ -1,9 +1,10 @@
 //! The pure rules of a backup schedule: when the next backup is due, and which backups
 //! retention deletes.
 
-use jiff::{Timestamp, Zoned};
+use jiff::Timestamp;
 
 use crate::api::Phase;
+pub use crate::shared::cron::{due_slot, interval, next_slot};
 
 /// Failed backups are kept this long for diagnosis (they never count for retention).
 pub const KEEP_FAILED_SECS: i64 = 24 * 3600;
@@ -17,37 +18,6 @@ pub struct Made {
     pub created: Timestamp,
     pub completed: Option<Timestamp>,
     pub deleting: bool,
-}
-
-/// The latest slot at or before `now`, if it is after `since` (the last run, or the
-/// schedule's creation): one catch-up run however many slots were missed.
-pub fn due_slot(cron: &croner::Cron, tz: &jiff::tz::TimeZone, since: Timestamp, now: Timestamp) -> Option<Timestamp> {
-    let now_z = Zoned::new(now, tz.clone());
-    let slot = cron.find_previous_occurrence(&now_z, true).ok()?.timestamp();
-    (slot > since).then_some(slot)
-}
-
-/// The first slot after `now`.
-pub fn next_slot(cron: &croner::Cron, tz: &jiff::tz::TimeZone, now: Timestamp) -> Option<Timestamp> {
-    cron.find_next_occurrence(&Zoned::new(now, tz.clone()), false).ok().map(|z| z.timestamp())
-}
-
-/// The longest time between two consecutive slots (seconds), over the next 50 slots:
-/// how old the newest backup may get before a slot was surely missed.
-pub fn interval(cron: &croner::Cron, tz: &jiff::tz::TimeZone, now: Timestamp) -> Option<i64> {
-    let mut at = Zoned::new(now, tz.clone());
-    let mut longest: Option<i64> = None;
-    let mut previous: Option<Timestamp> = None;
-    for _ in 0..50 {
-        let Ok(next) = cron.find_next_occurrence(&at, false) else { break };
-        if let Some(p) = previous {
-            let gap = (next.timestamp() - p).get_seconds();
-            longest = Some(longest.map_or(gap, |l| l.max(gap)));
-        }
-        previous = Some(next.timestamp());
-        at = next;
-    }
-    longest
 }
 
 /// What to do now.

@@ -30,13 +30,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use self::plan::{Named, Observed, Plan};
-use super::cluster::build::Names;
-use super::cluster::tls;
 use crate::api::EtcdCluster;
 use crate::api::cluster::ApiServerStatus;
 use crate::pki::{self, CertPair, Usage};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::{Runtime, kube_ops};
+use crate::shared::names::Names;
 
 pub const CONTROLLER: &str = "wiring";
 pub const FIELD_MANAGER: &str = "etcd-pilot-wiring";
@@ -158,7 +157,7 @@ async fn servers_of(ctx: &Context, ec: &EtcdCluster) -> Result<Vec<String>, Erro
     let mut members = Vec::new();
     if stacked {
         let pods: Api<Pod> = Api::namespaced(ctx.rt.client.clone(), &n.namespace);
-        let selector = super::cluster::build::selector(&n.cluster)
+        let selector = crate::shared::names::selector(&n.cluster)
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
@@ -222,7 +221,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         };
         named.insert(o.cluster.clone(), other);
     }
-    let ca_name = tls::ca_secret_of(ec);
+    let ca_name = crate::shared::secrets::ca_secret_of(ec);
     let ca = secrets
         .get_opt(&ca_name)
         .await
@@ -230,8 +229,9 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         .and_then(|s| Some(CertPair { cert_pem: data(&s, "tls.crt")?, key_pem: data(&s, "tls.key")? }));
     let now = time::OffsetDateTime::now_utc();
     let renew_before = DAY * ec.spec.tls.renew_before_days.max(1) as u32;
-    let certificate =
-        ca.as_ref().and_then(|ca| tls::leaf_needs_issue(published.as_ref(), &ca.cert_pem, now, renew_before));
+    let certificate = ca
+        .as_ref()
+        .and_then(|ca| crate::shared::secrets::leaf_needs_issue(published.as_ref(), &ca.cert_pem, now, renew_before));
     let observed = Observed {
         main: name.clone(),
         main_mode: ec.spec.tls.mode,
@@ -310,7 +310,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
                 } else {
                     previous.as_ref().and_then(|p| p.last_changed.clone())
                 },
-                certificate_not_after: tls::not_after(&cert)
+                certificate_not_after: crate::pki::not_after(&cert)
                     .and_then(|t| jiff::Timestamp::from_second(t.unix_timestamp()).ok())
                     .map(Time),
             };

@@ -35,7 +35,7 @@ pub fn servers(stacked: bool, client_service_url: &str, scheme: &str, members: &
         .filter(|(_, ip)| !ip.is_empty())
         .map(|(_, ip)| {
             let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
-            format!("{scheme}://{host}:{}", crate::controllers::cluster::build::CLIENT_PORT)
+            format!("{scheme}://{host}:{}", crate::shared::names::CLIENT_PORT)
         })
         .collect()
 }
