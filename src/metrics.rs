@@ -37,6 +37,9 @@ pub struct ErrorLabels {
     /// The controller (`cluster`, later `backup`, `restore`, ...).
     pub controller: String,
     pub step: String,
+    /// What the step failed on (`kubernetes`, `etcd`, `object-store`, `certificates`,
+    /// `invalid-input`).
+    pub category: String,
 }
 
 /// A backup's outcome.
@@ -205,7 +208,11 @@ impl Default for Metrics {
             m.db_size_in_use_bytes.clone(),
         );
         registry.register("reconcile_duration_seconds", "Duration of one reconcile", m.reconcile_duration.clone());
-        registry.register("reconcile_errors", "Failed reconciles, by controller and step", m.reconcile_errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, by controller, step and category",
+            m.reconcile_errors.clone(),
+        );
         registry.register("backups", "Backups finished, by result", m.backups.clone());
         registry.register(
             "last_successful_backup_timestamp_seconds",
@@ -265,12 +272,13 @@ impl Metrics {
 
     /// Counts a failed pass of `controller` over something of `cluster`, by the step
     /// that failed.
-    pub fn count_error(&self, namespace: &str, cluster: &str, controller: &str, step: &str) {
+    pub fn count_error(&self, namespace: &str, cluster: &str, controller: &str, step: &str, category: &str) {
         let l = ErrorLabels {
             namespace: namespace.into(),
             cluster: cluster.into(),
             controller: controller.into(),
             step: step.into(),
+            category: category.into(),
         };
         self.reconcile_errors.get_or_create(&l).inc();
     }
@@ -432,7 +440,7 @@ mod tests {
         m.defrags.get_or_create(&r).inc();
         m.reconcile_duration.get_or_create(&c).observe(0.1);
         m.backup_duration.get_or_create(&c).observe(1.0);
-        m.count_error("n", "c", "cluster", "observe");
+        m.count_error("n", "c", "cluster", "observe", "kubernetes");
         m.set_alarms("n", "c", &["NOSPACE".to_string()]);
         m.set_certificate_expiries("n", "c", &[("ca", 1)]);
         m.set_schedule("n", "s", "c", Some(60), Some(1));

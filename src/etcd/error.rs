@@ -69,10 +69,63 @@ impl EtcdError {
             _ => None,
         }
     }
+
+    /// What etcd refused the request with, when it is one of the refusals etcd-pilot acts on.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            EtcdError::Learner { .. } => Some(Refusal::NotForLearner),
+            _ => self.etcd_message().and_then(Refusal::of),
+        }
+    }
+}
+
+/// A request etcd refused, as etcd names it. etcd's gRPC errors are fixed descriptions
+/// (`rpctypes` in etcd's source), which is how etcd's own client tells them apart; they
+/// are read here, once, into a type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Membership changes are refused for a few seconds after a member (re)connected.
+    UnhealthyCluster,
+    /// A learner is promoted only once it caught up with the leader.
+    LearnerNotInSync,
+    /// One learner at a time.
+    TooManyLearners,
+    MemberNotFound,
+    /// The member asked is a learner, which serves no such request.
+    NotForLearner,
+    /// The NOSPACE alarm is raised: writes are refused.
+    NoSpace,
+    /// The revision asked for was compacted away.
+    Compacted,
+    /// The revision asked for is in the future.
+    FutureRevision,
+}
+
+impl Refusal {
+    const DESCRIPTIONS: [(Refusal, &'static str); 8] = [
+        (Refusal::UnhealthyCluster, "etcdserver: unhealthy cluster"),
+        (Refusal::LearnerNotInSync, "etcdserver: can only promote a learner member which is in sync with leader"),
+        (Refusal::TooManyLearners, "etcdserver: too many learner members in cluster"),
+        (Refusal::MemberNotFound, "etcdserver: member not found"),
+        (Refusal::NotForLearner, "etcdserver: rpc not supported for learner"),
+        (Refusal::NoSpace, "etcdserver: mvcc: database space exceeded"),
+        (Refusal::Compacted, "etcdserver: mvcc: required revision has been compacted"),
+        (Refusal::FutureRevision, "etcdserver: mvcc: required revision is a future revision"),
+    ];
+
+    /// The refusal etcd's message names, if it is one of these.
+    pub fn of(message: &str) -> Option<Refusal> {
+        Self::DESCRIPTIONS.iter().find(|(_, d)| *d == message.trim()).map(|(r, _)| *r)
+    }
+
+    /// "Not yet": etcd will accept the same request a little later.
+    pub fn is_not_yet(self) -> bool {
+        matches!(self, Refusal::UnhealthyCluster | Refusal::LearnerNotInSync)
+    }
 }
 
 pub(super) fn is_learner_refusal(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("not supported for learner"))
+    matches!(e, etcd_client::Error::GRpcStatus(s) if Refusal::of(s.message()) == Some(Refusal::NotForLearner))
 }
 
 fn is_unavailable(e: &etcd_client::Error) -> bool {
@@ -82,5 +135,42 @@ fn is_unavailable(e: &etcd_client::Error) -> bool {
             s.code() == tonic::Code::Unavailable && !s.message().contains("etcdserver:")
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(msg: &str) -> EtcdError {
+        EtcdError::Rpc {
+            op: "member add",
+            endpoint: "e".into(),
+            source: etcd_client::Error::GRpcStatus(tonic::Status::unavailable(msg)),
+        }
+    }
+
+    #[test]
+    fn refusals_are_read_once_into_a_type() {
+        for (msg, want) in [
+            ("etcdserver: unhealthy cluster", Some(Refusal::UnhealthyCluster)),
+            (
+                "etcdserver: can only promote a learner member which is in sync with leader",
+                Some(Refusal::LearnerNotInSync),
+            ),
+            ("etcdserver: too many learner members in cluster", Some(Refusal::TooManyLearners)),
+            ("etcdserver: member not found", Some(Refusal::MemberNotFound)),
+            ("etcdserver: rpc not supported for learner", Some(Refusal::NotForLearner)),
+            ("etcdserver: mvcc: database space exceeded", Some(Refusal::NoSpace)),
+            ("etcdserver: request timed out", None),
+            ("something else", None),
+        ] {
+            assert_eq!(refused(msg).refusal(), want, "{msg}");
+        }
+        assert_eq!(EtcdError::Learner { op: "status", endpoint: "e".into() }.refusal(), Some(Refusal::NotForLearner));
+        assert_eq!(EtcdError::NoLeader.refusal(), None);
+        assert!(Refusal::UnhealthyCluster.is_not_yet() && Refusal::LearnerNotInSync.is_not_yet());
+        assert!(!Refusal::MemberNotFound.is_not_yet() && !Refusal::TooManyLearners.is_not_yet());
+        assert!(refused("etcdserver: rpc not supported for learner").is_learner_refusal());
     }
 }

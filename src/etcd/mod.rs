@@ -11,7 +11,7 @@ pub mod probe;
 pub mod snapshot;
 
 pub use admin::{AdminConfig, Alarm, AlarmKind, EndpointStatus, EtcdAdmin, Member, Snapshot, TlsMaterial};
-pub use error::EtcdError;
+pub use error::{EtcdError, Refusal};
 
 /// Formats a member id the way etcdctl prints it.
 pub fn member_id_hex(id: u64) -> String {

@@ -15,12 +15,34 @@ use tower_test::mock;
 /// The namespace of every test object.
 pub const NS: &str = "prod";
 
-/// Objects by (plural, name); what was asked, in order; an object whose next write
-/// (create, patch or replace) fails (the process "dies" there).
+/// One request as the server received it: what tests assert on, body included.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: Method,
+    pub plural: String,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+    /// The request body (`null` when it had none).
+    pub body: Value,
+}
+
+impl std::fmt::Display for Recorded {
+    /// `METHOD plural[/name]`, e.g. `PATCH etcdclusters/main`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.plural)?;
+        match &self.name {
+            Some(n) => write!(f, "/{n}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Objects by (plural, name); what was asked, in order, with bodies; an object whose
+/// next write (create, patch or replace) fails (the process "dies" there).
 #[derive(Default)]
 pub struct Store {
     pub objects: BTreeMap<(String, String), Value>,
-    pub requests: Vec<String>,
+    pub requests: Vec<Recorded>,
     pub fail_create: Option<(String, String)>,
     rv: u64,
 }
@@ -56,7 +78,13 @@ pub async fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, stor
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let (plural, name, sub) = parse(&path);
         let mut s = store.lock().unwrap();
-        s.requests.push(format!("{method} {plural}{}", name.as_ref().map(|n| format!("/{n}")).unwrap_or_default()));
+        s.requests.push(Recorded {
+            method: method.clone(),
+            plural: plural.clone(),
+            name: name.clone(),
+            subresource: sub.clone(),
+            body: body.clone(),
+        });
         s.rv += 1;
         let rv = s.rv.to_string();
         let resp = match (method, name) {
@@ -185,6 +213,11 @@ pub fn client(objects: Vec<(&str, &str, Value)>) -> (Client, Shared) {
 /// An object of the store, typed.
 pub fn get<K: serde::de::DeserializeOwned>(store: &Shared, plural: &str, name: &str) -> K {
     serde_json::from_value(store.lock().unwrap().objects[&(plural.to_string(), name.to_string())].clone()).unwrap()
+}
+
+/// The requests received so far, as `METHOD plural[/name]` lines.
+pub fn request_lines(store: &Shared) -> Vec<String> {
+    store.lock().unwrap().requests.iter().map(ToString::to_string).collect()
 }
 
 /// Names of the stored objects of a kind.

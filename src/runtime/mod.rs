@@ -9,6 +9,7 @@ pub mod fake_api;
 pub mod kube_ops;
 pub mod lease;
 pub mod operation;
+pub mod runner;
 pub mod s3;
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! fails is not a pass that fails: that is the backup's `Failed` phase. These are the
 //! passes that could not even record what happened.
 
+use crate::runtime::runner::{Category, PassError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("leader election: cannot read the Lease: {0}")]
@@ -22,9 +24,8 @@ pub enum Error {
     Status(#[source] kube::Error),
 }
 
-impl Error {
-    /// The step, for the error metric.
-    pub fn step(&self) -> &'static str {
+impl PassError for Error {
+    fn step(&self) -> &'static str {
         match self {
             Error::Lease(_) => "lease",
             Error::Observe { .. } => "observe",
@@ -32,6 +33,15 @@ impl Error {
             Error::Cleanup(_) => "cleanup",
             Error::Finalizer(_) => "finalizer",
             Error::Status(_) => "status",
+        }
+    }
+
+    fn category(&self) -> Category {
+        match self {
+            Error::Cleanup(_) => Category::ObjectStore,
+            Error::Lease(_) | Error::Observe { .. } | Error::Slot(_) | Error::Finalizer(_) | Error::Status(_) => {
+                Category::Kubernetes
+            }
         }
     }
 }

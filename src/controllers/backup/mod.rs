@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -25,6 +24,7 @@ use crate::api::{EtcdBackup, EtcdBackupStatus, EtcdCluster, Phase};
 use crate::metrics::{BackupResultLabels, ClusterLabels};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::operation::{self, Operation, Taken};
+use crate::runtime::runner::{self};
 use crate::runtime::s3::{self, OpenError};
 use crate::runtime::{Runtime, kube_ops};
 use crate::shared::snapshot::{self, Candidate};
@@ -64,25 +64,19 @@ pub async fn run(
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    Controller::new(backups, watcher::Config::default().any_semantic())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "backup reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(b: Arc<EtcdBackup>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(backup = %b.name_any(), namespace = ?b.namespace(), %error, "backup reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    runner::run(
+        CONTROLLER,
+        Controller::new(backups, watcher::Config::default().any_semantic()),
+        ctx,
+        reconcile,
+        shutdown,
+    )
+    .await;
 }
 
 pub async fn reconcile(b: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = b.namespace().unwrap_or_default();
-    let result = async {
+    runner::metered(&ctx.rt.metrics, CONTROLLER, &ns, &b.spec.cluster_name, async {
         if !ctx.rt.lease.holds_fresh(&ctx.rt.client).await.map_err(Error::Lease)? {
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
@@ -98,12 +92,8 @@ pub async fn reconcile(b: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, 
             kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
             other => Error::Finalizer(other.to_string()),
         })
-    }
-    .await;
-    if let Err(e) = &result {
-        ctx.rt.metrics.count_error(&ns, &b.spec.cluster_name, CONTROLLER, e.step());
-    }
-    result
+    })
+    .await
 }
 
 /// The slot holder's name for one backup: backups of one cluster exclude each other.

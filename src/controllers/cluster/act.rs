@@ -15,7 +15,7 @@ use super::observe::EtcdView;
 use super::step::Step;
 use crate::api::EtcdCluster;
 use crate::api::cluster::StorageMedium;
-use crate::etcd::{AlarmKind, EtcdAdmin, EtcdError};
+use crate::etcd::{AlarmKind, EtcdAdmin, EtcdError, Refusal};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::kube_ops::{annotate_if_unchanged, create_if_absent, delete_if_present};
 use crate::runtime::operation::{self, Operation, Taken};
@@ -106,7 +106,7 @@ async fn create_member(
 /// ("unhealthy cluster"), and promotion of a learner still catching up: both mean "not
 /// yet", not failure.
 pub fn not_yet(e: &EtcdError) -> bool {
-    e.etcd_message().is_some_and(|m| m.contains("unhealthy cluster") || m.contains("in sync"))
+    e.refusal().is_some_and(Refusal::is_not_yet)
 }
 
 /// What new member pods are made from besides the spec.

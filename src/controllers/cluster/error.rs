@@ -3,6 +3,8 @@
 
 use crate::etcd::EtcdError;
 use crate::pki::PkiError;
+use crate::runtime::runner::{Category, PassError};
+use crate::shared::secrets::AccessError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -19,7 +21,7 @@ pub enum Error {
     #[error("certificates: {0}")]
     Certificates(#[from] PkiError),
     #[error("certificates: {0}")]
-    ClientSecret(#[from] crate::shared::secrets::AccessError),
+    ClientSecret(#[from] AccessError),
     #[error("objects: {what}: {source}")]
     Objects {
         what: String,
@@ -48,9 +50,8 @@ pub enum Error {
     Status(#[source] kube::Error),
 }
 
-impl Error {
-    /// The step, for the error metric.
-    pub fn step(&self) -> &'static str {
+impl PassError for Error {
+    fn step(&self) -> &'static str {
         match self {
             Error::Lease(_) => "lease",
             Error::Observe { .. } | Error::ObserveTimeout(_) => "observe",
@@ -59,6 +60,23 @@ impl Error {
             Error::Record { .. } => "record",
             Error::ActKube { .. } | Error::ActEtcd { .. } => "act",
             Error::Status(_) => "status",
+        }
+    }
+
+    fn category(&self) -> Category {
+        match self {
+            Error::ActEtcd { .. } => Category::Etcd,
+            Error::Certificates(_) | Error::ClientSecret(AccessError::Missing(_) | AccessError::Incomplete(_)) => {
+                Category::Certificates
+            }
+            Error::Lease(_)
+            | Error::Observe { .. }
+            | Error::ObserveTimeout(_)
+            | Error::ClientSecret(AccessError::Read { .. })
+            | Error::Objects { .. }
+            | Error::Record { .. }
+            | Error::ActKube { .. }
+            | Error::Status(_) => Category::Kubernetes,
         }
     }
 }
@@ -92,12 +110,13 @@ pub fn act_etcd(what: impl Into<String>) -> impl FnOnce(EtcdError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::secrets::AccessError;
 
     #[test]
     fn each_variant_names_its_step() {
         let e = act_etcd("remove member main-4")(EtcdError::NoLeader);
-        assert_eq!(e.step(), "act");
+        assert_eq!((e.step(), e.category()), ("act", Category::Etcd), "the same step, on etcd");
+        let k = act_kube("create pod main-4")(kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert_eq!((k.step(), k.category()), ("act", Category::Kubernetes), "the same step, on Kubernetes");
         assert!(e.to_string().starts_with("act: remove member main-4: "), "{e}");
         assert_eq!(Error::ObserveTimeout(std::time::Duration::from_secs(10)).step(), "observe");
         assert_eq!(Error::ClientSecret(AccessError::Missing("c".into())).step(), "certificates");

@@ -27,7 +27,6 @@ pub mod volumes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -48,6 +47,7 @@ use crate::metrics::ClusterLabels;
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::kube_ops;
 use crate::runtime::operation::{self, Slot};
+use crate::runtime::runner::{self, PassError};
 use crate::shared::names::Names;
 
 /// Runs the controller over one namespace (or all) until `shutdown` resolves.
@@ -93,41 +93,58 @@ pub async fn run(
             }
         })
     };
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "reconcile");
-            }
-        })
-        .await;
+    runner::run(CONTROLLER, controller, ctx, reconcile, shutdown).await;
     pruner.abort();
     sentinel.abort();
 }
 
-fn error_policy(ec: Arc<EtcdCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(cluster = %ec.name_any(), namespace = ?ec.namespace(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
-}
-
-/// One pass over one cluster.
+/// One pass over one cluster. A pass that fails says so in the cluster's status
+/// (`Reconciled=False`, its step and what it failed on), so a cluster whose passes keep
+/// failing is seen failing, not only in the operator's log.
 pub async fn reconcile(ec: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
     let labels = ClusterLabels { namespace: ec.namespace().unwrap_or_default(), cluster: ec.name_any() };
     // Read fresh: the status written by the previous pass (maintenance records, the
     // revision) must be what this one builds on, not a cache the watch has not caught up.
     let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &labels.namespace);
-    let result = match api.get_opt(&labels.cluster).await {
-        Ok(Some(fresh)) => pass(&fresh, &ctx).await,
-        Ok(None) => return Ok(Action::await_change()),
-        Err(e) => Err(error::observe("read the EtcdCluster")(e)),
-    };
+    let result = runner::metered(&ctx.rt.metrics, CONTROLLER, &labels.namespace, &labels.cluster, async {
+        match api.get_opt(&labels.cluster).await {
+            Ok(Some(fresh)) => {
+                let result = pass(&fresh, &ctx).await;
+                if let Err(e) = &result {
+                    report_failure(&api, &fresh, e).await;
+                }
+                result
+            }
+            Ok(None) => Ok(Action::await_change()),
+            Err(e) => Err(error::observe("read the EtcdCluster")(e)),
+        }
+    })
+    .await;
     ctx.rt.metrics.reconcile_duration.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
-    if let Err(e) = &result {
-        ctx.rt.metrics.count_error(&labels.namespace, &labels.cluster, CONTROLLER, e.step());
-    }
     result
+}
+
+/// Writes `Reconciled=False` for a pass that failed. Not for a Lease that cannot be read:
+/// a replica that may not hold it writes nothing.
+async fn report_failure(api: &Api<EtcdCluster>, ec: &EtcdCluster, e: &Error) {
+    if matches!(e, Error::Lease(_)) || ec.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    let failed = status::failed(
+        ec.status.as_ref(),
+        e.category().reason(),
+        e.to_string(),
+        ec.metadata.generation,
+        &Time(jiff::Timestamp::now()),
+    );
+    if ec.status.as_ref() == Some(&failed) {
+        return;
+    }
+    let value = serde_json::to_value(&failed).unwrap_or_default();
+    if let Err(write) = kube_ops::apply_status(api, STATUS_MANAGER, &ec.name_any(), value).await {
+        tracing::debug!(cluster = %ec.name_any(), error = %write, "recording the failed pass");
+    }
 }
 
 async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::runtime::LeaseGuard;
 use crate::runtime::Runtime;
 use crate::runtime::fake_api::{self, NS, Shared, names_of};
+use crate::runtime::runner::PassError;
 
 fn harness(cluster: Value) -> (Arc<Context>, Shared) {
     let (client, store) = fake_api::client(vec![("etcdclusters", "main", cluster)]);
@@ -113,10 +114,17 @@ async fn status_lost_with_volumes_that_formed_a_cluster_never_bootstraps_again()
     assert_eq!(pods, ["main-0"], "one member brought back on its volume, nothing bootstrapped");
     let args = pod_args(&store, "main-0");
     assert!(args.contains(&"--initial-cluster-state=existing".to_string()), "{args:?}");
+    // What the pass sent to the EtcdCluster itself: never a bootstrap record.
     let requests = store.lock().unwrap().requests.clone();
+    let to_cluster: Vec<_> = requests
+        .iter()
+        .filter(|r| r.plural == "etcdclusters" && r.method != http::Method::GET && r.subresource.is_none())
+        .collect();
     assert!(
-        !requests.iter().any(|r| r.starts_with("PATCH etcdclusters/main") && r.contains("bootstrap")),
-        "{requests:?}"
+        !to_cluster
+            .iter()
+            .any(|r| r.body["metadata"]["annotations"].get(crate::shared::names::BOOTSTRAP_ANNOTATION).is_some()),
+        "{to_cluster:?}"
     );
     assert!(
         current(&store).annotations().get(crate::shared::names::BOOTSTRAP_ANNOTATION).is_none(),
@@ -223,7 +231,7 @@ async fn a_larger_storage_size_grows_the_claims_where_the_class_allows_it() {
         assert_eq!(s["spec"]["resources"]["requests"]["storage"], grown, "allowVolumeExpansion {allow}");
         let (status, r, msg) = storage_condition(&store);
         assert_eq!((status.as_str(), r.as_str()), ("False", reason), "{msg}");
-        let requests = store.lock().unwrap().requests.clone();
+        let requests = fake_api::request_lines(&store);
         assert!(requests.contains(&"GET storageclasses/fast".to_string()), "{requests:?}");
     }
 }
@@ -240,7 +248,7 @@ async fn claims_at_size_read_no_storage_class() {
         .insert(("persistentvolumeclaims".into(), "data-main-0".into()), claim("main-0", "4Gi", "fast"));
     pass(&current(&store), &ctx).await.expect("pass");
     assert_eq!(storage_condition(&store).1, "AtSize");
-    let requests = store.lock().unwrap().requests.clone();
+    let requests = fake_api::request_lines(&store);
     assert!(!requests.iter().any(|r| r.contains("storageclasses")), "{requests:?}");
 }
 
@@ -336,4 +344,73 @@ async fn a_shared_ca_is_not_rotated() {
     let c = c.unwrap();
     assert_eq!(c.reason, "RotationRefused");
     assert!(c.message.contains("events"), "{}", c.message);
+}
+
+/// The exact writes of a new cluster's first pass, in order, with what each carries.
+#[tokio::test]
+async fn a_new_clusters_first_pass_sends_exactly_these_writes() {
+    let (ctx, store) = harness(cluster(3));
+    pass(&current(&store), &ctx).await.expect("first pass");
+    let writes: Vec<fake_api::Recorded> =
+        store.lock().unwrap().requests.iter().filter(|r| r.method != http::Method::GET).cloned().collect();
+    let lines: Vec<String> = writes
+        .iter()
+        .map(|r| format!("{r}{}", r.subresource.as_ref().map(|s| format!("/{s}")).unwrap_or_default()))
+        .collect();
+    assert_eq!(lines, WANT_FIRST_PASS, "{lines:#?}");
+    let body = |line: &str| &writes[lines.iter().position(|l| l == line).expect(line)].body;
+    let record = body("PATCH etcdclusters/main");
+    assert_eq!(
+        record["metadata"]["annotations"][crate::shared::names::BOOTSTRAP_ANNOTATION],
+        json!(r#"["main-0"]"#),
+        "the bootstrap is recorded, one member, before its first object"
+    );
+    assert_eq!(record["metadata"]["resourceVersion"], json!("1"), "against the version it read");
+    let pod = body("POST pods");
+    assert_eq!(pod["metadata"]["name"], json!("main-0"));
+    let args: Vec<String> = serde_json::from_value(pod["spec"]["containers"][0]["args"].clone()).unwrap();
+    assert!(args.contains(&"--initial-cluster-state=new".to_string()), "{args:?}");
+    let pvc = body("POST persistentvolumeclaims");
+    assert_eq!(pvc["metadata"]["name"], json!("data-main-0"));
+    assert_eq!(pvc["metadata"]["annotations"][crate::shared::names::CLUSTER_UID_ANNOTATION], json!("uid-main"));
+    let reasons: Vec<&Value> = writes.iter().filter(|r| r.plural == "events").map(|r| &r.body["reason"]).collect();
+    assert_eq!(
+        reasons,
+        [&json!("Bootstrapping"), &json!("EndOfLife")],
+        "the bootstrap, and etcd 3.4 past its end of life"
+    );
+    let status = body("PATCH etcdclusters/main/status");
+    let reconciled = status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Reconciled");
+    assert_eq!(reconciled.map(|c| c["status"].clone()), Some(json!("True")));
+}
+
+/// The fixed objects, the bootstrap record, the first member's volume and pod, Events
+/// (the bootstrap, etcd 3.4 past its end of life), the status.
+const WANT_FIRST_PASS: &[&str] = &[
+    "PATCH services/main-peers",
+    "PATCH services/main-client",
+    "PATCH poddisruptionbudgets/main",
+    "PATCH etcdclusters/main",
+    "POST persistentvolumeclaims",
+    "POST pods",
+    "POST events",
+    "POST events",
+    "PATCH etcdclusters/main/status",
+];
+
+/// A pass that fails says so in the status: `Reconciled=False` with its step and what it
+/// failed on; the next pass that succeeds sets it back.
+#[tokio::test]
+async fn a_failed_pass_is_reported_in_the_status() {
+    let (ctx, store) = harness(cluster(1));
+    store.lock().unwrap().fail_create = Some(("pods".into(), "main-0".into()));
+    reconcile(Arc::new(current(&store)), ctx.clone()).await.expect_err("the pass fails creating main-0's pod");
+    let reconciled = |store: &Shared| {
+        current(store).status.unwrap_or_default().conditions.into_iter().find(|c| c.type_ == status::RECONCILED)
+    };
+    let c = reconciled(&store).expect("reported");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "KubernetesError"));
+    assert!(c.message.starts_with("act: create pod main-0"), "{}", c.message);
+    reconcile(Arc::new(current(&store)), ctx).await.expect("the next pass succeeds");
+    assert_eq!(reconciled(&store).map(|c| c.status), Some("True".to_string()));
 }

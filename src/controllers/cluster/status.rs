@@ -25,6 +25,24 @@ pub const COMPACTION_CONFLICT: &str = "CompactionConflict";
 pub const STORAGE_AT_SIZE: &str = "StorageAtSize";
 pub const MEMBERS_PLACED: &str = "MembersPlaced";
 pub const VERSION_SUPPORTED: &str = "VersionSupported";
+/// Whether the last pass succeeded; when it failed, its step and what it failed on.
+pub const RECONCILED: &str = "Reconciled";
+/// Every condition this controller writes (the others' are theirs).
+pub const OWN_CONDITIONS: [&str; 13] = [
+    AVAILABLE,
+    PROGRESSING,
+    DEGRADED,
+    SPEC_VALID,
+    ALARM,
+    CERTIFICATES_READY,
+    QUOTA_HIGH,
+    MAINTENANCE_FAILING,
+    COMPACTION_CONFLICT,
+    STORAGE_AT_SIZE,
+    MEMBERS_PLACED,
+    VERSION_SUPPORTED,
+    RECONCILED,
+];
 
 /// A short CamelCase reason and a sentence for a step.
 pub fn describe(step: &Step) -> (&'static str, String) {
@@ -346,6 +364,7 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
                 Some((reason, message)) => c(MEMBERS_PLACED, false, reason, message.to_string()),
                 None => c(MEMBERS_PLACED, true, "Placed", "every member can be placed".to_string()),
             },
+            c(RECONCILED, true, "Succeeded", "the last pass succeeded".to_string()),
         ],
         maintenance: maintenance::status(
             i.previous.and_then(|p| p.maintenance.as_ref()),
@@ -372,6 +391,24 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
             .max(i.previous.and_then(|p| p.revision)),
         members,
     }
+}
+
+/// The status after a pass that failed on `reason` (its category's) with `message` (which
+/// names the step): what the last successful pass recorded, with `Reconciled=False`
+/// saying where and why. Only this controller's fields: the others' are left to them.
+pub fn failed(
+    previous: Option<&EtcdClusterStatus>,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> EtcdClusterStatus {
+    let mut s = previous.cloned().unwrap_or_default();
+    s.last_backup = None;
+    s.api_server = None;
+    s.conditions.retain(|c| OWN_CONDITIONS.contains(&c.type_.as_str()) && c.type_ != RECONCILED);
+    s.conditions.push(condition(previous, RECONCILED, false, reason, message, generation, now));
+    s
 }
 
 #[cfg(test)]

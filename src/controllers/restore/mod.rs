@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -28,6 +27,7 @@ use crate::api::restore::RestoreStep;
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, EtcdRestoreStatus, Phase, S3Target};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::operation;
+use crate::runtime::runner::{self, Category, PassError};
 use crate::runtime::s3::{self, OpenError};
 use crate::runtime::{Runtime, kube_ops};
 use crate::seed::{self, SeedSource};
@@ -60,14 +60,18 @@ pub enum Error {
     Status(#[source] kube::Error),
 }
 
-impl Error {
-    pub fn step(&self) -> &'static str {
+impl PassError for Error {
+    fn step(&self) -> &'static str {
         match self {
             Error::Lease(_) => "lease",
             Error::Observe { .. } => "observe",
             Error::Act { .. } => "act",
             Error::Status(_) => "status",
         }
+    }
+
+    fn category(&self) -> Category {
+        Category::Kubernetes
     }
 }
 
@@ -90,28 +94,19 @@ pub async fn run(
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    Controller::new(restores, watcher::Config::default().any_semantic())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "restore reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(r: Arc<EtcdRestore>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(restore = %r.name_any(), namespace = ?r.namespace(), %error, "restore reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    runner::run(
+        CONTROLLER,
+        Controller::new(restores, watcher::Config::default().any_semantic()),
+        ctx,
+        reconcile,
+        shutdown,
+    )
+    .await;
 }
 
 pub async fn reconcile(r: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = pass(&r, &ctx).await;
-    if let Err(e) = &result {
-        ctx.rt.metrics.count_error(&r.namespace().unwrap_or_default(), &r.spec.cluster_name, CONTROLLER, e.step());
-    }
-    result
+    let ns = r.namespace().unwrap_or_default();
+    runner::metered(&ctx.rt.metrics, CONTROLLER, &ns, &r.spec.cluster_name, pass(&r, &ctx)).await
 }
 
 /// Where the snapshot is, as the source names it.

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -26,6 +25,7 @@ use crate::api::backup::{DeletionPolicy, EtcdBackupSpec};
 use crate::api::schedule::ScheduledBackup;
 use crate::api::{EtcdBackup, EtcdBackupSchedule, EtcdBackupScheduleStatus, EtcdCluster, Phase, validation};
 use crate::runtime::events::{EventType, publish};
+use crate::runtime::runner::{self, Category, PassError};
 use crate::runtime::{Runtime, kube_ops};
 
 pub const CONTROLLER: &str = "schedule";
@@ -55,14 +55,18 @@ pub enum Error {
     Status(#[source] kube::Error),
 }
 
-impl Error {
-    pub fn step(&self) -> &'static str {
+impl PassError for Error {
+    fn step(&self) -> &'static str {
         match self {
             Error::Lease(_) => "lease",
             Error::Observe { .. } => "observe",
             Error::Act { .. } => "act",
             Error::Status(_) => "status",
         }
+    }
+
+    fn category(&self) -> Category {
+        Category::Kubernetes
     }
 }
 
@@ -95,29 +99,13 @@ pub async fn run(
             }
         })
     };
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "schedule reconcile");
-            }
-        })
-        .await;
+    runner::run(CONTROLLER, controller, ctx, reconcile, shutdown).await;
     pruner.abort();
 }
 
-fn error_policy(s: Arc<EtcdBackupSchedule>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(schedule = %s.name_any(), namespace = ?s.namespace(), %error, "schedule reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
-}
-
 pub async fn reconcile(s: Arc<EtcdBackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = pass(&s, &ctx).await;
-    if let Err(e) = &result {
-        ctx.rt.metrics.count_error(&s.namespace().unwrap_or_default(), &s.spec.cluster_name, CONTROLLER, e.step());
-    }
-    result
+    let ns = s.namespace().unwrap_or_default();
+    runner::metered(&ctx.rt.metrics, CONTROLLER, &ns, &s.spec.cluster_name, pass(&s, &ctx)).await
 }
 
 fn made(b: &EtcdBackup) -> Made {

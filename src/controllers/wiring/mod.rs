@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
@@ -34,6 +33,7 @@ use crate::api::EtcdCluster;
 use crate::api::cluster::ApiServerStatus;
 use crate::pki::{self, CertPair, Usage};
 use crate::runtime::events::{EventType, publish};
+use crate::runtime::runner::{self, Category, PassError};
 use crate::runtime::{Runtime, kube_ops};
 use crate::shared::names::Names;
 
@@ -67,13 +67,20 @@ pub enum Error {
     Status(#[source] kube::Error),
 }
 
-impl Error {
-    pub fn step(&self) -> &'static str {
+impl PassError for Error {
+    fn step(&self) -> &'static str {
         match self {
             Error::Lease(_) => "lease",
             Error::Observe { .. } => "observe",
             Error::Certificate(_) | Error::Act { .. } => "act",
             Error::Status(_) => "status",
+        }
+    }
+
+    fn category(&self) -> Category {
+        match self {
+            Error::Certificate(_) => Category::Certificates,
+            _ => Category::Kubernetes,
         }
     }
 }
@@ -104,28 +111,19 @@ pub async fn run(
     };
     // Secrets are not watched (that would need list and watch on every Secret): the
     // published one is checked on every pass, and passes come at least every 30 s.
-    Controller::new(clusters, watcher::Config::default().any_semantic())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "wiring reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(ec: Arc<EtcdCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(cluster = %ec.name_any(), namespace = ?ec.namespace(), %error, "wiring reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    runner::run(
+        CONTROLLER,
+        Controller::new(clusters, watcher::Config::default().any_semantic()),
+        ctx,
+        reconcile,
+        shutdown,
+    )
+    .await;
 }
 
 pub async fn reconcile(ec: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = pass(&ec, &ctx).await;
-    if let Err(e) = &result {
-        ctx.rt.metrics.count_error(&ec.namespace().unwrap_or_default(), &ec.name_any(), CONTROLLER, e.step());
-    }
-    result
+    let ns = ec.namespace().unwrap_or_default();
+    runner::metered(&ctx.rt.metrics, CONTROLLER, &ns, &ec.name_any(), pass(&ec, &ctx)).await
 }
 
 fn data(secret: &Secret, key: &str) -> Option<String> {
