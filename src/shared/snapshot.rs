@@ -8,6 +8,7 @@ use futures::StreamExt;
 use crate::backup_store::{BackupStore, Uploaded};
 use crate::etcd::{AdminConfig, EtcdAdmin};
 use crate::metrics::Metrics;
+use crate::runtime::s3::OpenError;
 
 /// A member a snapshot could come from, as the cluster's status describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,10 +26,29 @@ pub struct Taken {
     pub version: String,
 }
 
-/// Why an attempt failed, and whether trying again can help.
+/// Why an attempt at a store failed (a snapshot into it, an object read from it), and
+/// whether trying again can help.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct Failure {
     pub message: String,
     pub permanent: bool,
+}
+
+impl Failure {
+    /// A failure worth trying again.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Failure { message: message.into(), permanent: false }
+    }
+}
+
+impl From<OpenError> for Failure {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Invalid(message) => Failure { message, permanent: true },
+            OpenError::Transient(message) => Failure { message, permanent: false },
+        }
+    }
 }
 
 /// Streams a snapshot of `member` into `store` under `key`. Memory is about one upload

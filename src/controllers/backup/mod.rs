@@ -342,7 +342,7 @@ async fn snapshot(
             snapshot::snapshot_to_store(&member, config, store, &object_key, labels, &ctx.rt.metrics, &metric_labels)
                 .await
         }
-        Err(e) => Err(snapshot::Failure { message: e.to_string(), permanent: false }),
+        Err(e) => Err(snapshot::Failure::transient(e.to_string())),
     };
     refresher.abort();
     match result {

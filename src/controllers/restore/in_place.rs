@@ -12,11 +12,11 @@ use crate::api::{EtcdCluster, EtcdRestore, S3Target};
 use crate::metrics::ClusterLabels;
 use crate::runtime::kube_ops::delete_if_present;
 use crate::runtime::operation::{self, Operation, Slot, Taken};
-use crate::runtime::s3::{self, OpenError};
+use crate::runtime::s3;
 use crate::seed::{self, SeedSource};
 use crate::shared::names::REMOVED_ANNOTATION;
 use crate::shared::names::{BOOTSTRAP_ANNOTATION, Names};
-use crate::shared::snapshot::{Candidate, snapshot_to_store, stamp};
+use crate::shared::snapshot::{Candidate, Failure, snapshot_to_store, stamp};
 
 /// How long the slot is held past its last refresh while members are stopped.
 const SLOT_SECS: i64 = 600;
@@ -39,15 +39,13 @@ pub async fn snapshot_survivor(
     ns: &str,
     ec: &EtcdCluster,
     target: &S3Target,
-) -> Result<(String, String), (String, bool)> {
+) -> Result<(String, String), Failure> {
     let member = r.spec.source.member.clone().unwrap_or_default();
     let names = Names::of(ec);
-    let store = s3::open(&ctx.rt.client, ns, target).await.map_err(|e| match e {
-        OpenError::Invalid(m) => (m, true),
-        OpenError::Transient(m) => (m, false),
-    })?;
-    let config =
-        crate::shared::secrets::etcd_config(&ctx.rt.client, ec, None).await.map_err(|e| (e.to_string(), false))?;
+    let store = s3::open(&ctx.rt.client, ns, target).await?;
+    let config = crate::shared::secrets::etcd_config(&ctx.rt.client, ec, None)
+        .await
+        .map_err(|e| Failure::transient(e.to_string()))?;
     let key =
         store.backup_key(ns, &ec.name_any(), &stamp(jiff::Timestamp::now()), &format!("{}-{member}", r.name_any()));
     let candidate = Candidate { name: member.clone(), endpoint: names.client_url(&member), leader: false };
@@ -57,9 +55,7 @@ pub async fn snapshot_survivor(
         ("restore".to_string(), r.name_any()),
     ]);
     let metric = ClusterLabels { namespace: ns.into(), cluster: ec.name_any() };
-    let taken = snapshot_to_store(&candidate, config, &store, &key, labels, &ctx.rt.metrics, &metric)
-        .await
-        .map_err(|f| (f.message, f.permanent))?;
+    let taken = snapshot_to_store(&candidate, config, &store, &key, labels, &ctx.rt.metrics, &metric).await?;
     let object = format!("s3://{}/{key}", store.bucket());
     let message = format!(
         "surviving member {member} at revision {}: {} bytes, sha256 {}, staged as {object}",

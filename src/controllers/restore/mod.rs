@@ -31,6 +31,7 @@ use crate::runtime::runner::{self, Category, PassError};
 use crate::runtime::s3::{self, OpenError};
 use crate::runtime::{Runtime, kube_ops};
 use crate::seed::{self, SeedSource};
+use crate::shared::snapshot::Failure;
 
 pub const CONTROLLER: &str = "restore";
 pub const FIELD_MANAGER: &str = "etcd-pilot-restore";
@@ -292,14 +293,14 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
                     next.error = None;
                     Some(Duration::from_millis(200))
                 }
-                Err((why, permanent)) if permanent => {
+                Err(Failure { message: why, permanent: true }) => {
                     next.phase = Phase::Failed;
                     next.error = Some(why.clone());
                     next.completion_time = Some(Time(jiff::Timestamp::now()));
                     publish(&ctx.rt, r, EventType::Warning, "RestoreFailed", &why).await;
                     None
                 }
-                Err((why, _)) => {
+                Err(Failure { message: why, permanent: false }) => {
                     next.error = Some(format!("reading the snapshot: {why}; retrying"));
                     Some(Duration::from_secs(10))
                 }
@@ -347,14 +348,14 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
                     next.error = None;
                     Some(Duration::from_millis(200))
                 }
-                Err((why, true)) => {
+                Err(Failure { message: why, permanent: true }) => {
                     next.phase = Phase::Failed;
                     next.error = Some(why.clone());
                     next.completion_time = Some(Time(jiff::Timestamp::now()));
                     publish(&ctx.rt, r, EventType::Warning, "RestoreFailed", &why).await;
                     None
                 }
-                Err((why, false)) => {
+                Err(Failure { message: why, permanent: false }) => {
                     next.error = Some(format!("snapshot of the survivor: {why}; retrying"));
                     Some(Duration::from_secs(10))
                 }
@@ -424,23 +425,20 @@ pub fn bump(snapshot_revision: i64, seen: Option<i64>) -> i64 {
     }
 }
 
-/// Reads the object through its checks. Err: (why, permanent).
+/// Reads the object through its checks.
 async fn verify(
     ctx: &Context,
     ns: &str,
     src: &Source,
-) -> Result<(u64, String, std::collections::HashMap<String, String>), (String, bool)> {
-    let store = s3::open(&ctx.rt.client, ns, &src.target).await.map_err(|e| match e {
-        OpenError::Invalid(m) => (m, true),
-        OpenError::Transient(m) => (m, false),
-    })?;
+) -> Result<(u64, String, std::collections::HashMap<String, String>), Failure> {
+    let store = s3::open(&ctx.rt.client, ns, &src.target).await?;
     seed::verify_object(&store, &src.key, src.sha256.as_deref()).await.map_err(|e| {
         let permanent = match &e {
             seed::SeedError::Download(se) => s3::permanent(se),
             seed::SeedError::Mismatch { .. } | seed::SeedError::NotASnapshot { .. } => true,
             _ => false,
         };
-        (format!("s3://{}/{}: {e}", src.target.bucket, src.key), permanent)
+        Failure { message: format!("s3://{}/{}: {e}", src.target.bucket, src.key), permanent }
     })
 }
 
