@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: help deps build image fmt lint unit integration monitoring e2e test crds demo bench \
+.PHONY: help deps s3s-fs build image fmt lint unit integration monitoring e2e test crds demo bench \
 	testbed-tools testbed-build testbed-up testbed-down testbed-status
 
 TESTBED_DIR ?= /var/tmp/etcd-pilot-testbed
@@ -13,8 +13,11 @@ TESTBED := target/release/testbed
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## Install what building and testing need (Debian 12: protoc, etcd 3.4, s3s-fs)
+deps: ## Install what building and testing need (Debian 12: protoc, etcd 3.4, promtool)
 	bash hack/deps.sh
+
+s3s-fs: ## Install s3s-fs, the S3-compatible server of the integration tests and the testbed
+	bash hack/s3s-fs.sh
 
 build: deps ## Build the etcd-pilot binary (release)
 	$(CARGO) build --locked --release
@@ -37,7 +40,7 @@ unit: deps ## Unit tests: pure logic, mocks allowed
 	$(CARGO) test --locked --lib --bins
 	$(CARGO) test --locked -p etcd-pilot-image
 
-integration: deps ## Integration tests against real etcd and a real S3-compatible server
+integration: deps s3s-fs ## Integration tests against real etcd and a real S3-compatible server
 	$(CARGO) test --locked --test '*'
 
 monitoring: deps testbed-tools ## The chart's alerts (promtool check and test), dashboard and monitoring objects
@@ -54,7 +57,7 @@ crds: ## Regenerate crds/, the chart's copy and the reference in docs/api.md fro
 	rm -f charts/etcd-pilot/crds/*.yaml
 	cp crds/*.yaml charts/etcd-pilot/crds/
 
-testbed-tools: deps ## Install the testbed's tools; builds Kubernetes once per machine (~10 min)
+testbed-tools: deps s3s-fs ## Install the testbed's tools; builds Kubernetes once per machine (~10 min)
 	bash e2e/hack/install.sh
 
 testbed-build: deps ## Build etcd-pilot, the testbed command and the in-pod probe (release)
@@ -69,10 +72,13 @@ testbed-down: ## Stop the testbed and remove its state
 testbed-status: ## What runs on the testbed, and how to use it
 	$(TESTBED) status
 
-demo: testbed-tools testbed-build ## The main job: testbed (unless KUBECONFIG is set), chart installed, an EtcdCluster applied
+demo: deps ## The main job: testbed (unless KUBECONFIG is set), chart installed, an EtcdCluster applied
+	@# Kubernetes (Go) and etcd-pilot (Rust) build side by side: each leaves a core idle
+	@# in its single-threaded phases (code generators, linking), which the other uses.
+	$(MAKE) --no-print-directory -j2 testbed-tools testbed-build
 	bash e2e/hack/demo.sh
 
-bench: deps testbed-tools testbed-build ## Benchmarks with real servers and the testbed; tables go into docs/benchmarks.md
+bench: deps s3s-fs testbed-tools testbed-build ## Benchmarks with real servers and the testbed; tables go into docs/benchmarks.md
 	$(CARGO) bench --locked --bench backup > target/bench-backup.md
 	python3 hack/record-bench.py docs/benchmarks.md backup target/bench-backup.md
 	$(MAKE) image IMAGE=etcd-pilot.local/etcd-pilot:dev

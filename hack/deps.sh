@@ -18,11 +18,4 @@ fi
 # Debian's etcd-server also installs a service; the tests never use it (they start
 # their own members on free ports), so it is left as the machine has it.
 
-# The S3-compatible server the integration tests start (see docs/testing.md).
-S3S_VERSION=0.14.1
-if ! command -v s3s-fs >/dev/null 2>&1 || [[ $(s3s-fs --version 2>/dev/null) != *"$S3S_VERSION"* ]]; then
-  echo "deps: cargo install s3s-fs@$S3S_VERSION (a few minutes, once per machine)"
-  cargo install "s3s-fs@$S3S_VERSION" --locked --features binary
-fi
-
-echo "deps: ok (protoc $(protoc --version | cut -d' ' -f2), etcd $(etcd --version | awk 'NR==1{print $3}'), s3s-fs $S3S_VERSION)"
+echo "deps: ok (protoc $(protoc --version | cut -d' ' -f2), etcd $(etcd --version | awk 'NR==1{print $3}'))"

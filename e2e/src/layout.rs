@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, io};
 
 /// Bridge that holds the host's testbed address and the node IPs.
+/// The containerd snapshotter of every node (images are imported into it).
+pub const SNAPSHOTTER: &str = "overlayfs";
 pub const BRIDGE: &str = "eptb0";
 /// Prefix of the per-node pod bridges.
 pub const POD_BRIDGE_PREFIX: &str = "eptbn";

@@ -10,6 +10,8 @@ pub mod images;
 pub mod layout;
 pub mod nodes;
 pub mod procs;
+pub mod teardown;
+pub mod traffic;
 
 /// Default directory of the testbed's state (outside the repository).
 pub fn default_dir() -> std::path::PathBuf {

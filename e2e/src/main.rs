@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use etcd_pilot_e2e::{agent, cluster, default_dir, default_tools};
+use etcd_pilot_e2e::{agent, cluster, default_dir, default_tools, images, teardown};
 
 #[derive(Parser)]
 #[command(name = "testbed", about = "A real multi-node Kubernetes cluster on this machine")]
@@ -71,13 +71,13 @@ async fn main() -> ExitCode {
         .await
         .map(|state| print!("{}", cluster::usage(&state))),
         Command::Down => {
-            cluster::down(&cli.dir);
+            teardown::down(&cli.dir);
             println!("testbed: down, {} removed", cli.dir.display());
             Ok(())
         }
         Command::Status { check } => cluster::status(&cli.dir, check).await.map(|s| print!("{s}")),
-        Command::LoadImage { tarball } => cluster::load_image(&cli.dir, &tarball),
-        Command::LoadOperator { path } => cluster::load_operator(&cli.dir, &path),
+        Command::LoadImage { tarball } => images::load_image(&cli.dir, &tarball),
+        Command::LoadOperator { path } => images::load_operator(&cli.dir, &path),
         Command::Agent => agent::run(&cli.dir).await,
     };
     match result {

@@ -6,10 +6,8 @@ use std::process::Command;
 
 use crate::certs;
 use crate::error::{Result, io};
-use crate::layout::{CLUSTER_DOMAIN, HOST_IP, Node, State};
+use crate::layout::{CLUSTER_DOMAIN, HOST_IP, Node, SNAPSHOTTER, State};
 use crate::procs;
-
-pub const SNAPSHOTTER: &str = "overlayfs";
 
 fn write(path: &Path, text: &str) -> Result<()> {
     if let Some(d) = path.parent() {

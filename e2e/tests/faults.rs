@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use etcd_pilot::api::EtcdCluster;
 use etcd_pilot_e2e::fixtures::*;
 use etcd_pilot_e2e::kit::Kit;
+use etcd_pilot_e2e::traffic::*;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ResourceQuota, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};

@@ -6,6 +6,7 @@
 //! (kube-proxy routes it), with the client certificate etcd-pilot issued.
 
 use etcd_pilot_e2e::fixtures::*;
+use etcd_pilot_e2e::traffic::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use etcd_pilot_e2e::fixtures::*;
 use etcd_pilot_e2e::kit::{Kit, OPERATOR_NS};
+use etcd_pilot_e2e::traffic::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;

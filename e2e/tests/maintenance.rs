@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, CompactionOptions, DeleteOptions, GetOptions};
 use etcd_pilot::api::EtcdCluster;
 use etcd_pilot_e2e::fixtures::*;
+use etcd_pilot_e2e::traffic::*;
 use serde_json::json;
 
 const MIB: i64 = 1024 * 1024;

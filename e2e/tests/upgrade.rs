@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use etcd_pilot::crdgen::VERSION_ANNOTATION;
 use etcd_pilot_e2e::fixtures::*;
+use etcd_pilot_e2e::traffic::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};

@@ -108,3 +108,10 @@ impl Phase {
         matches!(self, Phase::Succeeded | Phase::Failed)
     }
 }
+
+/// What the schema lets through as a cron expression, at admission: five fields of cron
+/// characters, or a nickname. The API server refuses anything else (`every hour`) with
+/// this pattern in its message; `validation::parse_cron` then judges the fields themselves (a
+/// condition, as before).
+pub const CRON_PATTERN: &str =
+    r"^\s*((?i:@(yearly|annually|monthly|weekly|daily|hourly))|[0-9A-Za-z*?,/#-]+(\s+[0-9A-Za-z*?,/#-]+){4})\s*$";

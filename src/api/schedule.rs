@@ -34,7 +34,7 @@ pub struct EtcdBackupScheduleSpec {
     pub cluster_name: String,
     /// Standard 5-field cron expression (minute hour day-of-month month day-of-week),
     /// e.g. `0 */6 * * *`, or a nickname such as `@daily`. Evaluated in `timeZone`.
-    #[schemars(length(min = 1), regex(pattern = crate::api::validation::CRON_PATTERN))]
+    #[schemars(length(min = 1), regex(pattern = crate::api::common::CRON_PATTERN))]
     pub schedule: String,
     /// IANA time zone of the schedule. Defaults to UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -35,13 +35,6 @@ pub fn parse_version(v: &str) -> Result<semver::Version, String> {
         .map_err(|e| format!("{v:?} is not a MAJOR.MINOR.PATCH version: {e}"))
 }
 
-/// What the schema lets through as a cron expression, at admission: five fields of cron
-/// characters, or a nickname. The API server refuses anything else (`every hour`) with
-/// this pattern in its message; [`parse_cron`] then judges the fields themselves (a
-/// condition, as before).
-pub const CRON_PATTERN: &str =
-    r"^\s*((?i:@(yearly|annually|monthly|weekly|daily|hourly))|[0-9A-Za-z*?,/#-]+(\s+[0-9A-Za-z*?,/#-]+){4})\s*$";
-
 /// Parses a 5-field cron expression or a nickname such as `@daily`.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     croner::parser::CronParser::builder()

@@ -1,5 +1,6 @@
 use super::*;
 use crate::api::cluster::{CertManagerTls, Topology};
+use crate::api::common::CRON_PATTERN;
 use crate::api::common::{LocalObjectRef, S3Target};
 use crate::api::restore::{RestoreSource, S3Object};
 use crate::api::schedule::Retention;

@@ -9,9 +9,11 @@ mod admin;
 mod error;
 pub mod probe;
 pub mod snapshot;
+mod types;
 
-pub use admin::{AdminConfig, Alarm, AlarmKind, EndpointStatus, EtcdAdmin, Member, Snapshot, TlsMaterial};
+pub use admin::EtcdAdmin;
 pub use error::{EtcdError, Refusal};
+pub use types::{AdminConfig, Alarm, AlarmKind, EndpointStatus, Member, Snapshot, TlsMaterial};
 
 /// Formats a member id the way etcdctl prints it.
 pub fn member_id_hex(id: u64) -> String {

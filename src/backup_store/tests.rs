@@ -1,5 +1,7 @@
 use super::*;
+use crate::api::S3CredentialsSecret;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
 
 #[test]
