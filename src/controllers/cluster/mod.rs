@@ -7,6 +7,8 @@ pub mod build;
 pub mod ca_rotation;
 pub mod context;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod maintenance;
 pub mod objects;
 pub mod observe;

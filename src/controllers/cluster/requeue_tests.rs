@@ -1,17 +1,6 @@
 use super::*;
-use crate::api::EtcdCluster;
+use crate::controllers::cluster::fixtures::cluster;
 use serde_json::json;
-
-fn cluster(spec: serde_json::Value) -> EtcdCluster {
-    let mut ec: EtcdCluster = serde_json::from_value(json!({
-        "apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster",
-        "metadata": {"name": "main", "namespace": "prod", "uid": "uid-now"},
-        "spec": spec,
-    }))
-    .unwrap();
-    ec.metadata.uid = Some("uid-now".into());
-    ec
-}
 
 #[test]
 fn a_growing_db_brings_the_next_pass_forward() {

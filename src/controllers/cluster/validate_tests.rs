@@ -1,18 +1,8 @@
 use super::*;
+use crate::controllers::cluster::fixtures::cluster;
 use crate::shared::names::{MEDIUM_ANNOTATION, TLS_MODE_ANNOTATION, TOPOLOGY_ANNOTATION, VERSION_ANNOTATION};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use serde_json::json;
-
-fn cluster(spec: serde_json::Value) -> EtcdCluster {
-    let mut ec: EtcdCluster = serde_json::from_value(json!({
-        "apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdCluster",
-        "metadata": {"name": "main", "namespace": "prod", "uid": "uid-now"},
-        "spec": spec,
-    }))
-    .unwrap();
-    ec.metadata.uid = Some("uid-now".into());
-    ec
-}
 
 fn pod(version: &str, topology: &str) -> Pod {
     serde_json::from_value(json!({"metadata": {"name": "main-0", "annotations": {
