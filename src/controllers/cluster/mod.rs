@@ -114,7 +114,7 @@ pub async fn reconcile(ec: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action
             Ok(Some(fresh)) => {
                 let result = pass(&fresh, &ctx).await;
                 if let Err(e) = &result {
-                    report_failure(&api, &fresh, e).await;
+                    report_failure(&api, &labels.cluster, e).await;
                 }
                 result
             }
@@ -127,10 +127,16 @@ pub async fn reconcile(ec: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action
     result
 }
 
-/// Writes `Reconciled=False` for a pass that failed. Not for a Lease that cannot be read:
-/// a replica that may not hold it writes nothing.
-async fn report_failure(api: &Api<EtcdCluster>, ec: &EtcdCluster, e: &Error) {
-    if matches!(e, Error::Lease(_)) || ec.metadata.deletion_timestamp.is_some() {
+/// Writes `Reconciled=False` for a pass that failed before its status write (a failed
+/// step writes it with the status). Not for a Lease that cannot be read: a replica that
+/// may not hold it writes nothing.
+async fn report_failure(api: &Api<EtcdCluster>, name: &str, e: &Error) {
+    if matches!(e, Error::Lease(_)) {
+        return;
+    }
+    // Fresh: the pass may have written the status since the read it started from.
+    let Ok(Some(ec)) = api.get_opt(name).await else { return };
+    if ec.metadata.deletion_timestamp.is_some() {
         return;
     }
     let failed = status::failed(
@@ -140,12 +146,13 @@ async fn report_failure(api: &Api<EtcdCluster>, ec: &EtcdCluster, e: &Error) {
         ec.metadata.generation,
         &Time(jiff::Timestamp::now()),
     );
-    if ec.status.as_ref() == Some(&failed) {
+    // Once per failure, not per retry (see `status::failed`).
+    if status::same_failure(ec.status.as_ref(), &failed) {
         return;
     }
     let value = serde_json::to_value(&failed).unwrap_or_default();
-    if let Err(write) = kube_ops::apply_status(api, STATUS_MANAGER, &ec.name_any(), value).await {
-        tracing::debug!(cluster = %ec.name_any(), error = %write, "recording the failed pass");
+    if let Err(write) = kube_ops::apply_status(api, STATUS_MANAGER, name, value).await {
+        tracing::debug!(cluster = %name, error = %write, "recording the failed pass");
     }
 }
 
@@ -402,6 +409,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         storage: volumes::condition(&sizing, &ec.spec.storage.size.0),
         placement: placement.as_ref().map(|(r, m)| (*r, m.as_str())),
         spec_version: &ec.spec.version,
+        failure: acted.as_ref().err().map(|e| (e.category().reason(), e.to_string())),
     });
     if let Some(c) = new_status.conditions.iter().find(|c| c.type_ == status::VERSION_SUPPORTED && c.status == "False")
     {

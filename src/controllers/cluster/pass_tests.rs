@@ -411,6 +411,19 @@ async fn a_failed_pass_is_reported_in_the_status() {
     let c = reconciled(&store).expect("reported");
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "KubernetesError"));
     assert!(c.message.starts_with("act: create pod main-0"), "{}", c.message);
+    // The same failure again is not written again (its watch event would skip the backoff).
+    let writes = |store: &Shared| {
+        store.lock().unwrap().requests.iter().filter(|r| r.subresource.as_deref() == Some("status")).count()
+    };
+    for _ in 0..2 {
+        store.lock().unwrap().fail_create = Some(("pods".into(), "main-0".into()));
+        reconcile(Arc::new(current(&store)), ctx.clone()).await.expect_err("fails the same way");
+    }
+    let before = writes(&store);
+    store.lock().unwrap().fail_create = Some(("pods".into(), "main-0".into()));
+    reconcile(Arc::new(current(&store)), ctx.clone()).await.expect_err("fails the same way");
+    assert_eq!(writes(&store), before, "the same failure is not written again");
+    assert_eq!(reconciled(&store).map(|c| c.status), Some("False".to_string()), "still reported");
     reconcile(Arc::new(current(&store)), ctx).await.expect("the next pass succeeds");
     assert_eq!(reconciled(&store).map(|c| c.status), Some("True".to_string()));
 }

@@ -103,6 +103,8 @@ pub struct Input<'a> {
     pub placement: Option<(&'static str, &'a str)>,
     /// `spec.version`, for `VersionSupported` before any member reports its own.
     pub spec_version: &'a str,
+    /// The pass's step failed: the category's reason and the error (which names the step).
+    pub failure: Option<(&'a str, String)>,
 }
 
 /// The members as etcd and Kubernetes show them.
@@ -364,7 +366,10 @@ pub fn build(i: &Input) -> EtcdClusterStatus {
                 Some((reason, message)) => c(MEMBERS_PLACED, false, reason, message.to_string()),
                 None => c(MEMBERS_PLACED, true, "Placed", "every member can be placed".to_string()),
             },
-            c(RECONCILED, true, "Succeeded", "the last pass succeeded".to_string()),
+            match &i.failure {
+                None => c(RECONCILED, true, "Succeeded", "the last pass succeeded".to_string()),
+                Some((reason, message)) => failure_condition(i.previous, reason, message.clone(), i.generation, &i.now),
+            },
         ],
         maintenance: maintenance::status(
             i.previous.and_then(|p| p.maintenance.as_ref()),
@@ -407,8 +412,38 @@ pub fn failed(
     s.last_backup = None;
     s.api_server = None;
     s.conditions.retain(|c| OWN_CONDITIONS.contains(&c.type_.as_str()) && c.type_ != RECONCILED);
-    s.conditions.push(condition(previous, RECONCILED, false, reason, message, generation, now));
+    s.conditions.push(failure_condition(previous, reason, message, generation, now));
     s
+}
+
+/// `Reconciled=False` for a failure. A failure already reported for the same category and
+/// step keeps its first message: one that varies from try to try (addresses, durations)
+/// would change the status on every retry, and its watch event would start the next pass
+/// at once, past the retry's backoff.
+fn failure_condition(
+    previous: Option<&EtcdClusterStatus>,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let step = |m: &str| m.split(':').next().unwrap_or_default().to_string();
+    let kept = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == RECONCILED))
+        .filter(|c| c.status == "False" && c.reason == reason && step(&c.message) == step(&message))
+        .map(|c| c.message.clone());
+    condition(previous, RECONCILED, false, reason, kept.unwrap_or(message), generation, now)
+}
+
+/// Whether `previous` already reports the failure `failed` reports: `Reconciled=False`
+/// for the same category and step (the message's text before its first `:`).
+pub fn same_failure(previous: Option<&EtcdClusterStatus>, failed: &EtcdClusterStatus) -> bool {
+    let reconciled = |s: &EtcdClusterStatus| s.conditions.iter().find(|c| c.type_ == RECONCILED).cloned();
+    let step = |m: &str| m.split(':').next().unwrap_or_default().to_string();
+    match (previous.and_then(reconciled), reconciled(failed)) {
+        (Some(p), Some(f)) => p.status == "False" && p.reason == f.reason && step(&p.message) == step(&f.message),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ fn input<'a>(
         storage: (true, "AtSize", "every member volume has spec.storage.size (4Gi)".into()),
         placement: None,
         spec_version: "3.4.23",
+        failure: None,
     }
 }
 
