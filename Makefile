@@ -72,10 +72,7 @@ testbed-down: ## Stop the testbed and remove its state
 testbed-status: ## What runs on the testbed, and how to use it
 	$(TESTBED) status
 
-demo: deps ## The main job: testbed (unless KUBECONFIG is set), chart installed, an EtcdCluster applied
-	@# Kubernetes (Go) and etcd-pilot (Rust) build side by side: each leaves a core idle
-	@# in its single-threaded phases (code generators, linking), which the other uses.
-	$(MAKE) --no-print-directory -j2 testbed-tools testbed-build
+demo: testbed-tools testbed-build ## The main job: testbed (unless KUBECONFIG is set), chart installed, an EtcdCluster applied
 	bash e2e/hack/demo.sh
 
 bench: deps s3s-fs testbed-tools testbed-build ## Benchmarks with real servers and the testbed; tables go into docs/benchmarks.md

@@ -160,7 +160,9 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
             .args(["--initial-cluster", &format!("testbed={peer_url}")])
             .args(["--initial-cluster-token", &format!("testbed-{}", std::process::id())]),
     )?;
-    procs::wait_tcp(&format!("127.0.0.1:{}", state.etcd_client_port), Duration::from_secs(20), "etcd", &logs).await?;
+    // Generous: right after a large build the machine writes back gigabytes of dirty
+    // pages, and etcd's first fsync waits behind them (seen: more than 20 s in CI).
+    procs::wait_tcp(&format!("127.0.0.1:{}", state.etcd_client_port), Duration::from_secs(120), "etcd", &logs).await?;
 
     let pki_dir = state.pki();
     let pki = |n: &str| pki_dir.join(n).display().to_string();
@@ -226,7 +228,7 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
             .arg("--user=root"),
     )?;
     // dnsmasq answers on TCP too: its port open means it bound port 53.
-    procs::wait_tcp(&format!("{HOST_IP}:53"), Duration::from_secs(10), "dnsmasq on port 53", &logs).await?;
+    procs::wait_tcp(&format!("{HOST_IP}:53"), Duration::from_secs(30), "dnsmasq on port 53", &logs).await?;
     let s3_root = state.dir.join("s3");
     std::fs::create_dir_all(s3_root.join(S3_BUCKET)).map_err(io(&s3_root))?;
     spawn(
@@ -238,7 +240,7 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
             .arg(&s3_root),
     )?;
 
-    procs::wait_tcp(&format!("{HOST_IP}:{}", state.s3_port), Duration::from_secs(10), "s3s-fs", &logs).await?;
+    procs::wait_tcp(&format!("{HOST_IP}:{}", state.s3_port), Duration::from_secs(30), "s3s-fs", &logs).await?;
 
     // Images, built once per up, imported into every node.
     let images_dir = state.dir.join("images");
@@ -254,7 +256,7 @@ async fn bring_up(opts: &UpOptions, state: &mut State) -> Result<()> {
     }
     state.save()?;
     for n in &node_list {
-        wait_socket(&state.containerd_socket(n), Duration::from_secs(20), &logs).await?;
+        wait_socket(&state.containerd_socket(n), Duration::from_secs(60), &logs).await?;
     }
     images::import_everywhere(state, &tarballs)?;
     for n in &node_list {
