@@ -598,7 +598,7 @@ pub async fn start_node(dir: &Path, name: &str) -> Result<()> {
         .ok_or_else(|| TestbedError::Other(format!("no node {name} on the testbed")))?;
     let runc = nodes::write_runc_wrapper(&state)?;
     let containerd = nodes::start_containerd(&state, &node, &runc)?;
-    wait_socket(&state.containerd_socket(&node), Duration::from_secs(20), &state.logs()).await?;
+    wait_socket(&state.containerd_socket(&node), Duration::from_secs(60), &state.logs()).await?;
     let kubelet = nodes::start_kubelet(&state, &node)?;
     for p in state.processes.iter_mut() {
         if p.name == format!("containerd-{name}") {
