@@ -57,7 +57,7 @@ crds: ## Regenerate crds/, the chart's copy and the reference in docs/api.md fro
 	rm -f charts/etcd-pilot/crds/*.yaml
 	cp crds/*.yaml charts/etcd-pilot/crds/
 
-testbed-tools: deps s3s-fs ## Install the testbed's tools; builds Kubernetes once per machine (~10 min)
+testbed-tools: deps s3s-fs ## Install the testbed's tools; builds Kubernetes once per machine (~6 min)
 	bash e2e/hack/install.sh
 
 testbed-build: deps ## Build etcd-pilot, the testbed command and the in-pod probe (release)

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod apidoc;
 pub mod backup_store;
+pub mod cli;
 pub mod controllers;
 pub mod crdgen;
 pub mod etcd;
@@ -19,9 +20,9 @@ pub mod seed;
 pub mod shared;
 pub mod static_pod;
 
-/// Picks rustls' process-wide crypto provider. Two are linked in (ring through kube,
-/// aws-lc-rs through the AWS SDK), and rustls refuses to guess: every binary calls this
-/// first. Calling it twice is harmless.
+/// Picks rustls' process-wide crypto provider, ring (the only one linked in: kube, etcd
+/// and the S3 client all use it), so that no feature another crate turns on can make
+/// rustls refuse to guess: every binary calls this first. Calling it twice is harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
-# and kubectl v1.20.2 from Debian bookworm's `kubernetes` source package, plus a static
-# `pause`, once per machine, with two patches: reflect2 for Go >= 1.18, and per-kubelet
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy
+# v1.20.2 from Debian bookworm's `kubernetes` source package, plus a static `pause`, once
+# per machine (kubectl of the same source comes built, in Debian's kubernetes-client), with two patches: reflect2 for Go >= 1.18, and per-kubelet
 # log directories so that several kubelets can share one machine. The result is cached
 # outside the repo, keyed by the source version and by this script and its patches, so
 # CI and developers build it once.
@@ -13,7 +13,7 @@ SRC_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 CACHE=${ETCD_PILOT_CACHE:-$HOME/.cache/etcd-pilot}
 key=$(cat "$0" "$here/patch-reflect2.py" "$here/patch-kubelet-logs.py" | sha256sum | cut -c1-12)
 out="$CACHE/kubernetes/${SRC_VERSION//+/_}-$key"
-bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl pause)
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy pause)
 
 have_all() { for b in "${bins[@]}"; do [ -x "$out/bin/$b" ] || return 1; done; }
 if have_all; then echo "$out"; exit 0; fi
@@ -58,7 +58,7 @@ python3 "$here/patch-kubelet-logs.py" "$tree"
 # The way debian/rules builds: GOPATH inside the tree, static binaries.
 mkdir -p "$tree/.go/src/k8s.io"
 ln -sfn "$tree" "$tree/.go/src/k8s.io/kubernetes"
-echo "kubernetes: building (about 10 minutes on 2 cores, once per machine)" >&2
+echo "kubernetes: building (about 6 minutes on 2 cores, once per machine)" >&2
 (
   cd "$tree/.go/src/k8s.io/kubernetes"
   unset MAKEFLAGS MAKELEVEL MFLAGS
@@ -66,10 +66,10 @@ echo "kubernetes: building (about 10 minutes on 2 cores, once per machine)" >&2
   export KUBE_GIT_VERSION=v1.20.2 KUBE_GIT_TREE_STATE=clean
   # Not make's status: once seen failing on a fresh tree after every binary was built.
   # The outputs are what count, and they are checked below.
-  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy cmd/kubectl" >&2 \
+  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy" >&2 \
     || echo "kubernetes: make exited non-zero; checking its outputs" >&2
 )
-for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   if ! cp "$tree/_output/local/bin/linux/amd64/$b" "$out/bin/$b"; then
     echo "kubernetes: the build did not produce $b" >&2
     exit 1

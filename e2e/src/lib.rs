@@ -3,12 +3,14 @@
 
 pub mod agent;
 pub mod certs;
+pub mod cli;
 pub mod cluster;
 pub mod error;
 pub mod fixtures;
 pub mod images;
 pub mod layout;
 pub mod nodes;
+pub mod probe;
 pub mod procs;
 pub mod teardown;
 pub mod traffic;

@@ -81,7 +81,13 @@ impl BackupStore {
         if config.part_size < MIN_PART_SIZE {
             return Err(StoreError::PartTooSmall(config.part_size));
         }
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(Region::new(config.region));
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        // HTTPS on rustls with ring, the crypto provider the rest of the operator uses.
+        let https =
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new(config.region))
+            .http_client(https);
         if let Credentials::Static { access_key_id, secret_access_key, session_token } = config.credentials {
             loader = loader.credentials_provider(aws_credential_types::Credentials::new(
                 access_key_id,
