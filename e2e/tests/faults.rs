@@ -218,6 +218,14 @@ async fn a_stuck_learner_does_not_block_healing_and_is_given_up() {
         ec.status.iter().flat_map(|s| &s.members).any(|m| m.learner)
     })
     .await;
+    // The pod the quota refuses fails the pass: the cluster says so, with the step and
+    // what it failed on, not only the operator's log.
+    let ec = wait_for(&kit, &ns, "main", "Reconciled=False/KubernetesError", |ec| {
+        condition(ec, "Reconciled").is_some_and(|c| c.0 == "False" && c.1 == "KubernetesError")
+    })
+    .await;
+    let msg = condition(&ec, "Reconciled").map(|c| c.2).unwrap_or_default();
+    assert!(msg.starts_with("act:") && msg.contains("exceeded quota"), "{msg}");
     // A voter's pod goes while the learner waits for a pod the quota refuses.
     let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
     pods.delete("main-1", &DeleteParams::default()).await.expect("delete main-1");
@@ -244,7 +252,8 @@ async fn a_stuck_learner_does_not_block_healing_and_is_given_up() {
     assert!(ev.iter().any(|e| e.starts_with("Warning LearnerGivenUp")), "{ev:#?}");
     // Once the quota goes, the scale-up finishes (the retry waits a minute).
     quotas.delete("three-pods", &DeleteParams::default()).await.expect("delete quota");
-    wait_ready(&kit, &ns, "main", 5).await;
+    let ec = wait_ready(&kit, &ns, "main", 5).await;
+    assert_eq!(condition(&ec, "Reconciled").map(|c| (c.0, c.1)), Some(("True".into(), "Succeeded".into())));
     let (acked, failed) = writer.finish(&kit, &ns, "main").await;
     println!(
         "stuck learner: {acked} writes acknowledged ({failed} failed and retried), 0 lost, 5 healthy voters after {:.1}s",

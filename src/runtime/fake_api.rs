@@ -44,6 +44,9 @@ pub struct Store {
     pub objects: BTreeMap<(String, String), Value>,
     pub requests: Vec<Recorded>,
     pub fail_create: Option<(String, String)>,
+    /// An object whose next write (patch or replace) is refused with a conflict, as when
+    /// someone else wrote it since it was read.
+    pub conflict_once: Option<(String, String)>,
     rv: u64,
 }
 
@@ -127,6 +130,12 @@ pub async fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, stor
             (Method::PATCH | Method::PUT, Some(n)) if s.fail_create.as_ref() == Some(&(plural.clone(), n.clone())) => {
                 s.fail_create = None;
                 status(500, "InternalError")
+            }
+            (Method::PATCH | Method::PUT, Some(n))
+                if s.conflict_once.as_ref() == Some(&(plural.clone(), n.clone())) =>
+            {
+                s.conflict_once = None;
+                status(409, "Conflict")
             }
             // A replace: only over the resourceVersion it carries.
             (Method::PUT, Some(n)) => {

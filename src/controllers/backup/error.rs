@@ -36,6 +36,10 @@ impl PassError for Error {
         }
     }
 
+    fn lease(error: kube::Error) -> Self {
+        Error::Lease(error)
+    }
+
     fn category(&self) -> Category {
         match self {
             Error::Cleanup(_) => Category::ObjectStore,

@@ -24,7 +24,7 @@ use crate::api::{EtcdBackup, EtcdBackupStatus, EtcdCluster, Phase};
 use crate::metrics::{BackupResultLabels, ClusterLabels};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::operation::{self, Operation, Taken};
-use crate::runtime::runner::{self};
+use crate::runtime::runner::{self, LeaseRead};
 use crate::runtime::s3::{self, OpenError};
 use crate::runtime::{Runtime, kube_ops};
 use crate::shared::snapshot::{self, Candidate};
@@ -67,7 +67,8 @@ pub async fn run(
     runner::run(
         CONTROLLER,
         Controller::new(backups, watcher::Config::default().any_semantic()),
-        ctx,
+        ctx.clone(),
+        (ctx.rt.clone(), LeaseRead::Fresh),
         reconcile,
         shutdown,
     )
@@ -77,9 +78,6 @@ pub async fn run(
 pub async fn reconcile(b: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = b.namespace().unwrap_or_default();
     runner::metered(&ctx.rt.metrics, CONTROLLER, &ns, &b.spec.cluster_name, async {
-        if !ctx.rt.lease.holds_fresh(&ctx.rt.client).await.map_err(Error::Lease)? {
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
         let api: Api<EtcdBackup> = Api::namespaced(ctx.rt.client.clone(), &ns);
         finalizer(&api, FINALIZER, b.clone(), |event| async {
             match event {

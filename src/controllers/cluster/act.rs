@@ -1,5 +1,5 @@
-//! Act: the IO of one pass. Fixed objects (certificates, Services, PDB) follow from the
-//! spec; each planned step is done here, fenced when it is disruptive.
+//! Act: the IO of a pass's step (the writes before it are `objects`'), fenced when it
+//! is disruptive.
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;

@@ -63,6 +63,10 @@ impl PassError for Error {
         }
     }
 
+    fn lease(error: kube::Error) -> Self {
+        Error::Lease(error)
+    }
+
     fn category(&self) -> Category {
         match self {
             Error::ActEtcd { .. } => Category::Etcd,

@@ -1,6 +1,7 @@
-//! The EtcdCluster controller: observe -> plan -> act -> status. [`plan`], [`observe`],
-//! [`build`], [`status`] and [`tls`] are pure; [`act`] does the IO of one step; this
-//! module runs a pass. One membership change per pass; the next pass looks again.
+//! The EtcdCluster controller: observe -> plan -> act -> status. [`read`] reads;
+//! [`upkeep`], [`plan`], [`observe`], [`build`], [`status`] and [`tls`] are pure;
+//! [`objects`] makes the upkeep's writes and [`act`] the step's; this module runs a pass.
+//! One membership change per pass; the next pass looks again.
 
 pub mod act;
 pub mod build;
@@ -23,13 +24,14 @@ pub mod sentinel;
 pub mod status;
 pub mod step;
 pub mod tls;
+pub mod upkeep;
 pub mod validate;
 pub mod volumes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -49,7 +51,7 @@ use crate::metrics::ClusterLabels;
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::kube_ops;
 use crate::runtime::operation::{self, Slot};
-use crate::runtime::runner::{self, PassError};
+use crate::runtime::runner::{self, LeaseRead, PassError};
 use crate::shared::names::Names;
 
 /// Runs the controller over one namespace (or all) until `shutdown` resolves.
@@ -95,7 +97,7 @@ pub async fn run(
             }
         })
     };
-    runner::run(CONTROLLER, controller, ctx, reconcile, shutdown).await;
+    runner::run(CONTROLLER, controller, ctx.clone(), (ctx.rt.clone(), LeaseRead::Shared), reconcile, shutdown).await;
     pruner.abort();
     sentinel.abort();
 }
@@ -166,14 +168,10 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         ctx.rt.metrics.forget_cluster(&key.0, &key.1, &members);
         return Ok(Action::await_change());
     }
-    if !ctx.rt.lease.holds(&ctx.rt.client).await.map_err(Error::Lease)? {
-        tracing::warn!(cluster = %key.1, namespace = %ns, "not holding the leader-election Lease: not acting");
-        return Ok(Action::requeue(Duration::from_secs(5)));
-    }
     let names = Names::of(ec);
 
     // Observe, bounded in time: what follows acts on it, and must do so while the Lease
-    // read above still holds.
+    // the runner found held before this pass still holds.
     let observed = tokio::time::timeout(OBSERVE_TIMEOUT, async {
         let (pods, pvcs) = read::observe_kube(ec, ctx, &names).await?;
         let mut problems = validate::problems(ec, &pods, &pvcs);
@@ -200,19 +198,13 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             }
         }
         let members_exist = !pods.is_empty() || !pvcs.is_empty() || act::cluster_id_recorded(ec);
+        // The fixed objects are looked after only for a spec that may be acted on.
         let act_allowed = problems.is_empty() && !ec.spec.paused;
-        let mut fixed = objects::Fixed::default();
-        if act_allowed {
-            fixed = objects::ensure_fixed_objects(ec, ctx, &key, &pods, members_exist).await?;
-            let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &ns);
-            objects::ensure_pvc_owners(ec, &pvcs, &pvcs_api).await?;
-            objects::sweep_removed_volumes(&pvcs, &pods, &pvcs_api).await?;
-        }
+        let fixed_observed = match act_allowed {
+            true => Some(read::observe_fixed(ec, ctx, &key, &pods, members_exist).await?),
+            false => None,
+        };
         let sizing = read::observe_sizing(ec, ctx, &pvcs).await?;
-        if act_allowed && let volumes::Sizing::Grow(claims) = &sizing {
-            let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.rt.client.clone(), &ns);
-            objects::grow_volumes(ec, ctx, &pvcs_api, claims, &ec.spec.storage.size.0).await?;
-        }
         // A pod whose every container the kubelet reports terminated serves nothing: asking
         // it would cost the pass a connect timeout (a deleted member's pod lingering).
         let mut endpoints: Vec<(bool, String)> = pods
@@ -221,10 +213,14 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             .map(|p| (!observe::pod_ready(p), names.client_url(&p.name_any())))
             .collect();
         endpoints.sort();
+        // The client Secret as read for the fixed objects: not read a second time.
+        let client_secret = fixed_observed
+            .as_ref()
+            .and_then(|f| crate::shared::secrets::secret_names(ec).and_then(|n| f.secrets.get(&n.client).cloned()));
         let config = if pods.is_empty() {
             crate::etcd::AdminConfig::default()
         } else {
-            crate::shared::secrets::etcd_config(&ctx.rt.client, ec, fixed.client_secret.take()).await?
+            crate::shared::secrets::etcd_config(&ctx.rt.client, ec, client_secret).await?
         };
         let endpoints: Vec<String> = endpoints.into_iter().map(|(_, e)| e).collect();
         // One admin per cluster, kept with its connections: re-made only when the
@@ -238,11 +234,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             m.admin = Some(a.clone());
             a
         });
-        Ok::<_, Error>((pods, pvcs, problems, fixed, admin, sizing))
+        Ok::<_, Error>((pods, pvcs, problems, (fixed_observed, members_exist), admin, sizing))
     })
     .await
     .map_err(|_| Error::ObserveTimeout(OBSERVE_TIMEOUT))?;
-    let (pods, pvcs, problems, fixed, admin, sizing) = observed?;
+    let (pods, pvcs, problems, (fixed_observed, members_exist), admin, sizing) = observed?;
     if let volumes::Sizing::Refused { reason, message } = &sizing {
         report::warn_once(ctx, ec, &key, reason, message.clone()).await;
     }
@@ -255,6 +251,25 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     if !problems.is_empty() {
         report::warn_once(ctx, ec, &key, "InvalidSpec", problems.join("; ")).await;
     }
+
+    // Plan what the pass writes before its step: the fixed objects and the volumes'
+    // bookkeeping (a spec that may be acted on), the cluster id (as soon as etcd says so).
+    let mut upkeep = Vec::new();
+    let mut fixed = upkeep::Fixed::default();
+    if let Some(observed) = &fixed_observed {
+        let budget_api = match (ctx.settings.policy_v1, ctx.settings.policy_v1beta1) {
+            (true, _) => upkeep::BudgetApi::V1,
+            (false, true) => upkeep::BudgetApi::V1beta1,
+            (false, false) => upkeep::BudgetApi::None,
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let settings = (ctx.settings.cluster_domain.as_str(), budget_api, now);
+        let (writes, planned) = upkeep::fixed(ec, observed, &pods, members_exist, settings)?;
+        upkeep.extend(writes);
+        upkeep.extend(upkeep::volumes(ec, &pvcs, &pods, &sizing));
+        fixed = planned;
+    }
+    upkeep.extend(upkeep::cluster_id(ec, &pvcs, view.as_ref()));
     match &fixed.certificates {
         tls::CertState::Lost(why) => report::warn_once(ctx, ec, &key, "CertificateAuthorityLost", why.clone()).await,
         tls::CertState::RotationRefused(why) => {
@@ -266,11 +281,6 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         pods.iter().filter_map(|p| observe::pod_problem(p).map(|why| format!("{}: {why}", p.name_any()))).collect();
     if !not_running.is_empty() {
         report::warn_once(ctx, ec, &key, "MemberNotRunning", not_running.join("; ")).await;
-    }
-
-    // Durable evidence that the cluster formed, recorded as soon as etcd says so.
-    if let Some(id) = view.as_ref().and_then(|v| v.statuses.values().map(|s| s.cluster_id).find(|id| *id != 0)) {
-        objects::record_cluster_id(ec, ctx, &pvcs, &format!("{id:x}")).await?;
     }
 
     let unhealthy_for = read::track_health(ctx, &key, &names, view.as_ref());
@@ -317,6 +327,13 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     if let Step::Blocked(why) = &step {
         report::warn_once(ctx, ec, &key, "Blocked", why.clone()).await;
     }
+    // Act. First the upkeep, in its order (certificates before the pods that mount them);
+    // a CA rotation's step that cannot be made stops it, and the step waits a pass.
+    let mut fenced = None;
+    if let objects::Made::Stopped { why, certificates } = objects::make(ec, ctx, &key, &upkeep).await? {
+        fixed.certificates = certificates;
+        fenced = Some(why);
+    }
     // Opt-in: recovery from quorum loss, once it has lasted long enough.
     let lost = plan::quorum_lost_for_good(&obs);
     let lost_for = ctx.with_memory(&key, |m| match &lost {
@@ -330,6 +347,7 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         (ec.spec.healing.recover_quorum_loss_after_seconds, &lost, lost_for)
         && lost_for.as_secs() >= u64::try_from(after).unwrap_or(u64::MAX)
         && !matches!(&slot, Slot::Busy(op) if op.is_restore())
+        && fenced.is_none()
     {
         if let Some(note) = act::start_quorum_recovery(ec, ctx, &names, view.as_ref(), &obs, lost).await? {
             publish(&ctx.rt, ec, EventType::Warning, "QuorumRecoveryStarted", &note).await;
@@ -346,10 +364,10 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
-    // Act: a bootstrap is recorded before its first pod, a disruptive step fenced.
-    let mut fenced = None;
+    // Then the step: a bootstrap is recorded before its first pod, a disruptive step fenced.
     let mut outcome = maintenance::Outcome::None;
-    if let Step::Bootstrap { members, .. } = &step
+    if fenced.is_none()
+        && let Step::Bootstrap { members, .. } = &step
         && obs.bootstrap.is_none()
         && !act::record_bootstrap(ec, ctx, members).await?
     {

@@ -322,6 +322,37 @@ async fn a_ca_rotation_written_ahead_survives_a_crash_before_the_leaves() {
     assert!(c.message.contains("(1/3)"), "{}", c.message);
 }
 
+/// A CA rotation's step that finds the CA Secret changed since it was read is not made,
+/// and neither is anything planned after it: no leaf, no step; the next pass reads again.
+#[tokio::test]
+async fn a_ca_secret_changed_since_read_stops_the_pass_at_the_rotation_step() {
+    use super::ca_rotation::PHASE_ANNOTATION;
+    let (ctx, store) = harness(operator_tls_cluster());
+    pass(&current(&store), &ctx).await.expect("bootstrap pass");
+    let ca0 = secret_data(&store, "main-ca", "tls.crt").expect("CA made");
+    let mut ec = current(&store);
+    ec.spec.tls.ca_generation = 1;
+    let before = store.lock().unwrap().requests.len();
+    store.lock().unwrap().conflict_once = Some(("secrets".into(), "main-ca".into()));
+    pass(&ec, &ctx).await.expect("a conflict is not a failure");
+    assert_eq!(secret_annotation(&store, "main-ca", PHASE_ANNOTATION), None, "the step was not made");
+    assert_eq!(secret_data(&store, "main-peer-tls", "ca.crt"), Some(ca0.clone()), "no leaf re-trusted");
+    let writes: Vec<String> = store.lock().unwrap().requests[before..]
+        .iter()
+        .filter(|r| r.method != http::Method::GET)
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(writes, ["PUT secrets/main-ca", "PATCH etcdclusters/main"], "the refused CA write, then the status");
+    let c = current(&store).status.unwrap().conditions.into_iter().find(|c| c.type_ == status::CERTIFICATES_READY);
+    assert!(c.unwrap().message.contains("changed since it was read"));
+
+    // The next pass reads the CA Secret again and makes the step.
+    let mut ec = current(&store);
+    ec.spec.tls.ca_generation = 1;
+    pass(&ec, &ctx).await.expect("pass");
+    assert_eq!(secret_annotation(&store, "main-ca", PHASE_ANNOTATION).as_deref(), Some("TrustBoth"));
+}
+
 /// A CA another cluster shares is not rotated: a Warning and a condition, nothing written.
 #[tokio::test]
 async fn a_shared_ca_is_not_rotated() {

@@ -4,20 +4,141 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use super::context::{Context, Key, LEARNER_RETRY_AFTER_SECS};
 use super::error::{self, Error};
+use super::objects::REAPPLY_FIXED_AFTER;
 use super::observe::{self, EtcdView};
 use super::plan::Desired;
-use super::{build, maintenance, placement, volumes};
+use super::{build, ca_rotation, maintenance, placement, upkeep, volumes};
 use crate::api::EtcdCluster;
-use crate::api::cluster::StorageMedium;
+use crate::api::cluster::{StorageMedium, TlsMode, Topology};
 use crate::api::validation;
 use crate::etcd::{EndpointStatus, EtcdAdmin};
 use crate::shared::names::{Names, member_selector, pvc_selector};
+use crate::shared::secrets::{ca_secret_of, secret_names};
+
+/// What the fixed objects' plan needs (see [`upkeep::fixed`]): with operator-issued TLS,
+/// the certificate Secrets, the control-plane nodes' addresses (Stacked), and, while a
+/// CA rotation is asked for, whether it may start and what the members' TLS checks say;
+/// and what the Services and budget were last applied from.
+pub async fn observe_fixed(
+    ec: &EtcdCluster,
+    ctx: &Context,
+    key: &Key,
+    pods: &[Pod],
+    members_exist: bool,
+) -> Result<upkeep::FixedObserved, Error> {
+    let mut observed = upkeep::FixedObserved {
+        recently_applied: ctx.with_memory(key, |m| {
+            m.fixed_applied.as_ref().filter(|(_, at)| at.elapsed() < REAPPLY_FIXED_AFTER).map(|(d, _)| d.clone())
+        }),
+        ..Default::default()
+    };
+    if ec.spec.tls.mode != TlsMode::Operator {
+        return Ok(observed);
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.rt.client.clone(), &key.0);
+    let names = secret_names(ec).into_iter().flat_map(|s| [s.peer, s.server, s.client]);
+    for name in names.chain([ca_secret_of(ec)]) {
+        if let Some(s) = secrets.get_opt(&name).await.map_err(error::observe(format!("read Secret {name}")))? {
+            observed.secrets.insert(name, s);
+        }
+    }
+    if ec.spec.topology == Topology::Stacked {
+        observed.node_addresses = control_plane_addresses(ctx).await?;
+    }
+    if let Some(auth) = upkeep::rotating_authority(ec, &observed.secrets, members_exist) {
+        if auth.phase == ca_rotation::Phase::Stable {
+            observed.rotation_refused = rotation_refused(ec, ctx).await?;
+        }
+        let trusts = upkeep::pod_trusts(pods);
+        let size = usize::try_from(ec.spec.size).unwrap_or(0);
+        if let Some(ca) = auth.checked_ca()
+            && ca_rotation::needs_check(&auth, &trusts, size)
+        {
+            observed.checked = Some(check_members(ec, &auth, ca, &trusts).await);
+        }
+    }
+    Ok(observed)
+}
+
+/// The addresses (`InternalIP`) of the control-plane nodes, where Stacked members serve
+/// and their certificates must be valid.
+async fn control_plane_addresses(ctx: &Context) -> Result<Vec<String>, Error> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(ctx.rt.client.clone());
+    let lp = kube::api::ListParams::default().labels(crate::shared::names::CONTROL_PLANE_LABEL);
+    let list = nodes.list(&lp).await.map_err(error::observe("list control-plane nodes"))?;
+    Ok(upkeep::internal_addresses(&list.items))
+}
+
+/// Why this cluster's CA may not rotate now, if so: kube-apiserver (wired) and other
+/// clusters (sharing the CA) load it only at start, and etcd-pilot cannot restart them
+/// between the phases.
+async fn rotation_refused(ec: &EtcdCluster, ctx: &Context) -> Result<Option<String>, Error> {
+    if let Some(from) = &ec.spec.tls.ca_from {
+        return Ok(Some(format!(
+            "spec.tls.caGeneration: the CA belongs to EtcdCluster {} (spec.tls.caFrom); rotating a shared CA is not supported: its clusters and kube-apiserver would have to restart between the phases",
+            from.cluster
+        )));
+    }
+    if ec.spec.api_server.is_some() {
+        return Ok(Some("spec.tls.caGeneration: kube-apiserver is wired to this cluster (spec.apiServer) and loads its etcd CA only at start; a rotation would need it restarted between the phases, which etcd-pilot cannot do: not supported".into()));
+    }
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ec.namespace().unwrap_or_default());
+    let all = api.list(&Default::default()).await.map_err(error::observe("list EtcdClusters"))?;
+    let me = ec.name_any();
+    let sharing: Vec<String> = all
+        .items
+        .iter()
+        .filter(|c| c.spec.tls.ca_from.as_ref().is_some_and(|f| f.cluster == me))
+        .map(|c| c.name_any())
+        .collect();
+    Ok((!sharing.is_empty()).then(|| {
+        format!(
+            "spec.tls.caGeneration: EtcdCluster {} shares this CA (spec.tls.caFrom); rotating a shared CA is not supported: those clusters would have to restart between the phases",
+            sharing.join(", ")
+        )
+    }))
+}
+
+/// Every member, on its client and its peer port, serves a certificate the phase's
+/// roots accept and accepts a client certificate of `ca` (phase 1: of the new CA, while
+/// the old signs; phase 2: only the new CA's, both ways).
+async fn check_members(
+    ec: &EtcdCluster,
+    auth: &ca_rotation::Authority,
+    ca: &crate::pki::CertPair,
+    pods: &[ca_rotation::PodTrust],
+) -> Result<(), String> {
+    let roots = match auth.phase {
+        ca_rotation::Phase::TrustBoth => auth.trust_pem(),
+        _ => ca.cert_pem.clone(),
+    };
+    let probe = crate::pki::issue(
+        ca,
+        crate::shared::secrets::PEER_CN,
+        &[],
+        crate::pki::Usage::Peer,
+        std::time::Duration::from_secs(3600),
+    )
+    .map_err(|e| e.to_string())?;
+    let n = Names::of(ec);
+    let urls: Vec<String> = pods.iter().flat_map(|p| [n.client_url(&p.name), n.peer_url(&p.name)]).collect();
+    let results = futures::future::join_all(urls.iter().map(|u| {
+        crate::etcd::probe::tls_version(u, &roots, &probe.cert_pem, &probe.key_pem, std::time::Duration::from_secs(3))
+    }))
+    .await;
+    let failed: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|e| e.to_string())).collect();
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(failed.join("; ")),
+    }
+}
 
 /// Member volumes against `spec.storage.size`; the StorageClass is read only when a
 /// claim has to grow.
@@ -28,7 +149,7 @@ pub async fn observe_sizing(
 ) -> Result<volumes::Sizing, Error> {
     use k8s_openapi::api::storage::v1::StorageClass;
     let want = &ec.spec.storage.size.0;
-    let claims = super::objects::member_claims(pvcs);
+    let claims = volumes::member_claims(pvcs);
     let first = volumes::sizing(want, &claims, &|_| Some(true));
     let volumes::Sizing::Grow(_) = first else { return Ok(first) };
     let mut classes = BTreeMap::new();

@@ -2,7 +2,11 @@
 //! cannot. Pure; the pass reads the claims (and, only when one must grow, its
 //! StorageClass) and patches the claims this says to.
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
 use kube_quantity::ParsedQuantity;
+
+use crate::shared::names::REMOVED_ANNOTATION;
 
 /// A member's PersistentVolumeClaim as the planner needs it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -114,6 +118,30 @@ pub fn condition(s: &Sizing, want: &str) -> (bool, &'static str, String) {
         }
         Sizing::Refused { reason, message } => (false, reason, message.clone()),
     }
+}
+
+/// The claims of current members (not those set aside or on their way out), for sizing.
+pub fn member_claims(pvcs: &[PersistentVolumeClaim]) -> Vec<Claim> {
+    pvcs.iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none() && !c.annotations().contains_key(REMOVED_ANNOTATION))
+        .map(|c| Claim {
+            name: c.name_any(),
+            requested: c
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .map(|q| q.0.clone()),
+            capacity: c
+                .status
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage"))
+                .map(|q| q.0.clone()),
+            class: c.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
+        })
+        .collect()
 }
 
 #[cfg(test)]

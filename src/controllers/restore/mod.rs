@@ -27,7 +27,7 @@ use crate::api::restore::RestoreStep;
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, EtcdRestoreStatus, Phase, S3Target};
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::operation;
-use crate::runtime::runner::{self, Category, PassError};
+use crate::runtime::runner::{self, Category, LeaseRead, PassError};
 use crate::runtime::s3::{self, OpenError};
 use crate::runtime::{Runtime, kube_ops};
 use crate::seed::{self, SeedSource};
@@ -71,6 +71,10 @@ impl PassError for Error {
         }
     }
 
+    fn lease(error: kube::Error) -> Self {
+        Error::Lease(error)
+    }
+
     fn category(&self) -> Category {
         Category::Kubernetes
     }
@@ -98,7 +102,8 @@ pub async fn run(
     runner::run(
         CONTROLLER,
         Controller::new(restores, watcher::Config::default().any_semantic()),
-        ctx,
+        ctx.clone(),
+        (ctx.rt.clone(), LeaseRead::Fresh),
         reconcile,
         shutdown,
     )
@@ -192,9 +197,6 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
     let status = r.status.clone().unwrap_or_default();
     if status.phase.is_finished() {
         return Ok(Action::await_change());
-    }
-    if !ctx.rt.lease.holds_fresh(&ctx.rt.client).await.map_err(Error::Lease)? {
-        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.rt.client.clone(), &ns);
     let existing = clusters.get_opt(&r.spec.cluster_name).await.map_err(observe_err("read the EtcdCluster"))?;

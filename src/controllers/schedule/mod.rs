@@ -25,7 +25,7 @@ use crate::api::backup::{DeletionPolicy, EtcdBackupSpec};
 use crate::api::schedule::ScheduledBackup;
 use crate::api::{EtcdBackup, EtcdBackupSchedule, EtcdBackupScheduleStatus, EtcdCluster, Phase, validation};
 use crate::runtime::events::{EventType, publish};
-use crate::runtime::runner::{self, Category, PassError};
+use crate::runtime::runner::{self, Category, LeaseRead, PassError};
 use crate::runtime::{Runtime, kube_ops};
 
 pub const CONTROLLER: &str = "schedule";
@@ -65,6 +65,10 @@ impl PassError for Error {
         }
     }
 
+    fn lease(error: kube::Error) -> Self {
+        Error::Lease(error)
+    }
+
     fn category(&self) -> Category {
         Category::Kubernetes
     }
@@ -99,7 +103,7 @@ pub async fn run(
             }
         })
     };
-    runner::run(CONTROLLER, controller, ctx, reconcile, shutdown).await;
+    runner::run(CONTROLLER, controller, ctx.clone(), (ctx.rt.clone(), LeaseRead::Shared), reconcile, shutdown).await;
     pruner.abort();
 }
 
@@ -122,9 +126,6 @@ fn made(b: &EtcdBackup) -> Made {
 async fn pass(s: &EtcdBackupSchedule, ctx: &Context) -> Result<Action, Error> {
     if s.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
-    }
-    if !ctx.rt.lease.holds(&ctx.rt.client).await.map_err(Error::Lease)? {
-        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let ns = s.namespace().unwrap_or_default();
     let name = s.name_any();

@@ -33,7 +33,7 @@ use crate::api::EtcdCluster;
 use crate::api::cluster::ApiServerStatus;
 use crate::pki::{self, CertPair, Usage};
 use crate::runtime::events::{EventType, publish};
-use crate::runtime::runner::{self, Category, PassError};
+use crate::runtime::runner::{self, Category, LeaseRead, PassError};
 use crate::runtime::{Runtime, kube_ops};
 use crate::shared::names::Names;
 
@@ -77,6 +77,10 @@ impl PassError for Error {
         }
     }
 
+    fn lease(error: kube::Error) -> Self {
+        Error::Lease(error)
+    }
+
     fn category(&self) -> Category {
         match self {
             Error::Certificate(_) => Category::Certificates,
@@ -114,7 +118,8 @@ pub async fn run(
     runner::run(
         CONTROLLER,
         Controller::new(clusters, watcher::Config::default().any_semantic()),
-        ctx,
+        ctx.clone(),
+        (ctx.rt.clone(), LeaseRead::Shared),
         reconcile,
         shutdown,
     )
@@ -177,9 +182,6 @@ async fn servers_of(ctx: &Context, ec: &EtcdCluster) -> Result<Vec<String>, Erro
 async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     if ec.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
-    }
-    if !ctx.rt.lease.holds(&ctx.rt.client).await.map_err(Error::Lease)? {
-        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let ns = ec.namespace().unwrap_or_default();
     let name = ec.name_any();
