@@ -159,7 +159,7 @@ fn sh(kit: &Kit, command: &str, within: Duration) -> String {
     cmd.arg(within.as_secs().to_string()).args(["bash", "-euo", "pipefail", "-c", command]);
     // A user's shell, not this test's: `cargo test` gives the test the variables it sets
     // for the package under test (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, OUT_DIR, ...), and
-    // the build scripts of ring and aws-lc-sys rerun when those change, so the README's
+    // build scripts such as ring's rerun when those change, so the README's
     // `make image` would rebuild the whole release tree (4.5 min) on every run.
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(set_by_cargo_for_the_test) {
