@@ -163,17 +163,10 @@ fn default_identity() -> String {
 /// Parses the command line and runs the command to its end.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(command(cli)),
-        Err(e) => {
-            eprintln!("etcd-pilot: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::run_to_end("etcd-pilot", true, command(cli))
 }
 
 async fn command(cli: Cli) -> ExitCode {
-    crate::install_crypto_provider();
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Crds { out_dir, api_doc } => crds(out_dir, api_doc),

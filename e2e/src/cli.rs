@@ -58,17 +58,10 @@ enum Command {
 /// Parses the command line and runs the command to its end.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(command(cli)),
-        Err(e) => {
-            eprintln!("testbed: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    etcd_pilot::run_to_end("testbed", true, command(cli))
 }
 
 async fn command(cli: Cli) -> ExitCode {
-    etcd_pilot::install_crypto_provider();
     let result = match cli.command {
         Command::Up { tools, control_planes, workers, operator, probe } => cluster::up(cluster::UpOptions {
             dir: cli.dir.clone(),

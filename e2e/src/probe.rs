@@ -61,18 +61,11 @@ async fn run(args: &[String]) -> Result<String, String> {
 
 /// Runs the probe the command line names.
 pub fn main() -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(command()),
-        Err(e) => {
-            eprintln!("probe: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    etcd_pilot::run_to_end("probe", false, command())
 }
 
 async fn command() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    etcd_pilot::install_crypto_provider();
     match run(&args).await {
         Ok(msg) => {
             println!("{msg}");

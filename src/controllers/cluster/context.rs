@@ -23,6 +23,8 @@ pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ETCD_OBSERVE_TIMEOUT: Duration = Duration::from_secs(8);
 /// The revision in the status is brought up to date at least this often.
 pub const REVISION_RECORD_STEP: i64 = 10_000;
+/// How long Services and the disruption budget, unchanged, go without being applied again.
+pub const REAPPLY_FIXED_AFTER: Duration = Duration::from_secs(600);
 /// How long after giving up on a learner another is added.
 pub const LEARNER_RETRY_AFTER_SECS: u64 = 60;
 

@@ -17,9 +17,6 @@ use crate::runtime::events::{EventType, publish};
 use crate::runtime::kube_ops::{apply, delete_if_present, is_conflict};
 use crate::shared::names::CLUSTER_ID_ANNOTATION;
 
-/// How long Services and the disruption budget, unchanged, go without being applied again.
-pub const REAPPLY_FIXED_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// What making a pass's upkeep came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Made {

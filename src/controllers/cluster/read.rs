@@ -8,9 +8,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
-use super::context::{Context, Key, LEARNER_RETRY_AFTER_SECS};
+use super::context::{Context, Key, LEARNER_RETRY_AFTER_SECS, REAPPLY_FIXED_AFTER};
 use super::error::{self, Error};
-use super::objects::REAPPLY_FIXED_AFTER;
 use super::observe::{self, EtcdView};
 use super::plan::Desired;
 use super::{build, ca_rotation, maintenance, placement, upkeep, volumes};
