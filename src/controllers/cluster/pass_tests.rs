@@ -252,6 +252,34 @@ async fn claims_at_size_read_no_storage_class() {
     assert!(!requests.iter().any(|r| r.contains("storageclasses")), "{requests:?}");
 }
 
+/// A volume marked for deletion whose member's pod is gone (a pass died between marking
+/// and deleting it) is deleted by the next pass's upkeep, once: the pass after (as after a
+/// crash right after the delete) finds nothing more to do. A volume set aside is kept.
+#[tokio::test]
+async fn a_volume_marked_for_deletion_is_swept_once_and_one_set_aside_is_kept() {
+    use crate::shared::names::{REMOVED_ANNOTATION, REMOVED_TO_DELETE};
+    let (ctx, store) = harness(cluster(1));
+    let marked = |member: &str, how: &str| {
+        let mut c = claim(member, "4Gi", "fast");
+        c["metadata"]["annotations"][REMOVED_ANNOTATION] = json!(how);
+        c
+    };
+    {
+        let mut s = store.lock().unwrap();
+        s.objects.insert(("persistentvolumeclaims".into(), "data-main-1".into()), marked("main-1", REMOVED_TO_DELETE));
+        s.objects.insert(("persistentvolumeclaims".into(), "data-main-2".into()), marked("main-2", "retain"));
+    }
+    pass(&current(&store), &ctx).await.expect("pass");
+    let deletes = |store: &Shared| -> Vec<String> {
+        fake_api::request_lines(store).into_iter().filter(|r| r.starts_with("DELETE persistentvolumeclaims")).collect()
+    };
+    assert_eq!(deletes(&store), ["DELETE persistentvolumeclaims/data-main-1"]);
+    let left = names_of(&store, "persistentvolumeclaims");
+    assert!(left.contains(&"data-main-2".to_string()) && !left.contains(&"data-main-1".to_string()), "{left:?}");
+    pass(&current(&store), &ctx).await.expect("the pass after");
+    assert_eq!(deletes(&store).len(), 1, "nothing deleted twice");
+}
+
 fn secret_data(store: &Shared, name: &str, key: &str) -> Option<String> {
     let s = store.lock().unwrap();
     let v = s.objects.get(&("secrets".to_string(), name.to_string()))?;
