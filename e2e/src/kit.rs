@@ -51,6 +51,19 @@ impl Kit {
         }
     }
 
+    /// Deletes `ns` and waits until it is gone, with every pod and volume in it: a
+    /// benchmark's timed step then does not share the machine with the teardown of the
+    /// one before it.
+    pub async fn delete_namespace_and_wait(&self, ns: &str) {
+        self.delete_namespace(ns).await;
+        let api = Api::<Namespace>::all(self.client.clone());
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while api.get_opt(ns).await.ok().flatten().is_some() {
+            assert!(Instant::now() < deadline, "namespace {ns} still there 300 s after its deletion");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     pub async fn create<K>(&self, ns: &str, obj: Value) -> K
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope>

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    AlarmAction, AlarmOptions, AlarmType, Certificate, Client, CompactionOptions, ConnectOptions, GetOptions, Identity,
+    AlarmAction, AlarmOptions, AlarmType, Certificate, Client, CompactionOptions, ConnectOptions, Identity,
     MemberAddOptions, TlsOptions,
 };
 use futures::StreamExt;
@@ -424,12 +424,6 @@ impl EtcdAdmin {
     pub async fn snapshot(&self, endpoint: &str) -> Result<Snapshot, EtcdError> {
         let status = self.refuse_learner("snapshot", endpoint).await?;
         let ep = endpoint.to_string();
-        let revision = self
-            .call("get revision", endpoint, self.config.request_timeout, |mut c| async move {
-                let r = c.get("etcd-pilot/revision-probe", Some(GetOptions::new().with_serializable())).await?;
-                Ok(r.header().map(|h| h.revision()).unwrap_or_default())
-            })
-            .await?;
         // No request deadline on the stream itself: a large db takes long. Each chunk has
         // its own idle deadline instead.
         let mut client = self.connect(endpoint, None).await?;
@@ -458,7 +452,6 @@ impl EtcdAdmin {
             endpoint: ep.clone(),
             member_id: status.member_id,
             version: status.version,
-            revision,
             stream: Box::pin(super::snapshot::verify_stream(ep, Box::pin(stream))),
         })
     }

@@ -6,6 +6,7 @@
 //! the member it reaches, and a balancing client would pick one at random.
 
 mod admin;
+pub mod bbolt;
 mod error;
 pub mod probe;
 pub mod snapshot;

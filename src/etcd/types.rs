@@ -173,8 +173,6 @@ pub struct Snapshot {
     pub member_id: u64,
     /// etcd version of that member.
     pub version: String,
-    /// Revision of the store when the snapshot began; the snapshot holds at least it.
-    pub revision: i64,
     /// The db file followed by etcd's SHA-256 of it, chunk by chunk, checked as it flows
     /// ([`super::snapshot::verify_stream`]). An error ends it; a stream that ends without
     /// error is whole and matched etcd's hash.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryFuture, TryFutureExt};
 use kube::runtime::controller::{Action, Controller};
-use kube::{Resource, ResourceExt};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::metrics::Metrics;
@@ -84,6 +85,24 @@ pub const NOT_LEADING_RETRY: Duration = Duration::from_secs(5);
 
 /// How long a controller waits before it tries a failed pass again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The controller of `api`'s objects (every change, any resource version), whose cache
+/// keeps them without `metadata.managedFields`: no pass reads them, and they are most
+/// of a status-heavy object's memory (every field manager's field set, as JSON values),
+/// once per cached object and controller (benchmarks.md, cost per cluster).
+pub fn controller<K>(api: Api<K>) -> Controller<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Debug + Eq + Hash + Clone + Unpin,
+{
+    let (reader, writer) = reflector::store();
+    let objects = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(objects, reader)
+}
 
 /// Runs `controller` with `reconcile` until `shutdown` resolves. One Lease guard (a pass
 /// starts only while this replica holds the Lease, read as `lease` says; a replica that

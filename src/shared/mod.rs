@@ -8,4 +8,5 @@ pub mod names;
 pub mod secrets;
 pub mod segment;
 pub mod snapshot;
+pub mod stream;
 pub mod window;

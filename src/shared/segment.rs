@@ -133,6 +133,35 @@ pub fn check(segment: &Segment) -> Result<(), Invalid> {
     }
 }
 
+/// A key as a replay must leave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyState {
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+/// Applies one revision to `state` (key -> what it holds): the model every replay and
+/// every test of the stream is held to.
+pub fn apply(state: &mut std::collections::BTreeMap<Vec<u8>, KeyState>, revision: &Revision) {
+    for c in &revision.changes {
+        if c.delete {
+            state.remove(&c.key);
+        } else {
+            let held = KeyState {
+                value: c.value.clone(),
+                create_revision: c.create_revision,
+                mod_revision: revision.revision,
+                version: c.version,
+                lease: c.lease,
+            };
+            state.insert(c.key.clone(), held);
+        }
+    }
+}
+
 /// When an open segment is written out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlushRule {
@@ -170,6 +199,11 @@ impl Builder {
     /// The revision the stream expects next.
     pub fn next(&self) -> i64 {
         self.next
+    }
+
+    /// Whether nothing was appended since the last cut.
+    pub fn is_empty(&self) -> bool {
+        self.revisions.is_empty()
     }
 
     /// Appends one whole revision: exactly the one expected, never one twice.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use futures::StreamExt;
 
 use crate::backup_store::{BackupStore, Uploaded};
-use crate::etcd::{AdminConfig, EtcdAdmin};
+use crate::etcd::{AdminConfig, EtcdAdmin, bbolt};
 use crate::metrics::Metrics;
 use crate::runtime::s3::OpenError;
 
@@ -67,8 +67,9 @@ pub async fn snapshot_to_store(
         .snapshot(&member.endpoint)
         .await
         .map_err(|e| Failure { message: format!("starting the snapshot of {}: {e}", member.name), permanent: false })?;
+    // The revision is read from the snapshot once it is stored (below), not asked of the
+    // member beside it: writes go on while a snapshot is taken.
     let mut meta = labels;
-    meta.insert("etcd-revision".into(), snap.revision.to_string());
     meta.insert("etcd-version".into(), snap.version.clone());
     meta.insert("member".into(), member.name.clone());
     let counter = metrics.backup_uploaded_bytes.get_or_create(metric_labels).clone();
@@ -82,7 +83,29 @@ pub async fn snapshot_to_store(
         permanent: crate::runtime::s3::permanent(&e),
         message: format!("snapshot of {} to s3://{}/{key}: {e}", member.name, store.bucket()),
     })?;
-    Ok(Taken { uploaded, revision: snap.revision, version: snap.version })
+    let mut pages = ObjectPages { store, key };
+    let revision = bbolt::snapshot_revision(&mut pages).await.map_err(|e| Failure {
+        permanent: false,
+        message: format!("reading the revision of s3://{}/{key} from the snapshot: {e}", store.bucket()),
+    })?;
+    Ok(Taken { uploaded, revision, version: snap.version })
+}
+
+/// A snapshot in a store, read a few pages at a time ([`bbolt::snapshot_revision`]).
+pub struct ObjectPages<'a> {
+    pub store: &'a BackupStore,
+    pub key: &'a str,
+}
+
+impl bbolt::Pages for ObjectPages<'_> {
+    type Error = crate::backup_store::StoreError;
+    fn read(
+        &mut self,
+        offset: u64,
+        len: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, Self::Error>> + Send {
+        self.store.read_range(self.key, offset, len)
+    }
 }
 
 /// The stamp in an object key: UTC, sortable.

@@ -12,9 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use self::error::Error;
@@ -66,7 +65,7 @@ pub async fn run(
     };
     runner::run(
         CONTROLLER,
-        Controller::new(backups, watcher::Config::default().any_semantic()),
+        runner::controller(backups),
         ctx.clone(),
         (ctx.rt.clone(), LeaseRead::Fresh),
         reconcile,

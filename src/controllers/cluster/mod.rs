@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 
 pub use self::context::{CONTROLLER, Context, FIELD_MANAGER, Key, STATUS_MANAGER, Settings, served_pdb_apis};
@@ -69,7 +69,7 @@ pub async fn run(
     // say no (an alarm such as NOSPACE, which no watched object shows).
     let (wake, woken) = futures::channel::mpsc::unbounded();
     let sentinel = tokio::spawn(sentinel::run(ctx.clone(), wake));
-    let controller = Controller::new(clusters, watcher::Config::default().any_semantic())
+    let controller = runner::controller(clusters)
         .owns(pods, watcher::Config::default().labels("app.kubernetes.io/managed-by=etcd-pilot").any_semantic())
         .reconcile_on(woken);
     // A deleted cluster gets no last pass (nothing to finalize: owner references clean
@@ -486,10 +486,13 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     // A CA rotation moves on when members serve and trust what it waits for, which no
     // watched object tells.
     let rotating = matches!(fixed.certificates, tls::CertState::Rotating(_));
-    // Every pod ready and a member still not healthy: one just promoted, which etcd
-    // reports healthy within a second or two; looked at every second until it does (a
-    // member that is down has a pod that is not ready, and waits the 5 s).
-    if settling && step == Step::Idle && pods.iter().all(observe::pod_ready) {
+    // Every pod ready, or running since moments ago, and a member still not healthy:
+    // one just promoted, which etcd reports healthy within a second or two, while its
+    // pod's probes (every 5 s) may not have said ready yet; looked at every second until
+    // it is (a member that is down has a pod that is neither, and waits the 5 s).
+    let now = jiff::Timestamp::now();
+    let up = |p: &Pod| observe::pod_ready(p) || observe::started_within(p, now, requeue::JUST_STARTED_SECS);
+    if settling && step == Step::Idle && pods.iter().all(up) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     if (settling || rotating) && step == Step::Idle {

@@ -121,6 +121,18 @@ pub fn pod_down_for(pod: &Pod, now: jiff::Timestamp) -> u64 {
     }
 }
 
+/// Whether the pod's containers run and the newest of them started less than `secs`
+/// ago: a member just started, whose etcd serves before its probes (every 5 s) say so.
+pub fn started_within(pod: &Pod, now: jiff::Timestamp, secs: i64) -> bool {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    let started = statuses.and_then(|cs| {
+        cs.iter()
+            .map(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.as_ref()))
+            .collect::<Option<Vec<_>>>()
+    });
+    started.and_then(|ts| ts.into_iter().map(|t| t.0).max()).is_some_and(|t| (now - t).get_seconds() < secs)
+}
+
 pub fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()

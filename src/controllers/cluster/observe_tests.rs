@@ -182,6 +182,35 @@ fn a_pod_is_down_since_it_stopped_being_ready_or_was_created() {
 }
 
 #[test]
+fn a_pod_started_moments_ago_is_one_whose_containers_all_run_since_then() {
+    let now = jiff::Timestamp::from_second(1_000).unwrap();
+    let at = |s: i64| jiff::Timestamp::from_second(s).unwrap().to_string();
+    let with = |states: serde_json::Value| {
+        pod(json!({"metadata": {"name": "main-3"}, "status": {"phase": "Running", "containerStatuses": states}}))
+    };
+    let running = |since: i64| json!({"name": "etcd", "state": {"running": {"startedAt": at(since)}}});
+    for (case, p, just) in [
+        ("started 3 s ago", with(json!([running(997)])), true),
+        ("started 19 s ago", with(json!([running(981)])), true),
+        ("started 20 s ago", with(json!([running(980)])), false),
+        ("running for long", with(json!([running(100)])), false),
+        (
+            "crashing (waiting)",
+            with(json!([{"name": "etcd", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}])),
+            false,
+        ),
+        (
+            "one of two not running",
+            with(json!([running(997), {"name": "x", "state": {"terminated": {"exitCode": 1}}}])),
+            false,
+        ),
+        ("no status yet", pod(json!({"metadata": {"name": "main-3"}})), false),
+    ] {
+        assert_eq!(started_within(&p, now, 20), just, "{case}");
+    }
+}
+
+#[test]
 fn pod_problems_say_what_to_fix() {
     let pull = pod(json!({"metadata": {"name": "main-0"}, "status": {"phase": "Pending", "containerStatuses": [{
         "name": "etcd", "ready": false, "restartCount": 0, "image": "x", "imageID": "",

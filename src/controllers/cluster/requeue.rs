@@ -20,6 +20,10 @@ pub const PLACEMENT_REQUEUE_SECS: u64 = 30;
 /// The largest member db file (bytes) as seen at an instant.
 pub type DbSeen = (Instant, i64);
 
+/// A member whose pod started less than this ago is looked at every second while it
+/// settles (its etcd serves before its probes say so).
+pub const JUST_STARTED_SECS: i64 = 20;
+
 /// The shortest wait a growing db brings the next pass to.
 pub const GROWTH_WAIT_MIN: Duration = Duration::from_secs(5);
 

@@ -18,20 +18,20 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use self::plan::{Observation, Step, Target};
 use crate::api::restore::RestoreStep;
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, EtcdRestoreStatus, Phase, S3Target};
+use crate::etcd::bbolt;
 use crate::runtime::events::{EventType, publish};
 use crate::runtime::operation;
 use crate::runtime::runner::{self, Category, LeaseRead, PassError};
 use crate::runtime::s3::{self, OpenError};
 use crate::runtime::{Runtime, kube_ops};
 use crate::seed::{self, SeedSource};
-use crate::shared::snapshot::Failure;
+use crate::shared::snapshot::{Failure, ObjectPages};
 
 pub const CONTROLLER: &str = "restore";
 pub const FIELD_MANAGER: &str = "etcd-pilot-restore";
@@ -101,7 +101,7 @@ pub async fn run(
     };
     runner::run(
         CONTROLLER,
-        Controller::new(restores, watcher::Config::default().any_semantic()),
+        runner::controller(restores),
         ctx.clone(),
         (ctx.rt.clone(), LeaseRead::Fresh),
         reconcile,
@@ -121,7 +121,6 @@ struct Source {
     key: String,
     /// SHA-256 recorded by the backup, when the source is one.
     sha256: Option<String>,
-    revision: Option<i64>,
     /// The cluster the snapshot came from, if known.
     cluster: Option<String>,
 }
@@ -137,7 +136,7 @@ async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str, cluster: Option<&Etcd
         })?;
         let staged = r.status.as_ref().and_then(|s| s.source_object.clone()).unwrap_or_default();
         let key = staged.strip_prefix(&format!("s3://{}/", target.bucket)).unwrap_or_default().to_string();
-        return Ok(Source { target, key, sha256: None, revision: None, cluster: Some(r.spec.cluster_name.clone()) });
+        return Ok(Source { target, key, sha256: None, cluster: Some(r.spec.cluster_name.clone()) });
     }
     match (&r.spec.source.backup, &r.spec.source.s3) {
         (Some(b), None) => {
@@ -172,13 +171,10 @@ async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str, cluster: Option<&Etcd
                 target,
                 key: status.object_key.clone().unwrap_or_default(),
                 sha256: status.sha256.clone(),
-                revision: status.etcd_revision,
                 cluster: Some(backup.spec.cluster_name.clone()),
             })
         }
-        (None, Some(o)) => {
-            Ok(Source { target: o.target.clone(), key: o.key.clone(), sha256: None, revision: None, cluster: None })
-        }
+        (None, Some(o)) => Ok(Source { target: o.target.clone(), key: o.key.clone(), sha256: None, cluster: None }),
         _ => Err(OpenError::Invalid("spec.source: set exactly one of backup or s3".into())),
     }
 }
@@ -269,8 +265,9 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
             let Some(src) = source else { return Ok(Action::requeue(Duration::from_secs(5))) };
             next.phase = Phase::Running;
             match verify(ctx, &ns, &src).await {
-                Ok((size, sha, meta)) => {
-                    let revision = src.revision.or_else(|| meta.get("etcd-revision").and_then(|v| v.parse().ok()));
+                Ok((size, sha, meta, revision)) => {
+                    // The snapshot's own revision, not what a backup recorded beside it.
+                    let revision = Some(revision);
                     let source_cluster = src.cluster.clone().or_else(|| meta.get("cluster").cloned());
                     let seen = match &source_cluster {
                         Some(c) => clusters
@@ -428,20 +425,30 @@ pub fn bump(snapshot_revision: i64, seen: Option<i64>) -> i64 {
 }
 
 /// Reads the object through its checks.
+/// Verifies the source object (its SHA-256 and etcd's own hash) and reads the revision
+/// it holds from the snapshot itself: its size, hash, metadata and revision.
 async fn verify(
     ctx: &Context,
     ns: &str,
     src: &Source,
-) -> Result<(u64, String, std::collections::HashMap<String, String>), Failure> {
+) -> Result<(u64, String, std::collections::HashMap<String, String>, i64), Failure> {
     let store = s3::open(&ctx.rt.client, ns, &src.target).await?;
-    seed::verify_object(&store, &src.key, src.sha256.as_deref()).await.map_err(|e| {
+    let failed =
+        |e: String, permanent| Failure { message: format!("s3://{}/{}: {e}", src.target.bucket, src.key), permanent };
+    let (size, sha, meta) = seed::verify_object(&store, &src.key, src.sha256.as_deref()).await.map_err(|e| {
         let permanent = match &e {
             seed::SeedError::Download(se) => s3::permanent(se),
             seed::SeedError::Mismatch { .. } | seed::SeedError::NotASnapshot { .. } => true,
             _ => false,
         };
-        Failure { message: format!("s3://{}/{}: {e}", src.target.bucket, src.key), permanent }
-    })
+        failed(e.to_string(), permanent)
+    })?;
+    let mut pages = ObjectPages { store: &store, key: &src.key };
+    let revision = bbolt::snapshot_revision(&mut pages).await.map_err(|e| {
+        let permanent = matches!(e, bbolt::Unreadable::Format(_) | bbolt::Unreadable::NoBucket(_));
+        failed(format!("reading its revision: {e}"), permanent)
+    })?;
+    Ok((size, sha, meta, revision))
 }
 
 fn seed_source(r: &EtcdRestore, src: &Source, status: &EtcdRestoreStatus) -> SeedSource {

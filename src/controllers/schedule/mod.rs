@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
@@ -88,8 +88,8 @@ pub async fn run(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    let controller = Controller::new(schedules, watcher::Config::default().any_semantic())
-        .owns(backups, watcher::Config::default().labels(SCHEDULE_LABEL).any_semantic());
+    let controller =
+        runner::controller(schedules).owns(backups, watcher::Config::default().labels(SCHEDULE_LABEL).any_semantic());
     // A deleted schedule gets no last pass: its metric series go once it left the cache.
     let store = controller.store();
     let pruner = {

@@ -23,8 +23,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -117,7 +116,7 @@ pub async fn run(
     // published one is checked on every pass, and passes come at least every 30 s.
     runner::run(
         CONTROLLER,
-        Controller::new(clusters, watcher::Config::default().any_semantic()),
+        runner::controller(clusters),
         ctx.clone(),
         (ctx.rt.clone(), LeaseRead::Shared),
         reconcile,
