@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
-use etcd_pilot::backup_store::{BackupStore, StoreConfig};
+use etcd_pilot::backup_store::BackupStore;
 use etcd_pilot::shared::segment::{self, FlushRule, KeyState};
 use etcd_pilot::shared::stream::{self, Stop};
 use etcd_pilot::shared::window::{Base, Index};
 use futures::StreamExt;
 use support::etcd::Cluster;
-use support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use support::s3::S3Server;
 
 const PREFIX: &str = "it/default/main/continuous/";
 const RULE: FlushRule = FlushRule { max_age_ms: 300, max_bytes: 1024 };
@@ -87,13 +87,7 @@ async fn segments_cover_every_revision_once_across_stops_and_replay_exactly() {
     let cluster = Cluster::start(1).await;
     let mut kv = cluster.kv().await;
     let server = S3Server::start().await;
-    server.create_bucket("backups");
-    let store = BackupStore::new(StoreConfig {
-        prefix: None,
-        ..StoreConfig::s3_compatible(&server.endpoint, "backups", ACCESS_KEY, SECRET_KEY)
-    })
-    .await
-    .expect("store");
+    let store = server.store("backups").await;
 
     kv.put("/registry/ns/default", "ns", None).await.expect("put");
     workload(&mut kv, 0).await;

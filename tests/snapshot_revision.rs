@@ -11,12 +11,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use etcd_client::{CompactionOptions, GetOptions};
-use etcd_pilot::backup_store::{BackupStore, StoreConfig};
 use etcd_pilot::etcd::bbolt::{self, FilePages};
 use etcd_pilot::shared::snapshot::ObjectPages;
 use futures::StreamExt;
 use support::etcd::Cluster;
-use support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use support::s3::S3Server;
 
 async fn snapshot_file(cluster: &Cluster, name: &str) -> (std::path::PathBuf, Vec<u8>) {
     let admin = cluster.admin();
@@ -44,13 +43,7 @@ async fn the_revision_is_read_from_the_snapshot_itself() {
     let cluster = Cluster::start(1).await;
     let mut kv = cluster.kv().await;
     let server = S3Server::start().await;
-    server.create_bucket("backups");
-    let store = BackupStore::new(StoreConfig {
-        prefix: None,
-        ..StoreConfig::s3_compatible(&server.endpoint, "backups", ACCESS_KEY, SECRET_KEY)
-    })
-    .await
-    .expect("store");
+    let store = server.store("backups").await;
 
     // A small store: the key bucket is one leaf (or inline).
     for i in 0..5 {

@@ -157,80 +157,35 @@ enum Tree {
     Inline(Vec<u8>),
 }
 
-/// Finds bucket `name` among the elements of the tree at `root` (the root bucket).
-async fn bucket<P: Pages>(src: &mut P, page_size: u32, root: Tree, name: &'static str) -> Result<Tree, Unreadable> {
-    let mut node = match root {
-        Tree::At(pgid) => page(src, page_size, pgid).await?,
-        Tree::Inline(bytes) => Page::parse(bytes)?,
-    };
-    for _ in 0..MAX_DEPTH {
-        if node.flags & LEAF != 0 {
-            for i in 0..node.count {
-                let (flags, key, value) = node.leaf(i).ok_or_else(|| format("bad leaf element"))?;
-                if key == name.as_bytes() && flags & BUCKET_FLAG != 0 {
-                    let root = u64_at(value, 0).ok_or_else(|| format("short bucket header"))?;
-                    return Ok(if root == 0 { Tree::Inline(value[16..].to_vec()) } else { Tree::At(root) });
-                }
-            }
-            return Err(Unreadable::NoBucket(name));
+impl Tree {
+    /// The tree's top node.
+    async fn top<P: Pages>(self, src: &mut P, page_size: u32) -> Result<Page, Unreadable> {
+        match self {
+            Tree::At(pgid) => page(src, page_size, pgid).await,
+            Tree::Inline(bytes) => Page::parse(bytes),
         }
-        // The child whose range holds `name`: the last element whose key is <= it.
-        let mut child = None;
-        for i in 0..node.count {
-            let (key, pgid) = node.branch(i).ok_or_else(|| format("bad branch element"))?;
-            if key <= name.as_bytes() || child.is_none() {
-                child = Some(pgid);
-            }
-            if key > name.as_bytes() {
-                break;
-            }
-        }
-        node = page(src, page_size, child.ok_or_else(|| format("empty branch page"))?).await?;
     }
-    Err(format("tree too deep"))
 }
 
-/// The last key of the tree: the rightmost path down to its last leaf element, or of a
-/// leaf element with `key` exactly.
-async fn last_key<P: Pages>(src: &mut P, page_size: u32, tree: Tree) -> Result<Option<Vec<u8>>, Unreadable> {
-    let mut node = match tree {
-        Tree::At(pgid) => page(src, page_size, pgid).await?,
-        Tree::Inline(bytes) => Page::parse(bytes)?,
-    };
-    for _ in 0..MAX_DEPTH {
-        if node.count == 0 {
-            return Ok(None);
-        }
-        if node.flags & LEAF != 0 {
-            return Ok(node.leaf(node.count - 1).map(|(_, k, _)| k.to_vec()));
-        }
-        let (_, child) = node.branch(node.count - 1).ok_or_else(|| format("bad branch element"))?;
-        node = page(src, page_size, child).await?;
-    }
-    Err(format("tree too deep"))
-}
-
-/// The value of `key` in the tree (a small bucket such as `meta`).
-async fn value_of<P: Pages>(
+/// The element `key` of the tree: its flags and value.
+async fn lookup<P: Pages>(
     src: &mut P,
     page_size: u32,
     tree: Tree,
     key: &[u8],
-) -> Result<Option<Vec<u8>>, Unreadable> {
-    let mut node = match tree {
-        Tree::At(pgid) => page(src, page_size, pgid).await?,
-        Tree::Inline(bytes) => Page::parse(bytes)?,
-    };
+) -> Result<Option<(u32, Vec<u8>)>, Unreadable> {
+    let mut node = tree.top(src, page_size).await?;
     for _ in 0..MAX_DEPTH {
         if node.flags & LEAF != 0 {
             for i in 0..node.count {
-                let (_, k, v) = node.leaf(i).ok_or_else(|| format("bad leaf element"))?;
+                let (flags, k, v) = node.leaf(i).ok_or_else(|| format("bad leaf element"))?;
                 if k == key {
-                    return Ok(Some(v.to_vec()));
+                    return Ok(Some((flags, v.to_vec())));
                 }
             }
             return Ok(None);
         }
+        // The child whose range holds `key`: the last element whose key is <= it.
         let mut child = None;
         for i in 0..node.count {
             let (k, pgid) = node.branch(i).ok_or_else(|| format("bad branch element"))?;
@@ -242,6 +197,33 @@ async fn value_of<P: Pages>(
             }
         }
         node = page(src, page_size, child.ok_or_else(|| format("empty branch page"))?).await?;
+    }
+    Err(format("tree too deep"))
+}
+
+/// Bucket `name` of the tree at `root` (the root bucket).
+async fn bucket<P: Pages>(src: &mut P, page_size: u32, root: Tree, name: &'static str) -> Result<Tree, Unreadable> {
+    match lookup(src, page_size, root, name.as_bytes()).await? {
+        Some((flags, value)) if flags & BUCKET_FLAG != 0 => {
+            let root = u64_at(&value, 0).ok_or_else(|| format("short bucket header"))?;
+            Ok(if root == 0 { Tree::Inline(value[16..].to_vec()) } else { Tree::At(root) })
+        }
+        _ => Err(Unreadable::NoBucket(name)),
+    }
+}
+
+/// The last key of the tree: the rightmost path down to its last leaf element.
+async fn last_key<P: Pages>(src: &mut P, page_size: u32, tree: Tree) -> Result<Option<Vec<u8>>, Unreadable> {
+    let mut node = tree.top(src, page_size).await?;
+    for _ in 0..MAX_DEPTH {
+        if node.count == 0 {
+            return Ok(None);
+        }
+        if node.flags & LEAF != 0 {
+            return Ok(node.leaf(node.count - 1).map(|(_, k, _)| k.to_vec()));
+        }
+        let (_, child) = node.branch(node.count - 1).ok_or_else(|| format("bad branch element"))?;
+        node = page(src, page_size, child).await?;
     }
     Err(format("tree too deep"))
 }
@@ -277,7 +259,7 @@ pub async fn snapshot_revision<P: Pages>(src: &mut P) -> Result<i64, Unreadable>
     let newest = last_key(src, page_size, keys).await?.as_deref().and_then(main_revision);
     let meta_bucket = bucket(src, page_size, Tree::At(root), "meta").await?;
     let compacted =
-        value_of(src, page_size, meta_bucket, b"finishedCompactRev").await?.as_deref().and_then(main_revision);
+        lookup(src, page_size, meta_bucket, b"finishedCompactRev").await?.and_then(|(_, v)| main_revision(&v));
     Ok(newest.max(compacted).unwrap_or(1).max(1))
 }
 

@@ -84,10 +84,17 @@ pub async fn snapshot_to_store(
         message: format!("snapshot of {} to s3://{}/{key}: {e}", member.name, store.bucket()),
     })?;
     let mut pages = ObjectPages { store, key };
-    let revision = bbolt::snapshot_revision(&mut pages).await.map_err(|e| Failure {
-        permanent: false,
-        message: format!("reading the revision of s3://{}/{key} from the snapshot: {e}", store.bucket()),
-    })?;
+    let revision = match bbolt::snapshot_revision(&mut pages).await {
+        Ok(r) => r,
+        Err(e) => {
+            // A backup whose revision is unknown is no backup: nothing is left behind.
+            let _ = store.delete(key).await;
+            return Err(Failure {
+                permanent: false,
+                message: format!("reading the revision of s3://{}/{key} from the snapshot: {e}", store.bucket()),
+            });
+        }
+    };
     Ok(Taken { uploaded, revision, version: snap.version })
 }
 

@@ -43,6 +43,16 @@ impl S3Server {
         self.root.path().join(bucket).join(key)
     }
 
+    /// A new bucket and the store of it, without a key prefix.
+    #[allow(dead_code)]
+    pub async fn store(&self, bucket: &str) -> etcd_pilot::backup_store::BackupStore {
+        use etcd_pilot::backup_store::{BackupStore, StoreConfig};
+        self.create_bucket(bucket);
+        let config =
+            StoreConfig { prefix: None, ..StoreConfig::s3_compatible(&self.endpoint, bucket, ACCESS_KEY, SECRET_KEY) };
+        BackupStore::new(config).await.expect("store")
+    }
+
     /// Makes a bucket (the store under test never creates buckets).
     pub fn create_bucket(&self, bucket: &str) {
         std::fs::create_dir_all(self.root.path().join(bucket)).expect("bucket dir");
