@@ -25,9 +25,9 @@ build: deps ## Build the etcd-pilot binary (release)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 IMAGE ?= etcd-pilot.local/etcd-pilot:$(VERSION)
 image: build ## The operator image as a docker-archive tarball, target/image/etcd-pilot.tar (IMAGE=<repository>:<tag>)
-	etcdutl=$$(bash hack/debian-etcd.sh 3.5.30 3.5.30-2)/etcdutl; \
+	etcd=$$(bash hack/debian-etcd.sh 3.5.30 3.5.30-2); \
 	$(CARGO) run --locked --release -q -p etcd-pilot-image -- --tag "$(IMAGE)" \
-	  --binary target/release/etcd-pilot --etcdutl "$$etcdutl" --out target/image/etcd-pilot.tar
+	  --binary target/release/etcd-pilot --etcdutl "$$etcd/etcdutl" --etcd "$$etcd/etcd" --out target/image/etcd-pilot.tar
 
 fmt: ## Format the code
 	$(CARGO) fmt

@@ -73,6 +73,10 @@ enum Command {
         token: String,
         #[arg(long, default_value = "/usr/local/bin/etcdutl")]
         etcdutl: PathBuf,
+        /// The etcd a restore to a point replays its segments in (a scratch server on
+        /// 127.0.0.1).
+        #[arg(long, default_value = "/usr/local/bin/etcd")]
+        etcd: PathBuf,
     },
     /// Write the kube-apiserver wiring etcd-pilot published (the Secret named in an
     /// EtcdCluster's status.apiServer.secretName, as `kubectl get secret -o yaml` prints
@@ -133,13 +137,13 @@ async fn seed(
     source: &str,
     data_dir: &std::path::Path,
     member: crate::seed::Member,
-    etcdutl: &std::path::Path,
+    tools: (&std::path::Path, &std::path::Path),
 ) -> Result<(), Box<dyn std::error::Error>> {
     let source: crate::seed::SeedSource =
         serde_json::from_str(source).map_err(|e| format!("--source is not a restore source: {e}"))?;
     let creds = crate::backup_store::Credentials::DefaultChain;
     let started = std::time::Instant::now();
-    match crate::seed::seed_member(&source, creds, data_dir, &member, etcdutl).await? {
+    match crate::seed::seed_member(&source, creds, data_dir, &member, tools).await? {
         true => eprintln!(
             "etcd-pilot: {} seeded from s3://{}/{} (sha256 {}, revision bumped by {}) in {:.1}s",
             member.name,
@@ -190,8 +194,9 @@ async fn command(cli: Cli) -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::SeedMember { source, data_dir, name, peer_url, initial_cluster, token, etcdutl } => {
-            seed(&source, &data_dir, crate::seed::Member { name, peer_url, initial_cluster, token }, &etcdutl).await
+        Command::SeedMember { source, data_dir, name, peer_url, initial_cluster, token, etcdutl, etcd } => {
+            let member = crate::seed::Member { name, peer_url, initial_cluster, token };
+            seed(&source, &data_dir, member, (&etcdutl, &etcd)).await
         }
         Command::Run {
             listen,

@@ -15,6 +15,7 @@ pub mod http_server;
 pub mod manager;
 pub mod metrics;
 pub mod pki;
+pub mod replay;
 pub mod runtime;
 pub mod seed;
 pub mod shared;

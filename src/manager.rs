@@ -224,6 +224,7 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
     let backup_ctx = Arc::new(crate::controllers::backup::Context::new(rt.clone()));
     let restore_ctx = Arc::new(crate::controllers::restore::Context { rt: rt.clone() });
     let schedule_ctx = Arc::new(crate::controllers::schedule::Context { rt: rt.clone() });
+    let stream_ctx = Arc::new(crate::controllers::stream::Context::new(rt.clone()));
     let wiring_ctx = Arc::new(crate::controllers::wiring::Context { rt });
     // One controller per watched namespace (or one for all), sharing one context.
     let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
@@ -247,6 +248,7 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
                     ns.clone(),
                     stopped(stop_rx.clone()),
                 )),
+                tokio::spawn(crate::controllers::stream::run(stream_ctx.clone(), ns.clone(), stopped(stop_rx.clone()))),
                 tokio::spawn(crate::controllers::wiring::run(wiring_ctx.clone(), ns, stopped(stop_rx.clone()))),
             ]
         })

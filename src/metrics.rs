@@ -103,6 +103,12 @@ pub struct Metrics {
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
     pub schedule_interval: Family<ScheduleLabels, Gauge>,
     pub schedule_last_success: Family<ScheduleLabels, Gauge>,
+    /// Continuous backup: seconds the store is behind the cluster.
+    pub stream_lag: Family<ScheduleLabels, Gauge>,
+    /// Continuous backup: the last revision written to the store.
+    pub stream_revision: Family<ScheduleLabels, Gauge>,
+    /// Continuous backup: gaps (revisions compacted before the stream read them).
+    pub stream_gaps: Family<ScheduleLabels, Counter>,
     pub healthy_members: Family<ClusterLabels, Gauge>,
     pub learners: Family<ClusterLabels, Gauge>,
     pub leader_changes: Family<ClusterLabels, Counter>,
@@ -144,6 +150,9 @@ impl Default for Metrics {
             certificate_expiry: Family::default(),
             schedule_interval: Family::default(),
             schedule_last_success: Family::default(),
+            stream_lag: Family::default(),
+            stream_revision: Family::default(),
+            stream_gaps: Family::default(),
             healthy_members: Family::default(),
             learners: Family::default(),
             leader_changes: Family::default(),
@@ -196,6 +205,21 @@ impl Default for Metrics {
             "backup_schedule_last_success_timestamp_seconds",
             "When the newest successful backup of an EtcdBackupSchedule finished, else when it was created (Unix time)",
             m.schedule_last_success.clone(),
+        );
+        registry.register(
+            "stream_lag_seconds",
+            "Continuous backup: how far the store is behind the cluster (seconds since everything received was durable)",
+            m.stream_lag.clone(),
+        );
+        registry.register(
+            "stream_last_revision",
+            "Continuous backup: the last etcd revision written to the store",
+            m.stream_revision.clone(),
+        );
+        registry.register(
+            "stream_gaps",
+            "Continuous backup: revisions compacted before the stream read them (a new base was taken)",
+            m.stream_gaps.clone(),
         );
         registry.register("cluster_healthy_members", "Healthy voting members", m.healthy_members.clone());
         registry.register("cluster_learners", "Learner members", m.learners.clone());
@@ -382,6 +406,21 @@ impl Metrics {
         }
     }
 
+    /// The series of one schedule's continuous backup: its lag and last revision.
+    pub fn set_stream(&self, l: &ScheduleLabels, lag: i64, revision: Option<i64>) {
+        self.stream_lag.get_or_create(l).set(lag);
+        if let Some(r) = revision {
+            self.stream_revision.get_or_create(l).set(r);
+        }
+    }
+
+    /// Drops a stream's series (streaming turned off, or the schedule gone).
+    pub fn forget_stream(&self, l: &ScheduleLabels) {
+        self.stream_lag.remove(l);
+        self.stream_revision.remove(l);
+        self.stream_gaps.remove(l);
+    }
+
     /// Drops the series of every schedule not in `live` (namespace, name).
     pub fn retain_schedules(&self, live: &[(String, String)]) {
         let mut all = self.schedules.lock().unwrap_or_else(|p| p.into_inner());
@@ -390,6 +429,7 @@ impl Metrics {
             if !keep {
                 self.schedule_interval.remove(l);
                 self.schedule_last_success.remove(l);
+                self.forget_stream(l);
             }
             keep
         });
@@ -444,6 +484,9 @@ mod tests {
         m.set_alarms("n", "c", &["NOSPACE".to_string()]);
         m.set_certificate_expiries("n", "c", &[("ca", 1)]);
         m.set_schedule("n", "s", "c", Some(60), Some(1));
+        let sl = ScheduleLabels { namespace: "n".into(), schedule: "s".into(), cluster: "c".into() };
+        m.set_stream(&sl, 3, Some(10));
+        m.stream_gaps.get_or_create(&sl).inc();
         let text = m.render();
         let rules = include_str!("../charts/etcd-pilot/files/prometheus-rules.yaml");
         let tests = include_str!("../monitoring/alerts.test.yaml");

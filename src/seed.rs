@@ -45,6 +45,10 @@ pub struct SeedSource {
     /// the restored members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// A restore to a point: the snapshot is a base, brought forward by replaying its
+    /// schedule's segments ([`crate::replay`]) before the member is seeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<crate::replay::ReplayTo>,
 }
 
 impl SeedSource {
@@ -79,6 +83,12 @@ pub enum SeedError {
     NotASnapshot { key: String },
     #[error("etcdutl snapshot restore failed ({status}): {stderr}")]
     Restore { status: String, stderr: String },
+    #[error("replay to revision {upto}: {source}")]
+    Replay {
+        upto: i64,
+        #[source]
+        source: crate::replay::ReplayError,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SeedError + '_ {
@@ -110,7 +120,7 @@ pub async fn seed_member(
     credentials: Credentials,
     data_dir: &Path,
     member: &Member,
-    etcdutl: &Path,
+    (etcdutl, etcd): (&Path, &Path),
 ) -> Result<bool, SeedError> {
     if data_dir.join("member").exists() {
         return Ok(false);
@@ -133,6 +143,25 @@ pub async fn seed_member(
         let _ = std::fs::remove_file(&snapshot);
         return Err(SeedError::Mismatch { expected: source.sha256.clone(), actual: dl.sha256 });
     }
+    // A restore to a point: the base brought forward first, in a scratch etcd.
+    let snapshot = match &source.replay {
+        None => snapshot,
+        Some(to) => {
+            let replayed = parent.join("replayed.db");
+            let done = crate::replay::to_point(&store, to, &snapshot, &replayed, etcd, etcdutl)
+                .await
+                .map_err(|source| SeedError::Replay { upto: to.upto, source })?;
+            tracing::info!(
+                segments = done.segments,
+                revisions = done.revisions,
+                leases = done.leases,
+                revision = done.revision,
+                "replayed the continuous backup onto the base"
+            );
+            std::fs::remove_file(&snapshot).map_err(io(&snapshot))?;
+            replayed
+        }
+    };
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }

@@ -112,7 +112,8 @@ async fn segments_cover_every_revision_once_across_stops_and_replay_exactly() {
         let store = store.clone();
         let mut index = index.clone();
         tokio::spawn(async move {
-            let r = stream::run(&mut watcher, &store, PREFIX, &mut index, RULE, stopped).await;
+            let r = stream::run(&mut watcher, &store, PREFIX, &mut index, RULE, stopped, &mut stream::Feed::default())
+                .await;
             (r, index, watcher)
         })
     };
@@ -143,6 +144,7 @@ async fn segments_cover_every_revision_once_across_stops_and_replay_exactly() {
     for cut_after_ms in [150, 700] {
         let (_stop, stopped) = tokio::sync::watch::channel(false);
         let mut mine = stream::read_index(&store, PREFIX).await.expect("index");
+        let mut feed = stream::Feed::default();
         let writes = async {
             for round in 0..3 {
                 workload(&mut kv, 10 + round).await;
@@ -150,7 +152,7 @@ async fn segments_cover_every_revision_once_across_stops_and_replay_exactly() {
         };
         let streaming = tokio::time::timeout(
             Duration::from_millis(cut_after_ms),
-            stream::run(&mut watcher, &store, PREFIX, &mut mine, RULE, stopped),
+            stream::run(&mut watcher, &store, PREFIX, &mut mine, RULE, stopped, &mut feed),
         );
         let (_, cut) = tokio::join!(writes, streaming);
         assert!(cut.is_err(), "the run is cut, not ended");
@@ -161,7 +163,9 @@ async fn segments_cover_every_revision_once_across_stops_and_replay_exactly() {
     let run = {
         let store = store.clone();
         tokio::spawn(async move {
-            let r = stream::run(&mut watcher, &store, PREFIX, &mut resumed, RULE, stopped).await;
+            let r =
+                stream::run(&mut watcher, &store, PREFIX, &mut resumed, RULE, stopped, &mut stream::Feed::default())
+                    .await;
             (r, watcher)
         })
     };
@@ -213,6 +217,8 @@ async fn segments_cover_every_revision_once_across_stops_and_replay_exactly() {
     kv.compact(now, None).await.expect("compact");
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let needed = index.durable().expect("durable") + 1;
-    let stop = stream::run(&mut watcher, &store, PREFIX, &mut index, RULE, stopped).await.expect("stream");
+    let stop = stream::run(&mut watcher, &store, PREFIX, &mut index, RULE, stopped, &mut stream::Feed::default())
+        .await
+        .expect("stream");
     assert_eq!(stop, Stop::Compacted { needed, compacted: now });
 }

@@ -140,6 +140,6 @@ pub fn load_operator(dir: &Path, path: &Path) -> Result<()> {
 
 /// The operator image, exactly as `make image` builds it (only its tag differs).
 fn operator_image(binary: &Path, tools: &Path) -> Result<Image> {
-    let etcdutl = tools.join(format!("etcd-{}", ETCDUTL_VERSION)).join("etcdutl");
-    Ok(etcd_pilot_image::operator(OPERATOR, binary, &etcdutl)?)
+    let dir = tools.join(format!("etcd-{}", ETCDUTL_VERSION));
+    Ok(etcd_pilot_image::operator(OPERATOR, binary, &dir.join("etcdutl"), &dir.join("etcd"))?)
 }

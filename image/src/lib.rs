@@ -32,13 +32,15 @@ fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
 /// The uid (and gid) the operator runs as: distroless's `nonroot`.
 pub const NONROOT: u32 = 65532;
 
-/// The operator image: etcd-pilot, and a current `etcdutl` that seeds restored members
+/// The operator image: etcd-pilot, a current `etcdutl` that seeds restored members
 /// (`snapshot restore --bump-revision --mark-compacted`, for 3.4 and 3.5 snapshots alike),
+/// and a current `etcd`, the scratch server a restore to a point replays segments in,
 /// with the shared libraries they load; non-root.
-pub fn operator(tag: &str, binary: &Path, etcdutl: &Path) -> Result<Image> {
+pub fn operator(tag: &str, binary: &Path, etcdutl: &Path, etcd: &Path) -> Result<Image> {
     Ok(Image::new(tag, &["/usr/local/bin/etcd-pilot"])
         .binary(binary, "/usr/local/bin/etcd-pilot")?
         .binary(etcdutl, "/usr/local/bin/etcdutl")?
+        .binary(etcd, "/usr/local/bin/etcd")?
         .user(NONROOT))
 }
 

@@ -19,6 +19,9 @@ struct Args {
     /// An etcdutl 3.5 binary, which seeds restored members.
     #[arg(long)]
     etcdutl: PathBuf,
+    /// An etcd 3.5 server binary, in which a restore to a point replays segments.
+    #[arg(long)]
+    etcd: PathBuf,
     /// Where to write the tarball.
     #[arg(long)]
     out: PathBuf,
@@ -32,7 +35,9 @@ fn main() -> ExitCode {
         eprintln!("etcd-pilot-image: {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
-    match etcd_pilot_image::operator(&args.tag, &args.binary, &args.etcdutl).and_then(|i| i.write(&args.out)) {
+    match etcd_pilot_image::operator(&args.tag, &args.binary, &args.etcdutl, &args.etcd)
+        .and_then(|i| i.write(&args.out))
+    {
         Ok(()) => {
             println!("{} written as {}", args.tag, args.out.display());
             ExitCode::SUCCESS

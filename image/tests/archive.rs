@@ -27,8 +27,8 @@ fn the_operator_image_is_a_loadable_non_root_archive_with_its_binaries() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("etcd-pilot.tar");
     // Any dynamic executables stand in for etcd-pilot and etcdutl.
-    let (bin, etcdutl) = (Path::new("/bin/true"), Path::new("/bin/echo"));
-    etcd_pilot_image::operator("registry.example/etcd-pilot:1.2.3", bin, etcdutl).unwrap().write(&out).unwrap();
+    let (bin, etcdutl, etcd) = (Path::new("/bin/true"), Path::new("/bin/echo"), Path::new("/bin/cat"));
+    etcd_pilot_image::operator("registry.example/etcd-pilot:1.2.3", bin, etcdutl, etcd).unwrap().write(&out).unwrap();
 
     let outer = entries(&std::fs::read(&out).unwrap());
     let manifest: serde_json::Value = serde_json::from_slice(&outer["manifest.json"].0).unwrap();
@@ -46,6 +46,7 @@ fn the_operator_image_is_a_loadable_non_root_archive_with_its_binaries() {
     assert_eq!(data, &std::fs::read(bin).unwrap());
     assert_eq!(mode & 0o755, 0o755);
     assert_eq!(files["usr/local/bin/etcdutl"].0, std::fs::read(etcdutl).unwrap());
+    assert_eq!(files["usr/local/bin/etcd"].0, std::fs::read(etcd).unwrap());
     for lib in etcd_pilot_image::shared_libraries(bin).unwrap() {
         let name = lib.display().to_string();
         assert!(files.contains_key(name.trim_start_matches('/')), "{name} is in the image");

@@ -30,6 +30,11 @@ use super::common::{LocalObjectRef, Phase, S3Target};
 pub struct EtcdRestoreSpec {
     /// The snapshot to restore.
     pub source: RestoreSource,
+    /// With `source.schedule`: the point to go back to, a revision or a time (the last
+    /// revision received at or before it). Unset means the latest point the schedule's
+    /// continuous backup holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTime>,
     /// `NewCluster`: create the EtcdCluster `clusterName` from `newCluster` and seed it
     /// with the snapshot. `InPlace`: replace the data of the existing EtcdCluster
     /// `clusterName` (every member is recreated from the snapshot; writes after the
@@ -49,7 +54,21 @@ pub struct EtcdRestoreSpec {
     pub force: bool,
 }
 
-/// Exactly one of `backup`, `s3` or `member`.
+/// A point of a schedule's continuous backup: exactly one of `revision` or `time`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PointInTime {
+    /// An etcd revision of the source cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub revision: Option<i64>,
+    /// A time (RFC 3339, e.g. `2026-12-07T10:15:00Z`): the last revision received at or
+    /// before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+}
+
+/// Exactly one of `backup`, `s3`, `schedule` or `member`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSource {
@@ -59,6 +78,10 @@ pub struct RestoreSource {
     /// An object in S3, e.g. from another cluster or another Kubernetes cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Object>,
+    /// An EtcdBackupSchedule in the same namespace with `continuous` on: its newest base
+    /// at or before `pointInTime`, and its segments replayed up to that point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<LocalObjectRef>,
     /// For mode `InPlace` after quorum loss: a surviving member of the cluster itself
     /// (e.g. `main-0`), usually newer than the last backup. Its data is snapshotted to
     /// the cluster's `spec.backup` target first, then restored like a backup.
@@ -112,6 +135,10 @@ pub struct EtcdRestoreStatus {
     /// below it is marked compacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_revision: Option<i64>,
+    /// A restore to a point: the base backup, the segments replayed after it, and the
+    /// revision and time reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointReached>,
     /// When the restore started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -121,6 +148,24 @@ pub struct EtcdRestoreStatus {
     /// Why the restore failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What a restore to a point reads and reaches.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PointReached {
+    /// The base: the full backup's object key.
+    pub base_object: String,
+    /// The base's revision (read from the snapshot itself).
+    pub base_revision: i64,
+    /// The segments replayed after it, in order (object keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<String>,
+    /// The revision the restored data holds (the source's state at that revision).
+    pub revision: i64,
+    /// When that revision was received by the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
 }
 
 /// One step of a restore.

@@ -49,6 +49,42 @@ pub struct EtcdBackupScheduleSpec {
     /// Skip runs while true.
     #[serde(default)]
     pub suspend: bool,
+    /// Continuous backup: every change between the full backups, streamed to `target`
+    /// as segments of whole revisions, so that a restore can go back to any revision or
+    /// time in the window (`EtcdRestore.spec.pointInTime`). The full backups are the
+    /// bases: one is taken at once when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<Continuous>,
+}
+
+/// Continuous backup of a schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Continuous {
+    /// Stream every change while true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The longest a change waits before it is written to the store (seconds): what a
+    /// total loss of the cluster can lose at most, while the store is reachable.
+    /// Defaults to 5; a segment is written sooner once it holds 4 MiB.
+    #[serde(default = "default_flush_seconds")]
+    #[schemars(range(min = 1, max = 300))]
+    pub flush_seconds: i32,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_flush_seconds() -> i32 {
+    5
+}
+
+impl EtcdBackupScheduleSpec {
+    /// Whether the schedule streams every change.
+    pub fn streams(&self) -> bool {
+        self.continuous.as_ref().is_some_and(|c| c.enabled) && !self.suspend
+    }
 }
 
 /// Retention rules.
@@ -90,6 +126,69 @@ pub struct EtcdBackupScheduleStatus {
     /// Why the schedule cannot run (e.g. an invalid cron expression).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The continuous backup, when on (written by the stream controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<ContinuousStatus>,
+}
+
+/// Where a schedule's continuous backup stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContinuousStatus {
+    /// The last revision written to the store (durable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revision: Option<i64>,
+    /// When the last durable revision was received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<Time>,
+    /// How far the store is behind the cluster (seconds): 0 while every change received
+    /// is written within `flushSeconds`; it grows while the stream cannot read or write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
+    /// The oldest point a restore can reach (the oldest base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<WindowEdge>,
+    /// The newest point a restore can reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<WindowEdge>,
+    /// Revisions no segment holds: the stream needed them after etcd had compacted them
+    /// (e.g. while the operator was down); a new base was taken at `toRevision`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<StreamGap>,
+    /// What the stream is doing: `Starting`, `WaitingForBase`, `Streaming`, `Retrying`,
+    /// `Gap` or `Blocked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why, when it is not streaming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A revision and the time it was received.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowEdge {
+    /// An etcd revision of the cluster.
+    pub revision: i64,
+    /// When the stream received it (for a base: when the backup finished).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+}
+
+/// Revisions the continuous backup does not hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamGap {
+    /// The first revision missing.
+    pub from_revision: i64,
+    /// The revision of the base taken after it (the stream goes on from the next one).
+    pub to_revision: i64,
+    /// When the last revision before the gap was received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_time: Option<Time>,
+    /// When the base after it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_time: Option<Time>,
 }
 
 /// One backup made by a schedule.

@@ -276,11 +276,27 @@ pub fn validate_schedule(spec: &EtcdBackupScheduleSpec) -> Vec<Problem> {
 /// Checks a restore.
 pub fn validate_restore(spec: &EtcdRestoreSpec) -> Vec<Problem> {
     let mut out = Vec::new();
-    let sources = [spec.source.backup.is_some(), spec.source.s3.is_some(), spec.source.member.is_some()];
+    let sources = [
+        spec.source.backup.is_some(),
+        spec.source.s3.is_some(),
+        spec.source.schedule.is_some(),
+        spec.source.member.is_some(),
+    ];
     match sources.iter().filter(|s| **s).count() {
-        0 => out.push(problem("spec.source", "set exactly one of backup, s3 or member")),
+        0 => out.push(problem("spec.source", "set exactly one of backup, s3, schedule or member")),
         1 => {}
-        _ => out.push(problem("spec.source", "set exactly one of backup, s3 or member, not more")),
+        _ => out.push(problem("spec.source", "set exactly one of backup, s3, schedule or member, not more")),
+    }
+    if let Some(p) = &spec.point_in_time {
+        if spec.source.schedule.is_none() {
+            out.push(problem(
+                "spec.pointInTime",
+                "a point in time is reached through a schedule's continuous backup: set source.schedule",
+            ));
+        }
+        if p.revision.is_some() == p.time.is_some() {
+            out.push(problem("spec.pointInTime", "set exactly one of revision or time"));
+        }
     }
     if spec.source.member.is_some() && spec.mode != RestoreMode::InPlace {
         out.push(problem("spec.source.member", "a surviving member is a source for mode InPlace only"));

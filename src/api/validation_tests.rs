@@ -2,8 +2,9 @@ use super::*;
 use crate::api::cluster::{CertManagerTls, Topology};
 use crate::api::common::CRON_PATTERN;
 use crate::api::common::{LocalObjectRef, S3Target};
-use crate::api::restore::{RestoreSource, S3Object};
+use crate::api::restore::{PointInTime, RestoreSource, S3Object};
 use crate::api::schedule::Retention;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn cluster(yaml: &str) -> EtcdClusterSpec {
     serde_norway::from_str(yaml).expect("spec")
@@ -210,6 +211,7 @@ fn schedules_need_a_cron_a_zone_and_an_age_that_parse() {
         retention: Retention { keep_last: Some(3), max_age: Some("7d".into()) },
         target: None,
         suspend: false,
+        continuous: None,
     };
     assert!(validate_schedule(&s).is_empty(), "{:?}", validate_schedule(&s));
     s.schedule = "@daily".into();
@@ -248,6 +250,7 @@ fn restores_need_exactly_one_source_and_a_spec_only_for_new_clusters() {
         cluster_name: "main".into(),
         new_cluster,
         force: false,
+        point_in_time: None,
     };
     assert!(validate_restore(&r(backup.clone(), RestoreMode::NewCluster, new_cluster.clone())).is_empty());
     assert!(validate_restore(&r(s3.clone(), RestoreMode::InPlace, None)).is_empty());
@@ -256,11 +259,34 @@ fn restores_need_exactly_one_source_and_a_spec_only_for_new_clusters() {
         fields(&validate_restore(&r(survivor, RestoreMode::NewCluster, new_cluster.clone()))),
         ["spec.source.member"]
     );
-    let both = RestoreSource { backup: backup.backup.clone(), s3: s3.s3.clone(), member: None };
+    let both = RestoreSource { backup: backup.backup.clone(), s3: s3.s3.clone(), ..RestoreSource::default() };
     assert_eq!(fields(&validate_restore(&r(both, RestoreMode::InPlace, None))), ["spec.source"]);
     assert_eq!(fields(&validate_restore(&r(RestoreSource::default(), RestoreMode::InPlace, None))), ["spec.source"]);
     assert_eq!(fields(&validate_restore(&r(backup.clone(), RestoreMode::NewCluster, None))), ["spec.newCluster"]);
     assert_eq!(fields(&validate_restore(&r(backup.clone(), RestoreMode::InPlace, new_cluster))), ["spec.newCluster"]);
     let bad_size = Some(EtcdClusterSpec { size: 4, ..cluster("version: 3.5.17") });
-    assert_eq!(fields(&validate_restore(&r(backup, RestoreMode::NewCluster, bad_size))), ["spec.size"]);
+    assert_eq!(fields(&validate_restore(&r(backup.clone(), RestoreMode::NewCluster, bad_size))), ["spec.size"]);
+    // A point in time: only through a schedule, and exactly one of revision or time.
+    let schedule =
+        RestoreSource { schedule: Some(LocalObjectRef { name: "every-6h".into() }), ..RestoreSource::default() };
+    let at = |revision: Option<i64>, time: Option<&str>| {
+        Some(PointInTime { revision, time: time.map(|t| Time(t.parse().unwrap())) })
+    };
+    let pit = |source: RestoreSource, point| EtcdRestoreSpec {
+        point_in_time: point,
+        ..r(source, RestoreMode::NewCluster, Some(cluster("version: 3.5.17")))
+    };
+    assert!(validate_restore(&pit(schedule.clone(), None)).is_empty(), "the latest point");
+    assert!(validate_restore(&pit(schedule.clone(), at(Some(123), None))).is_empty());
+    assert!(validate_restore(&pit(schedule.clone(), at(None, Some("2026-12-07T10:15:00Z")))).is_empty());
+    assert_eq!(
+        fields(&validate_restore(&pit(schedule.clone(), at(Some(1), Some("2026-12-07T10:15:00Z"))))),
+        ["spec.pointInTime"]
+    );
+    assert_eq!(fields(&validate_restore(&pit(schedule, at(None, None)))), ["spec.pointInTime"]);
+    assert_eq!(
+        fields(&validate_restore(&pit(backup, at(Some(5), None)))),
+        ["spec.pointInTime"],
+        "a backup is one point"
+    );
 }

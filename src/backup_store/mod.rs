@@ -124,6 +124,15 @@ impl BackupStore {
         object_key(self.prefix.as_deref(), namespace, cluster, stamp, backup)
     }
 
+    /// Where a schedule's continuous backup lives: `<prefix>/<namespace>/<cluster>/streams/<schedule>/`
+    /// (its index and its `segments/`).
+    pub fn stream_prefix(&self, namespace: &str, cluster: &str, schedule: &str) -> String {
+        let mut parts: Vec<&str> =
+            self.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()).into_iter().collect();
+        parts.extend([namespace, cluster, "streams", schedule]);
+        format!("{}/", parts.join("/"))
+    }
+
     fn err<E>(&self, op: &'static str, key: &str, e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

@@ -7,4 +7,5 @@ pub mod backup;
 pub mod cluster;
 pub mod restore;
 pub mod schedule;
+pub mod stream;
 pub mod wiring;

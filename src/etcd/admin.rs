@@ -134,6 +134,20 @@ impl EtcdAdmin {
         }
     }
 
+    /// A connection of its own to every endpoint, without a request deadline, for a
+    /// long-lived call (a watch): not kept with the others.
+    pub async fn dedicated(&self) -> Result<Client, EtcdError> {
+        let first = self.endpoints.first().ok_or(EtcdError::NoEndpoints)?.clone();
+        let opts = self.connect_options(None)?;
+        match tokio::time::timeout(self.config.connect_timeout * 2, Client::connect(self.endpoints.clone(), Some(opts)))
+            .await
+        {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(source)) => Err(EtcdError::Connect { endpoint: first, source }),
+            Err(_) => Err(EtcdError::ConnectTimeout { endpoint: first, after: self.config.connect_timeout }),
+        }
+    }
+
     /// Runs one request against one endpoint with a deadline.
     async fn call<T, F, Fut>(&self, op: &'static str, endpoint: &str, timeout: Duration, f: F) -> Result<T, EtcdError>
     where

@@ -15,7 +15,7 @@ use etcd_client::{Client, EventType, WatchOptions};
 use futures::StreamExt;
 
 use super::segment::{self, Builder, Change, FlushRule, Lease, Revision, Segment};
-use super::window::{Index, Resume, SegmentRef};
+use super::window::{self, Base, Gap, Index, Resume, SegmentRef};
 use crate::backup_store::{BackupStore, StoreError};
 
 /// The index object under a stream's prefix.
@@ -73,6 +73,92 @@ pub enum Stop {
     Compacted { needed: i64, compacted: i64 },
     /// The watch ended (the member closed it): the caller starts again from the index.
     Ended,
+}
+
+/// What a running stream shares with whoever runs it: the bases it may take into its
+/// index (the schedule's successful full backups), a compaction it could not get past,
+/// and how far it is, read by the controller for status and metrics.
+#[derive(Default)]
+pub struct Feed {
+    /// The schedule's successful full backups, as last observed.
+    pub bases: Option<tokio::sync::watch::Receiver<Vec<Base>>>,
+    /// Where the stream stands.
+    pub progress: std::sync::Arc<std::sync::Mutex<Progress>>,
+}
+
+/// Where a stream stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The index as last written.
+    pub index: Index,
+    /// When everything received had last been made durable (Unix ms): the lag is the
+    /// time since.
+    pub caught_up_ms: Option<i64>,
+    /// A compaction the stream could not get past: the revision it needed and when the
+    /// revision before it was received; cleared once a new base joined.
+    pub gap: Option<(i64, i64)>,
+    /// Gaps recorded by this stream (for Events and metrics), taken by the reader.
+    pub new_gaps: Vec<Gap>,
+    /// What it is doing and why.
+    pub state: &'static str,
+    pub message: String,
+}
+
+impl Feed {
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the candidates' bases into `index` (see [`window::admit`]); the segment
+    /// objects retention let go. Records a gap it closed.
+    pub fn admit(&self, index: &mut Index) -> Vec<String> {
+        let candidates = match &self.bases {
+            Some(rx) => rx.borrow().clone(),
+            None => return Vec::new(),
+        };
+        let gap = self.progress().gap;
+        let (next, dropped, closed) = window::admit(index, &candidates, gap);
+        *index = next;
+        if let Some(g) = closed {
+            let mut p = self.progress();
+            p.gap = None;
+            p.new_gaps.push(g);
+        }
+        dropped
+    }
+
+    /// Whether the bases changed since they were last read.
+    fn bases_changed(&self) -> bool {
+        self.bases.as_ref().is_some_and(|rx| rx.has_changed().unwrap_or(false))
+    }
+
+    fn mark_bases_seen(&mut self) {
+        if let Some(rx) = self.bases.as_mut() {
+            rx.borrow_and_update();
+        }
+    }
+
+    fn written(&self, index: &Index, caught_up: bool) {
+        let mut p = self.progress();
+        p.index = index.clone();
+        if caught_up {
+            p.caught_up_ms = Some(now_ms());
+        }
+    }
+}
+
+/// Writes the index (after taking in the bases) and then deletes the segments it let go.
+pub async fn commit(store: &BackupStore, prefix: &str, index: &mut Index, feed: &mut Feed) -> Result<(), StreamError> {
+    feed.mark_bases_seen();
+    let dropped = feed.admit(index);
+    write_index(store, prefix, index).await?;
+    for key in dropped {
+        // A leftover is harmless (no index names it) and swept by the next retention.
+        if let Err(e) = store.delete(&key).await {
+            tracing::warn!(key, error = %e, "could not delete a segment retention let go");
+        }
+    }
+    Ok(())
 }
 
 /// Reads the index under `prefix`; none yet is an empty index.
@@ -158,23 +244,29 @@ pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// Writes the open segment out (segment first, then the index that names it); nothing
-/// when it is empty.
+/// Writes the open segment out (segment first, then the index that names it); the index
+/// alone when only the bases changed; nothing when neither.
 async fn flush(
     client: &mut Client,
     store: &BackupStore,
     prefix: &str,
     index: &mut Index,
     open: &mut Builder,
+    feed: &mut Feed,
 ) -> Result<Option<SegmentRef>, StreamError> {
     if open.is_empty() {
+        if feed.bases_changed() {
+            commit(store, prefix, index, feed).await?;
+        }
+        feed.written(index, true);
         return Ok(None);
     }
     let leases = lease_table(client).await?;
     let Some(segment) = open.cut(leases) else { return Ok(None) };
     let reference = write_segment(store, prefix, &segment).await?;
     index.segments.push(reference.clone());
-    write_index(store, prefix, index).await?;
+    commit(store, prefix, index, feed).await?;
+    feed.written(index, true);
     Ok(Some(reference))
 }
 
@@ -210,6 +302,7 @@ pub async fn run(
     index: &mut Index,
     rule: FlushRule,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    feed: &mut Feed,
 ) -> Result<Stop, StreamError> {
     let from = match index.resume() {
         Resume::From(r) => r,
@@ -226,16 +319,16 @@ pub async fn run(
                 let response = match message {
                     Ok(Some(r)) => r,
                     Ok(None) => {
-                        flush(client, store, prefix, index, &mut open).await?;
+                        flush(client, store, prefix, index, &mut open, feed).await?;
                         return Ok(Stop::Ended);
                     }
                     Err(source) => {
-                        flush(client, store, prefix, index, &mut open).await?;
+                        flush(client, store, prefix, index, &mut open, feed).await?;
                         return Err(StreamError::Watch { from: open.next(), source });
                     }
                 };
                 if response.canceled() {
-                    flush(client, store, prefix, index, &mut open).await?;
+                    flush(client, store, prefix, index, &mut open, feed).await?;
                     return Ok(if response.compact_revision() > 0 {
                         Stop::Compacted { needed: open.next(), compacted: response.compact_revision() }
                     } else {
@@ -245,17 +338,24 @@ pub async fn run(
                 for revision in revisions(response.events(), now_ms()) {
                     open.push(revision)?;
                 }
+                // A progress notification with nothing open: everything up to now is durable.
+                if open.is_empty() {
+                    feed.written(index, true);
+                }
                 if open.due(rule, now_ms()) {
-                    flush(client, store, prefix, index, &mut open).await?;
+                    flush(client, store, prefix, index, &mut open, feed).await?;
                 }
             }
             _ = tick.tick() => {
-                if open.due(rule, now_ms()) {
-                    flush(client, store, prefix, index, &mut open).await?;
+                if open.due(rule, now_ms()) || (open.is_empty() && feed.bases_changed()) {
+                    flush(client, store, prefix, index, &mut open, feed).await?;
+                } else if open.is_empty() {
+                    // Nothing received is waiting: the store is as current as the watch.
+                    feed.written(index, true);
                 }
             }
             _ = asked_to_stop(&mut shutdown) => {
-                flush(client, store, prefix, index, &mut open).await?;
+                flush(client, store, prefix, index, &mut open, feed).await?;
                 return Ok(Stop::Shutdown);
             }
         }

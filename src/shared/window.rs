@@ -204,6 +204,60 @@ impl Index {
     }
 }
 
+/// The index after taking in the schedule's successful full backups (`candidates`), and
+/// the segment objects it no longer names (retention):
+/// - a base joins once the stream has made its revision durable (so a restart resumes
+///   where the segments end, never past revisions only a newer base holds); the first
+///   base joins at once; after a compaction the stream could not get past (`gap`: the
+///   revision it needed and when the revision before it was received), the first
+///   candidate at or past that revision joins and the gap is recorded;
+/// - a base older than the newest one already in the index never joins (no segment links
+///   it to the others);
+/// - a base whose backup retention deleted leaves, with the segments that end at or before
+///   the oldest base kept; the newest base always stays (a list that lost every backup at
+///   once is not believed).
+pub fn admit(index: &Index, candidates: &[Base], gap: Option<(i64, i64)>) -> (Index, Vec<String>, Option<Gap>) {
+    let mut next = index.clone();
+    let mut joined_gap = None;
+    let segments_end = index.segments.last().map(|s| s.last);
+    let mut fresh: Vec<&Base> = candidates.iter().filter(|c| !index.bases.iter().any(|b| b.key == c.key)).collect();
+    fresh.sort_by_key(|b| b.revision);
+    for c in fresh {
+        let newest = next.bases.last().map(|b| b.revision);
+        if newest.is_some_and(|n| c.revision < n) {
+            continue;
+        }
+        let durable = segments_end.max(newest);
+        let joins = match (newest, gap) {
+            (None, _) => true,
+            (Some(_), Some((needed, since_ms))) if c.revision + 1 >= needed && joined_gap.is_none() => {
+                let g = Gap { from: needed, to: c.revision, from_ms: since_ms, to_ms: c.time_ms };
+                next.gaps.push(g.clone());
+                joined_gap = Some(g);
+                true
+            }
+            _ => durable.is_some_and(|d| c.revision <= d),
+        };
+        if joins {
+            next.bases.push(c.clone());
+        }
+    }
+    let Some(newest) = next.bases.last().map(|b| b.key.clone()) else { return (next, Vec::new(), joined_gap) };
+    let kept: Vec<String> = next
+        .bases
+        .iter()
+        .filter(|b| b.key == newest || candidates.iter().any(|c| c.key == b.key))
+        .map(|b| b.key.clone())
+        .collect();
+    if kept.len() == next.bases.len() {
+        return (next, Vec::new(), joined_gap);
+    }
+    let (pruned, gone) = next.prune(&kept);
+    // Bases' objects belong to their backups (deleted with them): only segments go here.
+    let segments: Vec<String> = gone.into_iter().filter(|k| index.segments.iter().any(|s| &s.key == k)).collect();
+    (pruned, segments, joined_gap)
+}
+
 /// The revision etcd-pilot's own compaction may go to: what it planned, never past what
 /// the stream has made durable (a revision compacted before it is written is lost).
 pub fn compaction_limit(planned: i64, streamed: Option<i64>) -> i64 {

@@ -120,3 +120,103 @@ fn segments_and_gaps_go_with_the_oldest_kept_base() {
     assert!(json.contains("\"firstMs\":1010"), "{json}");
     assert_eq!(serde_json::from_str::<Index>(&json).unwrap(), i);
 }
+
+/// Bases join the index from the schedule's backups: the first at once, later ones once
+/// the stream has passed their revision, the first one at or past a compaction gap with
+/// the gap recorded; older ones never; retention takes bases and their segments out.
+#[test]
+fn the_admission_table() {
+    let b1 = base("b1", 100, 1000);
+    let b2 = base("b2", 250, 2500);
+    let b3 = base("b3", 400, 4000);
+    let streamed = |bases: Vec<Base>, last: i64| Index {
+        bases,
+        segments: vec![seg(101, 200, 1010, 2000), seg(201, last, 2010, 3000)],
+        gaps: vec![],
+    };
+    struct Case {
+        name: &'static str,
+        index: Index,
+        candidates: Vec<Base>,
+        gap: Option<(i64, i64)>,
+        bases: Vec<&'static str>,
+        dropped: Vec<&'static str>,
+        gap_recorded: Option<Gap>,
+    }
+    let cases = [
+        Case {
+            name: "no base yet: the first joins at once",
+            index: Index::default(),
+            candidates: vec![b1.clone()],
+            gap: None,
+            bases: vec!["b1"],
+            dropped: vec![],
+            gap_recorded: None,
+        },
+        Case {
+            name: "a base the stream has not passed yet waits",
+            index: streamed(vec![b1.clone()], 240),
+            candidates: vec![b1.clone(), b2.clone()],
+            gap: None,
+            bases: vec!["b1"],
+            dropped: vec![],
+            gap_recorded: None,
+        },
+        Case {
+            name: "once the segments pass it, it joins",
+            index: streamed(vec![b1.clone()], 250),
+            candidates: vec![b1.clone(), b2.clone()],
+            gap: None,
+            bases: vec!["b1", "b2"],
+            dropped: vec![],
+            gap_recorded: None,
+        },
+        Case {
+            name: "after a compaction gap, the first base at or past the needed revision joins",
+            index: streamed(vec![b1.clone()], 300),
+            candidates: vec![b1.clone(), b3.clone()],
+            gap: Some((301, 3000)),
+            bases: vec!["b1", "b3"],
+            dropped: vec![],
+            gap_recorded: Some(Gap { from: 301, to: 400, from_ms: 3000, to_ms: 4000 }),
+        },
+        Case {
+            name: "a base older than the newest in the index never joins",
+            index: streamed(vec![b2.clone()], 300),
+            candidates: vec![b1.clone(), b2.clone()],
+            gap: None,
+            bases: vec!["b2"],
+            dropped: vec![],
+            gap_recorded: None,
+        },
+        Case {
+            name: "retention: a deleted base leaves with the segments before the oldest kept",
+            index: streamed(vec![b1.clone(), b2.clone()], 300),
+            candidates: vec![b2.clone()],
+            gap: None,
+            bases: vec!["b2"],
+            dropped: vec!["s101-200"],
+            gap_recorded: None,
+        },
+        Case {
+            name: "an empty list of backups is not believed: the newest base stays",
+            index: streamed(vec![b1.clone(), b2.clone()], 300),
+            candidates: vec![],
+            gap: None,
+            bases: vec!["b2"],
+            dropped: vec!["s101-200"],
+            gap_recorded: None,
+        },
+    ];
+    for c in cases {
+        let (next, dropped, gap) = admit(&c.index, &c.candidates, c.gap);
+        let bases: Vec<&str> = next.bases.iter().map(|b| b.key.as_str()).collect();
+        assert_eq!(bases, c.bases, "{}", c.name);
+        assert_eq!(dropped, c.dropped, "{}", c.name);
+        assert_eq!(gap, c.gap_recorded, "{}", c.name);
+        if let Some(g) = gap {
+            assert!(next.gaps.contains(&g), "{}: the gap is in the index", c.name);
+            assert_eq!(next.resume(), Resume::From(g.to + 1), "{}: the stream goes on after the new base", c.name);
+        }
+    }
+}

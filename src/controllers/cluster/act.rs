@@ -284,6 +284,7 @@ pub async fn start_quorum_recovery(
             cluster_name: ec.name_any(),
             new_cluster: None,
             force: false,
+            point_in_time: None,
         },
     );
     restore.metadata.namespace = Some(ns.clone());

@@ -101,6 +101,9 @@ pub struct Observed {
     pub defrag_slot: Option<Timestamp>,
     /// A scheduled compaction is due.
     pub compaction_due: bool,
+    /// The lowest revision a continuous backup of this cluster has made durable, when one
+    /// streams: a scheduled compaction never goes past it.
+    pub streamed: Option<i64>,
 }
 
 /// When a member that failed may be tried again.
@@ -147,7 +150,7 @@ pub fn next(p: &Policy, o: &Observed, all_ready: bool) -> Step {
     }
     if o.compaction_due {
         return Step::Compact {
-            revision: (o.revision - p.retain_revisions).max(0),
+            revision: crate::shared::window::compaction_limit((o.revision - p.retain_revisions).max(0), o.streamed),
             all_history: p.retain_revisions == 0,
             reason: format!("scheduled compaction keeping {} revisions", p.retain_revisions),
         };

@@ -41,6 +41,7 @@ fn fragmented() -> Observed {
         revision: 50_000,
         defrag_slot: None,
         compaction_due: false,
+        streamed: None,
     }
 }
 
@@ -211,6 +212,26 @@ fn table() {
             with(fragmented(), |o| o.compaction_due = true),
             true,
             compact(50_000, true),
+        ),
+        (
+            "a continuous backup behind: compaction stops at what it made durable",
+            p.clone(),
+            with(fragmented(), |o| {
+                o.compaction_due = true;
+                o.streamed = Some(48_500);
+            }),
+            true,
+            compact(48_500, false),
+        ),
+        (
+            "a continuous backup ahead of the compaction: no change",
+            p.clone(),
+            with(fragmented(), |o| {
+                o.compaction_due = true;
+                o.streamed = Some(49_990);
+            }),
+            true,
+            compact(49_000, false),
         ),
         // CORRUPT: nothing at all.
         ("CORRUPT: no maintenance", p.clone(), with(nospace(fragmented()), |o| o.corrupt = true), true, Step::Idle),

@@ -298,6 +298,11 @@ async fn pass(ec: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     obs.highest_ordinal = obs.highest_ordinal.max(recorded);
     obs.since_learner_given_up = ctx.with_memory(&key, |m| m.learner_given_up.map(|t| t.elapsed().as_secs()));
     obs.maintenance = read::maintenance_observed(ec, &names, view.as_ref(), jiff::Timestamp::now());
+    if let Some(m) = obs.maintenance.as_mut()
+        && m.compaction_due
+    {
+        m.streamed = read::streamed(ec, ctx).await?;
+    }
     if placement::one_per_node(ec) {
         obs.placeable_nodes = Some(read::placeable_nodes(ec, ctx).await?);
     }

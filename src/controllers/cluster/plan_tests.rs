@@ -941,6 +941,7 @@ fn maintenance_comes_last_and_never_while_paused_busy_or_unhealthy() {
         revision: 100,
         defrag_slot: None,
         compaction_due: false,
+        streamed: None,
     });
     let defrag = Step::Defragment {
         id: 2,

@@ -253,7 +253,23 @@ pub fn maintenance_observed(
         revision: view.statuses.values().map(|s| s.revision).max().unwrap_or(0),
         defrag_slot: slot(&ec.spec.defrag.schedule, created),
         compaction_due: slot(&ec.spec.compaction.schedule, last_compaction.unwrap_or(created).max(created)).is_some(),
+        streamed: None,
     })
+}
+
+/// The lowest revision the continuous backups of `ec` have made durable (their
+/// schedules' `status.continuous.lastRevision`); asked only when a compaction is due.
+pub async fn streamed(ec: &EtcdCluster, ctx: &Context) -> Result<Option<i64>, Error> {
+    let ns = ec.namespace().unwrap_or_default();
+    let api: kube::Api<crate::api::EtcdBackupSchedule> = kube::Api::namespaced(ctx.rt.client.clone(), &ns);
+    let list =
+        api.list(&kube::api::ListParams::default()).await.map_err(error::observe("list the backup schedules"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|s| s.spec.cluster_name == ec.name_any() && s.spec.streams())
+        .map(|s| s.status.as_ref().and_then(|st| st.continuous.as_ref()).and_then(|c| c.last_revision).unwrap_or(0))
+        .min())
 }
 
 /// How long each member has been unhealthy (by the one definition of member health),

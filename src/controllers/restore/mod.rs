@@ -123,6 +123,9 @@ struct Source {
     sha256: Option<String>,
     /// The cluster the snapshot came from, if known.
     cluster: Option<String>,
+    /// A restore to a point: the segments the seed replays onto the base, and what the
+    /// restore reaches.
+    point: Option<(crate::replay::ReplayTo, crate::api::restore::PointReached)>,
 }
 
 async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str, cluster: Option<&EtcdCluster>) -> Result<Source, OpenError> {
@@ -136,7 +139,10 @@ async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str, cluster: Option<&Etcd
         })?;
         let staged = r.status.as_ref().and_then(|s| s.source_object.clone()).unwrap_or_default();
         let key = staged.strip_prefix(&format!("s3://{}/", target.bucket)).unwrap_or_default().to_string();
-        return Ok(Source { target, key, sha256: None, cluster: Some(r.spec.cluster_name.clone()) });
+        return Ok(Source { target, key, sha256: None, cluster: Some(r.spec.cluster_name.clone()), point: None });
+    }
+    if let Some(sched) = &r.spec.source.schedule {
+        return resolve_point(r, ctx, ns, &sched.name).await;
     }
     match (&r.spec.source.backup, &r.spec.source.s3) {
         (Some(b), None) => {
@@ -172,11 +178,108 @@ async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str, cluster: Option<&Etcd
                 key: status.object_key.clone().unwrap_or_default(),
                 sha256: status.sha256.clone(),
                 cluster: Some(backup.spec.cluster_name.clone()),
+                point: None,
             })
         }
-        (None, Some(o)) => Ok(Source { target: o.target.clone(), key: o.key.clone(), sha256: None, cluster: None }),
+        (None, Some(o)) => {
+            Ok(Source { target: o.target.clone(), key: o.key.clone(), sha256: None, cluster: None, point: None })
+        }
         _ => Err(OpenError::Invalid("spec.source: set exactly one of backup or s3".into())),
     }
+}
+
+/// A schedule's continuous backup as the source: the point recorded when the source was
+/// verified, or else the one the index resolves now (the newest base at or before it and
+/// the segments after it; a time resolved to the last revision received by then, read from
+/// the segment that holds it). A point outside the window is refused, the window named.
+async fn resolve_point(r: &EtcdRestore, ctx: &Context, ns: &str, schedule: &str) -> Result<Source, OpenError> {
+    use crate::shared::window::Point;
+    let client = &ctx.rt.client;
+    let s = Api::<crate::api::EtcdBackupSchedule>::namespaced(client.clone(), ns)
+        .get_opt(schedule)
+        .await
+        .map_err(|e| OpenError::Transient(format!("reading EtcdBackupSchedule {schedule}: {e}")))?
+        .ok_or_else(|| OpenError::Invalid(format!("EtcdBackupSchedule {schedule} does not exist in namespace {ns}")))?;
+    let cluster = s.spec.cluster_name.clone();
+    let target = match s.spec.target.clone() {
+        Some(t) => Some(t),
+        None => Api::<EtcdCluster>::namespaced(client.clone(), ns)
+            .get_opt(&cluster)
+            .await
+            .map_err(|e| OpenError::Transient(e.to_string()))?
+            .and_then(|c| c.spec.backup),
+    }
+    .ok_or_else(|| {
+        OpenError::Invalid(format!(
+            "the bucket of EtcdBackupSchedule {schedule} is unknown: it has no spec.target and its cluster no spec.backup"
+        ))
+    })?;
+    let store = s3::open(client, ns, &target).await?;
+    let prefix = store.stream_prefix(ns, &cluster, schedule);
+    let status = r.status.clone().unwrap_or_default();
+    if let (Some(p), Some(sha)) = (status.point_in_time.clone(), status.source_sha256.clone()) {
+        let to = crate::replay::ReplayTo { prefix, base_revision: p.base_revision, upto: p.revision };
+        return Ok(Source {
+            target,
+            key: p.base_object.clone(),
+            sha256: Some(sha),
+            cluster: Some(cluster),
+            point: Some((to, p)),
+        });
+    }
+    let index = crate::shared::stream::read_index(&store, &prefix)
+        .await
+        .map_err(|e| OpenError::Transient(format!("reading the continuous backup's index: {e}")))?;
+    let point = match &r.spec.point_in_time {
+        None => Point::Latest,
+        Some(p) => match (p.revision, &p.time) {
+            (Some(rev), _) => Point::Revision(rev),
+            (None, Some(t)) => Point::Time(t.0.as_millisecond()),
+            (None, None) => Point::Latest,
+        },
+    };
+    let plan = index.plan(point).map_err(|e| {
+        OpenError::Invalid(format!("spec.pointInTime: {e} (EtcdBackupSchedule {schedule}'s continuous backup)"))
+    })?;
+    let (revision, segments) = match plan.upto {
+        crate::shared::window::Upto::Revision(rev) => (rev, plan.segments.clone()),
+        crate::shared::window::Upto::Time(t) => {
+            let revision = match plan.segments.last() {
+                None => plan.base.revision,
+                Some(last) => {
+                    let seg = crate::replay::read_segment(&store, last)
+                        .await
+                        .map_err(|e| OpenError::Transient(format!("resolving the time: {e}")))?;
+                    let at = crate::replay::revision_at(std::slice::from_ref(&seg), plan.base.revision, t);
+                    // None of the last segment's revisions came by then: the one before ends it.
+                    if at == plan.base.revision && seg.first > plan.base.revision + 1 { seg.first - 1 } else { at }
+                }
+            };
+            (revision, plan.segments.iter().filter(|s| s.first <= revision).cloned().collect())
+        }
+    };
+    let time = segments
+        .last()
+        .filter(|s| s.last == revision)
+        .map(|s| s.last_ms)
+        .or_else(|| (revision == plan.base.revision).then_some(plan.base.time_ms))
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(Time);
+    let reached = crate::api::restore::PointReached {
+        base_object: plan.base.key.clone(),
+        base_revision: plan.base.revision,
+        segments: segments.iter().map(|s| s.key.clone()).collect(),
+        revision,
+        time,
+    };
+    let to = crate::replay::ReplayTo { prefix, base_revision: plan.base.revision, upto: revision };
+    Ok(Source {
+        target,
+        key: plan.base.key.clone(),
+        sha256: Some(plan.base.sha256.clone()),
+        cluster: Some(cluster),
+        point: Some((to, reached)),
+    })
 }
 
 fn step_record(name: &str, message: String) -> RestoreStep {
@@ -277,9 +380,12 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
                             .and_then(|ec| ec.status.and_then(|s| s.revision)),
                         None => None,
                     };
+                    // A restore to a point holds the source's state at the point.
+                    let revision = src.point.as_ref().map(|(to, _)| to.upto).or(revision);
                     next.source_revision = revision;
                     next.source_sha256 = Some(sha.clone());
                     next.restored_revision = revision.map(|rev| rev + bump(rev, seen));
+                    next.point_in_time = src.point.as_ref().map(|(_, p)| p.clone());
                     next.steps.push(step_record(
                         plan::VERIFIED,
                         format!(
@@ -443,6 +549,24 @@ async fn verify(
         };
         failed(e.to_string(), permanent)
     })?;
+    // A restore to a point: every segment it replays read through its checks too (the
+    // SHA-256 the index recorded, whole consecutive revisions, every revision covered).
+    if let Some((to, _)) = &src.point {
+        let index = crate::shared::stream::read_index(&store, &to.prefix)
+            .await
+            .map_err(|e| Failure::transient(format!("reading the continuous backup's index: {e}")))?;
+        let refs = crate::replay::segments_for(&index, to.base_revision, to.upto)
+            .map_err(|e| Failure { message: e.to_string(), permanent: true })?;
+        for r in &refs {
+            crate::replay::read_segment(&store, r).await.map_err(|e| {
+                let permanent = matches!(
+                    e,
+                    crate::replay::ReplayError::Mismatch { .. } | crate::replay::ReplayError::Invalid { .. }
+                );
+                Failure { message: e.to_string(), permanent }
+            })?;
+        }
+    }
     let mut pages = ObjectPages { store: &store, key: &src.key };
     let revision = bbolt::snapshot_revision(&mut pages).await.map_err(|e| {
         let permanent = matches!(e, bbolt::Unreadable::Format(_) | bbolt::Unreadable::NoBucket(_));
@@ -467,6 +591,7 @@ fn seed_source(r: &EtcdRestore, src: &Source, status: &EtcdRestoreStatus) -> See
         credentials_secret: src.target.credentials_secret.clone(),
         bump_revision: bump,
         replaces: None,
+        replay: src.point.as_ref().map(|(to, _)| to.clone()),
     }
 }
 

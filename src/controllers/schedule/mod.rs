@@ -293,7 +293,9 @@ async fn write_status(
     old: &EtcdBackupScheduleStatus,
     new: EtcdBackupScheduleStatus,
 ) -> Result<(), Error> {
-    if s.status.is_some() && *old == new {
+    // `status.continuous` is the stream controller's: never written (or owned) here.
+    let new = EtcdBackupScheduleStatus { continuous: None, ..new };
+    if s.status.is_some() && (EtcdBackupScheduleStatus { continuous: None, ..old.clone() }) == new {
         return Ok(());
     }
     let api: Api<EtcdBackupSchedule> = Api::namespaced(ctx.rt.client.clone(), &s.namespace().unwrap_or_default());
