@@ -244,7 +244,16 @@ async fn a_member_seeded_to_a_revision_in_the_middle_holds_exactly_the_source_st
     fn held(s: &BTreeMap<Vec<u8>, (Held, i64)>) -> Vec<(&Vec<u8>, &Held)> {
         s.iter().map(|(k, (h, _))| (k, h)).collect()
     }
-    assert_eq!(held(&got), held(&at_point), "every key, value, create/mod revision and version as at R");
+    // Keys on a lease with a second or two left at R may have expired in the restored
+    // member since (their lease kept the TTL it had left at R): only those.
+    let expired: Vec<&Vec<u8>> = at_point.keys().filter(|k| !got.contains_key(*k)).collect();
+    assert!(
+        expired.iter().all(|k| at_point[*k].1 != 0 && granted[&at_point[*k].1] <= 2),
+        "only keys on short leases are missing: {expired:?}"
+    );
+    // A BTreeMap: in key order, as `held` gives them.
+    let expected = at_point.iter().filter(|(k, _)| got.contains_key(*k)).map(|(k, v)| (k, &v.0)).collect::<Vec<_>>();
+    assert_eq!(held(&got), expected, "every key, value, create/mod revision and version as at R");
     assert!(at_point.values().any(|(h, _)| h.leased), "the point has leased keys");
     for (key, (h, lease)) in &got {
         if h.leased {

@@ -66,8 +66,20 @@ if [ "$faults_rc" != 0 ] || [ "$placement_rc" != 0 ]; then
   echo "e2e: faults exited $faults_rc, placement exited $placement_rc" >&2
   exit 1
 fi
-# Backups and restores, against the testbed's S3 server, all at once.
-cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BACKUP_THREADS:-5}" --nocapture
+# Backups and restores, against the testbed's S3 server, all at once; beside them the
+# continuous backup and a restore to a point, in its own namespace.
+cargo test --locked -p etcd-pilot-e2e --test continuous --no-run
+cargo test --locked -p etcd-pilot-e2e --test continuous -- --nocapture > target/e2e-continuous.log 2>&1 &
+continuous_pid=$!
+backups_rc=0
+cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BACKUP_THREADS:-5}" --nocapture || backups_rc=$?
+continuous_rc=0
+wait "$continuous_pid" || continuous_rc=$?
+cat target/e2e-continuous.log
+if [ "$backups_rc" != 0 ] || [ "$continuous_rc" != 0 ]; then
+  echo "e2e: backups exited $backups_rc, continuous exited $continuous_rc" >&2
+  exit 1
+fi
 # Maintenance (defragmentation, NOSPACE, compaction, paused), all at once.
 cargo test --locked -p etcd-pilot-e2e --test maintenance -- --test-threads=4 --nocapture
 # kube-apiserver wiring: a hosted kube-apiserver (the testbed's build) on the published Secret.

@@ -1,0 +1,212 @@
+//! Continuous backup and restore to a point on the testbed (issue 23), with the operator
+//! installed from the chart and the testbed's S3 server: a schedule with `continuous`
+//! on takes its base at once and streams every change; under a workload like
+//! kube-apiserver's, with the leader moved during the stream, a revision R in the middle
+//! is read from the source before anything is compacted, writing goes on, and a restore
+//! to R into a new cluster gives every key exactly as at R (value, create_revision,
+//! mod_revision, version; leased keys on a lease no longer than the source's); the first
+//! write after it is above every revision the source served. The segments, read from the
+//! S3 server's disk, cover every revision after the base exactly once. A point outside
+//! the window is refused with the window named, and nothing is created.
+
+use std::collections::{BTreeMap, HashMap};
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_pilot::api::{EtcdBackupSchedule, EtcdRestore, Phase};
+use etcd_pilot::shared::window::Index;
+use etcd_pilot_e2e::fixtures::*;
+use etcd_pilot_e2e::layout::{S3_ACCESS_KEY, S3_SECRET_KEY};
+use kube::api::Api;
+use serde_json::json;
+
+type State = BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64, i64)>;
+
+async fn state(c: &mut Client, revision: Option<i64>) -> State {
+    let mut options = GetOptions::new().with_prefix();
+    if let Some(r) = revision {
+        options = options.with_revision(r);
+    }
+    let r = c.get("/registry/", Some(options)).await.expect("get");
+    r.kvs()
+        .iter()
+        .map(|k| {
+            (k.key().to_vec(), (k.value().to_vec(), k.create_revision(), k.mod_revision(), k.version(), k.lease()))
+        })
+        .collect()
+}
+
+async fn revision(c: &mut Client) -> i64 {
+    c.get("/", None).await.expect("get").header().map(|h| h.revision()).unwrap_or(0)
+}
+
+/// kube-apiserver's kinds of writes: puts, deletes, a guarded multi-key transaction,
+/// events on a short lease that expires, a leader record on a lease kept alive.
+async fn workload(c: &mut Client, round: usize, kept: i64) {
+    for i in 0..10 {
+        c.put(format!("/registry/pods/default/p{}", (round * 7 + i) % 20), format!("pod {round}.{i}"), None)
+            .await
+            .expect("put");
+    }
+    c.delete(format!("/registry/pods/default/p{}", round % 20), None).await.expect("delete");
+    let txn = Txn::new().when([Compare::version("/registry/namespaces/default", CompareOp::Greater, -1)]).and_then([
+        TxnOp::put(format!("/registry/configmaps/default/c{round}"), "a", None),
+        TxnOp::put(format!("/registry/secrets/default/s{round}"), "b", None),
+        TxnOp::delete(format!("/registry/configmaps/default/c{}", round.wrapping_sub(2)), None),
+    ]);
+    c.txn(txn).await.expect("txn");
+    // Events live an hour (kube-apiserver's default event TTL); master leases 3 s.
+    let hour = c.lease_grant(3600, None).await.expect("lease").id();
+    c.put(format!("/registry/events/default/e{round}"), "event", Some(PutOptions::new().with_lease(hour)))
+        .await
+        .expect("leased put");
+    let short = c.lease_grant(3, None).await.expect("lease").id();
+    c.put(format!("/registry/masterleases/10.0.0.{round}"), "ip", Some(PutOptions::new().with_lease(short)))
+        .await
+        .expect("leased put");
+    c.put("/registry/leases/kube-system/leader", format!("r{round}"), Some(PutOptions::new().with_lease(kept)))
+        .await
+        .expect("kept lease put");
+    c.lease_keep_alive(kept).await.expect("keep alive").0.keep_alive().await.expect("keep alive");
+}
+
+fn restore_to(name: &str, point: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdRestore", "metadata": {"name": name},
+           "spec": {"source": {"schedule": {"name": "every-6h"}}, "pointInTime": point, "mode": "NewCluster",
+                    "clusterName": name, "newCluster": {"size": 1, "version": "3.5.30"}}})
+}
+
+async fn wait_restore(kit: &etcd_pilot_e2e::kit::Kit, ns: &str, name: &str) -> EtcdRestore {
+    let api: Api<EtcdRestore> = Api::namespaced(kit.client.clone(), ns);
+    wait_for(&format!("restore {name} to finish"), WAIT, || async {
+        api.get(name).await.ok().filter(|r| r.status.as_ref().is_some_and(|s| s.phase.is_finished()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_restore_to_a_revision_in_the_middle_is_exact() {
+    let (kit, ns) = setup("pitr").await;
+    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    create_cluster(&kit, &ns, cluster_manifest("src", 3, "3.5.30", json!({"backup": s3_target(&ns, "s3")}))).await;
+    wait_ready(&kit, &ns, "src", 3).await;
+    let mut c = etcd(&kit, &ns, "src").await;
+    c.put("/registry/namespaces/default", "ns", None).await.expect("put");
+    let kept = c.lease_grant(30, None).await.expect("lease").id();
+
+    let _: EtcdBackupSchedule = kit
+        .create(
+            &ns,
+            json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackupSchedule", "metadata": {"name": "every-6h"},
+                   "spec": {"clusterName": "src", "schedule": "0 */6 * * *", "retention": {"keepLast": 4},
+                            "continuous": {"enabled": true, "flushSeconds": 2}}}),
+        )
+        .await;
+    let schedules: Api<EtcdBackupSchedule> = Api::namespaced(kit.client.clone(), &ns);
+    // The base is taken at once; then the stream runs.
+    let base = wait_for("the base and the stream", WAIT, || async {
+        let s = schedules.get("every-6h").await.ok()?.status?.continuous?;
+        (s.state.as_deref() == Some("Streaming")).then_some(s.window_start?.revision)
+    })
+    .await;
+
+    for round in 0..6 {
+        workload(&mut c, round, kept).await;
+    }
+    // The leader moved while the stream runs.
+    let members = c.member_list().await.expect("members");
+    let status = c.status().await.expect("status");
+    let leader = status.leader();
+    let other = members.members().iter().find(|m| m.id() != leader).expect("a follower").id();
+    let mut at_leader = member_etcd(
+        &kit,
+        &ns,
+        "src",
+        &members.members().iter().find(|m| m.id() == leader).map(|m| m.name().to_string()).unwrap_or_default(),
+    )
+    .await;
+    at_leader.move_leader(other).await.expect("move leader");
+    for round in 6..10 {
+        workload(&mut c, round, kept).await;
+    }
+    let point = revision(&mut c).await;
+    let at_point = state(&mut c, Some(point)).await;
+    let mut granted: HashMap<i64, i64> = HashMap::new();
+    for (.., lease) in at_point.values() {
+        if *lease != 0 {
+            granted.insert(*lease, c.lease_time_to_live(*lease, None).await.expect("ttl").granted_ttl().max(3));
+        }
+    }
+    for round in 10..16 {
+        workload(&mut c, round, kept).await;
+    }
+    let last = revision(&mut c).await;
+    wait_for("the last write durable in the store", WAIT, || async {
+        let s = schedules.get("every-6h").await.ok()?.status?.continuous?;
+        (s.last_revision? >= last).then_some(())
+    })
+    .await;
+
+    // The segments, from the S3 server's disk: every revision after the base, once.
+    let prefix = format!("{ns}/{ns}/src/streams/every-6h/");
+    let index: Index =
+        serde_json::from_slice(&std::fs::read(s3_object_file(&kit, &format!("{prefix}index.json"))).expect("index"))
+            .expect("an index");
+    let mut next = base + 1;
+    for s in &index.segments {
+        assert_eq!(s.first, next, "segments follow each other without a gap or an overlap: {:?}", index.segments);
+        let bytes = std::fs::read(s3_object_file(&kit, &s.key)).expect("segment on disk");
+        let seg = etcd_pilot::shared::segment::decode(&bytes).expect("a whole segment");
+        assert_eq!((seg.first, seg.last), (s.first, s.last));
+        next = s.last + 1;
+    }
+    assert!(next > last, "the segments reach the last write ({} < {last})", next - 1);
+
+    // Restore to R.
+    let _: EtcdRestore = kit.create(&ns, restore_to("to-r", json!({"revision": point}))).await;
+    let r = wait_restore(&kit, &ns, "to-r").await;
+    let s = r.status.clone().expect("status");
+    assert_eq!(s.phase, Phase::Succeeded, "{s:?}");
+    let reached = s.point_in_time.clone().expect("status.pointInTime");
+    assert_eq!(reached.revision, point);
+    assert_eq!(reached.base_revision, base);
+    assert!(!reached.segments.is_empty(), "{reached:?}");
+    wait_ready(&kit, &ns, "to-r", 1).await;
+    let mut n = etcd(&kit, &ns, "to-r").await;
+    let got = state(&mut n, None).await;
+    // Every key as at R. Keys on a lease with seconds left at R may have expired in the
+    // restored cluster since (their lease kept the TTL it had left at R): only those.
+    for (k, v) in &at_point {
+        let key = String::from_utf8_lossy(k);
+        match got.get(k) {
+            Some(g) => assert_eq!((&g.0, g.1, g.2, g.3), (&v.0, v.1, v.2, v.3), "{key} as at revision {point}"),
+            None => assert!(v.4 != 0 && granted[&v.4] <= 5, "{key} is missing from the restore"),
+        }
+    }
+    assert!(got.keys().all(|k| at_point.contains_key(k)), "no key the source did not hold at R");
+    let leased: Vec<_> = got.iter().filter(|(_, v)| v.4 != 0).collect();
+    assert!(leased.len() > 5, "the restore holds leased keys: {}", leased.len());
+    for (k, v) in leased {
+        assert_eq!(v.4, at_point[k].4, "the same lease");
+        let ttl = n.lease_time_to_live(v.4, None).await.expect("ttl");
+        assert!(ttl.granted_ttl() <= granted[&v.4], "{k:?}: {ttl:?} vs {}", granted[&v.4]);
+        // A lease with seconds left at R may be expiring by now; one of an hour lives on.
+        assert!(granted[&v.4] <= 5 || ttl.ttl() > 0, "{k:?}: {ttl:?}");
+    }
+    let first = n.put("/registry/after", "x", None).await.expect("put").header().map(|h| h.revision()).unwrap_or(0);
+    assert!(first > last, "the first write after the restore ({first}) is above the source's last ({last})");
+
+    // Outside the window: refused, the window named, nothing created.
+    let _: EtcdRestore = kit.create(&ns, restore_to("too-far", json!({"revision": last + 1_000_000}))).await;
+    let r = wait_restore(&kit, &ns, "too-far").await;
+    let s = r.status.expect("status");
+    assert_eq!(s.phase, Phase::Failed);
+    let why = s.error.unwrap_or_default();
+    assert!(why.contains("outside the window: revisions"), "{why}");
+    assert!(clusters(&kit, &ns).get_opt("too-far").await.expect("get").is_none(), "nothing created");
+    let metrics = operator_metrics(&kit).await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("etcdpilot_stream_lag_seconds{") && l.contains(&ns)),
+        "the lag metric is exported"
+    );
+    kit.delete_namespace(&ns).await;
+}
