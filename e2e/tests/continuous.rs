@@ -10,13 +10,17 @@
 //! the window is refused with the window named, and nothing is created.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use etcd_pilot::api::{EtcdBackupSchedule, EtcdRestore, Phase};
 use etcd_pilot::shared::window::Index;
 use etcd_pilot_e2e::fixtures::*;
+use etcd_pilot_e2e::kit::{Kit, OPERATOR_NS};
 use etcd_pilot_e2e::layout::{S3_ACCESS_KEY, S3_SECRET_KEY};
-use kube::api::Api;
+use etcd_pilot_e2e::traffic::Writer;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 
 type State = BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64, i64)>;
@@ -69,13 +73,63 @@ async fn workload(c: &mut Client, round: usize, kept: i64) {
     c.lease_keep_alive(kept).await.expect("keep alive").0.keep_alive().await.expect("keep alive");
 }
 
+fn schedule(flush_seconds: i32) -> serde_json::Value {
+    json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackupSchedule", "metadata": {"name": "every-6h"},
+           "spec": {"clusterName": "src", "schedule": "0 */6 * * *", "retention": {"keepLast": 4},
+                    "continuous": {"enabled": true, "flushSeconds": flush_seconds}}})
+}
+
+/// A 3-member source cluster with a streaming schedule: the base's revision once streaming.
+async fn streaming_source(kit: &Kit, ns: &str) -> i64 {
+    s3_secret(kit, ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
+    create_cluster(kit, ns, cluster_manifest("src", 3, "3.5.30", json!({"backup": s3_target(ns, "s3")}))).await;
+    wait_ready(kit, ns, "src", 3).await;
+    let _: EtcdBackupSchedule = kit.create(ns, schedule(1)).await;
+    wait_continuous(kit, ns, "the base and the stream", |s| {
+        (s.state.as_deref() == Some("Streaming")).then_some(s.window_start.as_ref()?.revision)
+    })
+    .await
+}
+
+async fn wait_continuous<T>(
+    kit: &Kit,
+    ns: &str,
+    what: &str,
+    check: impl Fn(&etcd_pilot::api::schedule::ContinuousStatus) -> Option<T>,
+) -> T {
+    let schedules: Api<EtcdBackupSchedule> = Api::namespaced(kit.client.clone(), ns);
+    let (check, schedules) = (&check, &schedules);
+    wait_for(what, WAIT, || async move { check(&schedules.get("every-6h").await.ok()?.status?.continuous?) }).await
+}
+
+/// The index and its segments, read from the S3 server's disk: every revision from
+/// `base + 1` on in exactly one segment (no gap, no overlap), each segment whole; the
+/// segments in order.
+fn covered(kit: &Kit, ns: &str, base: i64) -> Vec<etcd_pilot::shared::segment::Segment> {
+    let prefix = format!("{ns}/{ns}/src/streams/every-6h/");
+    let index: Index =
+        serde_json::from_slice(&std::fs::read(s3_object_file(kit, &format!("{prefix}index.json"))).expect("index"))
+            .expect("an index");
+    let mut next = base + 1;
+    let mut out = Vec::new();
+    for s in index.segments.iter().filter(|s| s.last > base) {
+        assert_eq!(s.first, next, "segments follow each other without a gap or an overlap: {:?}", index.segments);
+        let bytes = std::fs::read(s3_object_file(kit, &s.key)).expect("segment on disk");
+        let seg = etcd_pilot::shared::segment::decode(&bytes).expect("a whole segment");
+        assert_eq!((seg.first, seg.last), (s.first, s.last));
+        next = s.last + 1;
+        out.push(seg);
+    }
+    out
+}
+
 fn restore_to(name: &str, point: serde_json::Value) -> serde_json::Value {
     json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdRestore", "metadata": {"name": name},
            "spec": {"source": {"schedule": {"name": "every-6h"}}, "pointInTime": point, "mode": "NewCluster",
                     "clusterName": name, "newCluster": {"size": 1, "version": "3.5.30"}}})
 }
 
-async fn wait_restore(kit: &etcd_pilot_e2e::kit::Kit, ns: &str, name: &str) -> EtcdRestore {
+async fn wait_restore(kit: &Kit, ns: &str, name: &str) -> EtcdRestore {
     let api: Api<EtcdRestore> = Api::namespaced(kit.client.clone(), ns);
     wait_for(&format!("restore {name} to finish"), WAIT, || async {
         api.get(name).await.ok().filter(|r| r.status.as_ref().is_some_and(|s| s.phase.is_finished()))
@@ -86,28 +140,11 @@ async fn wait_restore(kit: &etcd_pilot_e2e::kit::Kit, ns: &str, name: &str) -> E
 #[tokio::test]
 async fn a_restore_to_a_revision_in_the_middle_is_exact() {
     let (kit, ns) = setup("pitr").await;
-    s3_secret(&kit, &ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
-    create_cluster(&kit, &ns, cluster_manifest("src", 3, "3.5.30", json!({"backup": s3_target(&ns, "s3")}))).await;
-    wait_ready(&kit, &ns, "src", 3).await;
+    let base = streaming_source(&kit, &ns).await;
     let mut c = etcd(&kit, &ns, "src").await;
     c.put("/registry/namespaces/default", "ns", None).await.expect("put");
     let kept = c.lease_grant(30, None).await.expect("lease").id();
-
-    let _: EtcdBackupSchedule = kit
-        .create(
-            &ns,
-            json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdBackupSchedule", "metadata": {"name": "every-6h"},
-                   "spec": {"clusterName": "src", "schedule": "0 */6 * * *", "retention": {"keepLast": 4},
-                            "continuous": {"enabled": true, "flushSeconds": 2}}}),
-        )
-        .await;
     let schedules: Api<EtcdBackupSchedule> = Api::namespaced(kit.client.clone(), &ns);
-    // The base is taken at once; then the stream runs.
-    let base = wait_for("the base and the stream", WAIT, || async {
-        let s = schedules.get("every-6h").await.ok()?.status?.continuous?;
-        (s.state.as_deref() == Some("Streaming")).then_some(s.window_start?.revision)
-    })
-    .await;
 
     for round in 0..6 {
         workload(&mut c, round, kept).await;
@@ -136,6 +173,11 @@ async fn a_restore_to_a_revision_in_the_middle_is_exact() {
             granted.insert(*lease, c.lease_time_to_live(*lease, None).await.expect("ttl").granted_ttl().max(3));
         }
     }
+    // A time after R and before anything else is written resolves to R. (An API time
+    // has whole seconds: the second begun at least 0.2 s after R was written.)
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let at_time = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("a time");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     for round in 10..16 {
         workload(&mut c, round, kept).await;
     }
@@ -147,22 +189,19 @@ async fn a_restore_to_a_revision_in_the_middle_is_exact() {
     .await;
 
     // The segments, from the S3 server's disk: every revision after the base, once.
-    let prefix = format!("{ns}/{ns}/src/streams/every-6h/");
-    let index: Index =
-        serde_json::from_slice(&std::fs::read(s3_object_file(&kit, &format!("{prefix}index.json"))).expect("index"))
-            .expect("an index");
-    let mut next = base + 1;
-    for s in &index.segments {
-        assert_eq!(s.first, next, "segments follow each other without a gap or an overlap: {:?}", index.segments);
-        let bytes = std::fs::read(s3_object_file(&kit, &s.key)).expect("segment on disk");
-        let seg = etcd_pilot::shared::segment::decode(&bytes).expect("a whole segment");
-        assert_eq!((seg.first, seg.last), (s.first, s.last));
-        next = s.last + 1;
-    }
-    assert!(next > last, "the segments reach the last write ({} < {last})", next - 1);
+    let segments = covered(&kit, &ns, base);
+    assert!(segments.last().is_some_and(|s| s.last >= last), "the segments reach the last write ({last})");
 
-    // Restore to R.
+    // Restore to R, and to a time that resolves to R, side by side.
     let _: EtcdRestore = kit.create(&ns, restore_to("to-r", json!({"revision": point}))).await;
+    let _: EtcdRestore = kit.create(&ns, restore_to("at-time", json!({"time": at_time.to_string()}))).await;
+    let by_time = wait_restore(&kit, &ns, "at-time").await.status.expect("status");
+    assert_eq!(by_time.phase, Phase::Succeeded, "{by_time:?}");
+    assert_eq!(
+        by_time.point_in_time.map(|p| p.revision),
+        Some(point),
+        "the time resolves to the last revision by then"
+    );
     let r = wait_restore(&kit, &ns, "to-r").await;
     let s = r.status.clone().expect("status");
     assert_eq!(s.phase, Phase::Succeeded, "{s:?}");
@@ -209,4 +248,133 @@ async fn a_restore_to_a_revision_in_the_middle_is_exact() {
         "the lag metric is exported"
     );
     kit.delete_namespace(&ns).await;
+}
+
+/// The stream across an operator replica killed (the Lease handed over), a member replaced
+/// (pod and volume gone) and the leader moved, under steady writes: afterwards the
+/// segments cover every revision after the base exactly once, and each key's last write
+/// is in the segment revision etcd names as its mod_revision.
+#[tokio::test]
+async fn the_stream_covers_every_revision_once_across_a_handover_a_replaced_member_and_a_leader_move() {
+    let (kit, ns) = setup("stream-faults").await;
+    let base = streaming_source(&kit, &ns).await;
+    let writer = Writer::start_refreshing(&kit, &ns, "src").await;
+    writer.wait_acked(20).await;
+    let mut c = etcd(&kit, &ns, "src").await;
+
+    // 1. The leading operator replica killed without a grace period: the standby takes
+    // the Lease and the stream goes on from the index.
+    let ops: Api<Pod> = Api::namespaced(kit.client.clone(), OPERATOR_NS);
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(kit.client.clone(), OPERATOR_NS);
+    let holder =
+        |l: k8s_openapi::api::coordination::v1::Lease| l.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    let killed = holder(leases.get(LEASE).await.expect("leader-election Lease"));
+    let at_kill = revision(&mut c).await;
+    ops.delete(&killed, &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() })
+        .await
+        .expect("kill the leading replica");
+    wait_for("the Lease handed over", WAIT, || async {
+        let now = holder(leases.get(LEASE).await.ok()?);
+        (!now.is_empty() && now != killed).then_some(())
+    })
+    .await;
+    let after_kill = revision(&mut c).await;
+    wait_continuous(&kit, &ns, "the stream past the handover", |s| (s.last_revision? > after_kill).then_some(())).await;
+    assert!(after_kill > at_kill, "writes went on meanwhile");
+
+    // 2. A member replaced: its pod and volume gone.
+    let members = c.member_list().await.expect("members");
+    let leader = c.status().await.expect("status").leader();
+    let victim = members.members().iter().find(|m| m.id() != leader).expect("a follower").name().to_string();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kit.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
+    pvcs.delete(&format!("data-{victim}"), &DeleteParams::default()).await.expect("delete the volume");
+    pods.delete(&victim, &DeleteParams::default()).await.expect("delete the pod");
+    wait_for(&format!("{victim} replaced"), WAIT, || async {
+        let ec = clusters(&kit, &ns).get("src").await.ok()?;
+        let st = ec.status?;
+        let names: Vec<&str> = st.members.iter().filter(|m| !m.id.is_empty()).map(|m| m.name.as_str()).collect();
+        (st.ready_members == 3 && !names.contains(&victim.as_str())).then_some(())
+    })
+    .await;
+
+    // 3. The leader moved.
+    let mut c = etcd(&kit, &ns, "src").await;
+    let members = c.member_list().await.expect("members");
+    let leader = c.status().await.expect("status").leader();
+    let to = members.members().iter().find(|m| m.id() != leader && !m.is_learner()).expect("a voter").id();
+    let name = members.members().iter().find(|m| m.id() == leader).map(|m| m.name().to_string()).unwrap_or_default();
+    member_etcd(&kit, &ns, "src", &name).await.move_leader(to).await.expect("move leader");
+    let acked = writer.acked();
+    writer.wait_acked(acked + 20).await;
+    writer.finish(&kit, &ns, "src").await;
+    let last = revision(&mut c).await;
+    wait_continuous(&kit, &ns, "the last write durable", |s| (s.last_revision? >= last).then_some(())).await;
+
+    let segments = covered(&kit, &ns, base);
+    assert!(segments.last().is_some_and(|s| s.last >= last));
+    let by_revision: HashMap<i64, &etcd_pilot::shared::segment::Revision> =
+        segments.iter().flat_map(|s| s.revisions.iter().map(|r| (r.revision, r))).collect();
+    let now = c.get("w/", Some(GetOptions::new().with_prefix())).await.expect("get");
+    assert!(now.kvs().len() > 40, "{} writes", now.kvs().len());
+    for kv in now.kvs().iter().filter(|kv| kv.mod_revision() > base) {
+        let r = by_revision.get(&kv.mod_revision()).expect("the key's revision is in a segment");
+        assert!(
+            r.changes.iter().any(|ch| ch.key == kv.key() && ch.value == kv.value() && !ch.delete),
+            "revision {} holds the write of {:?}",
+            kv.mod_revision(),
+            kv.key_str()
+        );
+    }
+    kit.delete_namespace(&ns).await;
+}
+
+/// A stream stopped (the schedule suspended) while etcd compacts past it: turned on again,
+/// it finds its next revision compacted, a new base is taken at once, and the gap is
+/// named in status, in an Event and in a metric; a restore into the gap is refused.
+#[tokio::test]
+async fn a_compaction_past_a_stopped_stream_is_a_gap_and_a_new_base() {
+    let (kit, ns) = setup("stream-gap").await;
+    let base = streaming_source(&kit, &ns).await;
+    let mut c = etcd(&kit, &ns, "src").await;
+    for i in 0..20 {
+        c.put(format!("/registry/pods/default/p{i}"), "a", None).await.expect("put");
+    }
+    let streamed = revision(&mut c).await;
+    wait_continuous(&kit, &ns, "the writes durable", |s| (s.last_revision? >= streamed).then_some(())).await;
+    patch(&kit, &ns, json!({"suspend": true})).await;
+    wait_continuous(&kit, &ns, "the stream suspended", |s| (s.state.as_deref() == Some("Suspended")).then_some(()))
+        .await;
+    for i in 0..20 {
+        c.put(format!("/registry/pods/default/p{i}"), "b", None).await.expect("put");
+    }
+    let compacted = revision(&mut c).await;
+    c.compact(compacted, Some(etcd_client::CompactionOptions::new().with_physical())).await.expect("compact");
+    patch(&kit, &ns, json!({"suspend": false})).await;
+    let gap = wait_continuous(&kit, &ns, "a gap and a new base", |s| {
+        (s.state.as_deref() == Some("Streaming")).then_some(s.gaps.first()?.clone())
+    })
+    .await;
+    assert_eq!(gap.from_revision, streamed + 1, "{gap:?}");
+    assert!(gap.to_revision >= compacted, "the new base is past the compaction: {gap:?}");
+    wait_event(&kit, &ns, "every-6h", |e| e.starts_with("Warning StreamGap")).await;
+    let metrics = operator_metrics(&kit).await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("etcdpilot_stream_gaps_total{") && l.contains(&ns) && l.ends_with(" 1")),
+        "the gap is counted"
+    );
+    // A point in the gap: refused, the gap named.
+    let _: EtcdRestore = kit.create(&ns, restore_to("in-gap", json!({"revision": streamed + 5}))).await;
+    let s = wait_restore(&kit, &ns, "in-gap").await.status.expect("status");
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(s.error.as_deref().unwrap_or_default().contains("falls in a gap"), "{s:?}");
+    assert!(base < streamed);
+    kit.delete_namespace(&ns).await;
+}
+
+async fn patch(kit: &Kit, ns: &str, spec: serde_json::Value) {
+    let api: Api<EtcdBackupSchedule> = Api::namespaced(kit.client.clone(), ns);
+    api.patch("every-6h", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": spec})))
+        .await
+        .expect("patch the schedule");
 }

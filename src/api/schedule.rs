@@ -156,7 +156,7 @@ pub struct ContinuousStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<StreamGap>,
     /// What the stream is doing: `Starting`, `WaitingForBase`, `Streaming`, `Retrying`,
-    /// `Gap` or `Blocked`.
+    /// `Gap`, `Blocked` or `Suspended`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// Why, when it is not streaming.

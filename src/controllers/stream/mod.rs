@@ -309,8 +309,14 @@ async fn pass(s: &EtcdBackupSchedule, ctx: &Context) -> Result<Action, Error> {
     // Status.
     if !wanted {
         ctx.rt.metrics.forget_stream(&labels);
-        if s.status.as_ref().is_some_and(|st| st.continuous.is_some()) {
-            write_status(s, ctx, None).await?;
+        let old = s.status.as_ref().and_then(|st| st.continuous.clone());
+        // Suspended: the window stays what it was; turned off: the status goes.
+        let next = match (old, s.spec.continuous.as_ref().is_some_and(|c| c.enabled)) {
+            (Some(old), true) => Some(plan::suspended(old)),
+            _ => None,
+        };
+        if s.status.as_ref().and_then(|st| st.continuous.clone()) != next {
+            write_status(s, ctx, next).await?;
         }
         return Ok(Action::await_change());
     }

@@ -93,6 +93,16 @@ pub fn plan(o: &Observation) -> Plan {
     Plan { task, base, bases }
 }
 
+/// The status of a suspended stream: the window as it was, nothing streaming.
+pub fn suspended(old: ContinuousStatus) -> ContinuousStatus {
+    ContinuousStatus {
+        lag_seconds: None,
+        state: Some("Suspended".into()),
+        message: Some("spec.suspend: nothing is streamed; the window ends where it ended".into()),
+        ..old
+    }
+}
+
 fn time(ms: i64) -> Option<Time> {
     jiff::Timestamp::from_millisecond(ms).ok().map(Time)
 }

@@ -53,6 +53,9 @@ async fn wait(feed: &mut Feed, stop: &mut watch::Receiver<bool>, most: Duration)
     let bases = async {
         match feed.bases.as_mut() {
             Some(rx) => {
+                // Only a change after this moment ends the wait (one seen already would
+                // end it at once, over and over).
+                rx.borrow_and_update();
                 let _ = rx.changed().await;
             }
             None => std::future::pending().await,
@@ -77,7 +80,11 @@ pub async fn run(rt: Arc<Runtime>, spec: Spec, mut feed: Feed, mut stop: watch::
             Ok(Stop::Compacted { needed, compacted }) => {
                 {
                     let mut p = feed.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let since = p.index.segments.last().map_or(0, |s| s.last_ms);
+                    let since = match (p.index.segments.last(), p.index.bases.last()) {
+                        (Some(s), Some(b)) if s.last < b.revision => b.time_ms,
+                        (Some(s), _) => s.last_ms,
+                        (None, b) => b.map_or(0, |b| b.time_ms),
+                    };
                     p.gap = Some((needed, since));
                 }
                 set(
