@@ -83,3 +83,4 @@ bench: deps s3s-fs testbed-tools testbed-build ## Benchmarks with real servers a
 	python3 hack/record-bench.py docs/benchmarks.md lifecycle target/bench-lifecycle.md
 	python3 hack/record-bench.py docs/benchmarks.md restore target/bench-restore.md
 	python3 hack/record-bench.py docs/benchmarks.md maintenance target/bench-maintenance.md
+	python3 hack/record-bench.py docs/benchmarks.md continuous target/bench-continuous.md

@@ -222,3 +222,46 @@ async fn segments_cover_every_revision_once_across_stops_and_replay_exactly() {
         .expect("stream");
     assert_eq!(stop, Stop::Compacted { needed, compacted: now });
 }
+
+/// Retention: once a base's backup is gone from the schedule's list, the next commit of
+/// the index drops it, and the segments that end at or before the oldest kept base are
+/// deleted from the store; the others, and the index, stay.
+#[tokio::test]
+async fn segments_before_the_oldest_kept_base_go_with_it() {
+    let server = S3Server::start().await;
+    let store = server.store("backups").await;
+    let change = |r: i64| segment::Revision {
+        revision: r,
+        received_ms: r,
+        changes: vec![segment::Change { key: format!("k{r}").into_bytes(), value: b"v".to_vec(), ..Default::default() }],
+    };
+    let base = |key: &str, revision: i64| Base { key: key.into(), revision, time_ms: revision, sha256: String::new() };
+    let mut index = Index { bases: vec![base("b1", 10), base("b2", 30)], ..Index::default() };
+    for (first, last) in [(11, 20), (21, 30), (31, 40)] {
+        let seg = segment::Segment {
+            format: segment::FORMAT,
+            first,
+            last,
+            revisions: (first..=last).map(change).collect(),
+            leases: vec![],
+        };
+        let r = stream::write_segment(&store, PREFIX, &seg).await.expect("segment");
+        index.segments.push(r);
+    }
+    let listed = |store: BackupStore| async move {
+        let mut keys: Vec<String> =
+            store.list(&format!("{PREFIX}segments/")).await.expect("list").into_iter().map(|o| o.key).collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(listed(store.clone()).await.len(), 3);
+    // Retention deleted b1's backup: the schedule's list holds b2 alone.
+    let (_tx, rx) = tokio::sync::watch::channel(vec![base("b2", 30)]);
+    let mut feed = stream::Feed { bases: Some(rx), ..stream::Feed::default() };
+    stream::commit(&store, PREFIX, &mut index, &mut feed).await.expect("commit");
+    assert_eq!(index.bases.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(), ["b2"]);
+    assert_eq!(index.segments.iter().map(|s| (s.first, s.last)).collect::<Vec<_>>(), [(31, 40)]);
+    let left = listed(store.clone()).await;
+    assert_eq!(left, [stream::segment_key(PREFIX, 31, 40)], "the segments before b2 are gone from the store");
+    assert_eq!(stream::read_index(&store, PREFIX).await.expect("index"), index, "the stored index says so");
+}

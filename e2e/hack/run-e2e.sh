@@ -29,6 +29,7 @@ if [ "$mode" = bench ]; then
   cargo bench --locked -p etcd-pilot-e2e --bench lifecycle > target/bench-lifecycle.md
   cargo bench --locked -p etcd-pilot-e2e --bench restore > target/bench-restore.md
   cargo bench --locked -p etcd-pilot-e2e --bench maintenance > target/bench-maintenance.md
+  cargo bench --locked -p etcd-pilot-e2e --bench continuous > target/bench-continuous.md
   exit 0
 fi
 # The README's install section (a registry, the image pushed, `helm install` as written)

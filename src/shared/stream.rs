@@ -84,6 +84,8 @@ pub struct Feed {
     pub bases: Option<tokio::sync::watch::Receiver<Vec<Base>>>,
     /// Where the stream stands.
     pub progress: std::sync::Arc<std::sync::Mutex<Progress>>,
+    /// The lease table of the last flush.
+    pub leases: Vec<Lease>,
 }
 
 /// Where a stream stands.
@@ -261,7 +263,22 @@ async fn flush(
         feed.written(index, true);
         return Ok(None);
     }
-    let leases = lease_table(client).await?;
+    // The lease table as of now; from the last flush when the cluster cannot say (a
+    // cluster that is going away): its revisions are written all the same.
+    let leases = match tokio::time::timeout(LEASE_TABLE_WAIT, lease_table(client)).await {
+        Ok(Ok(leases)) => {
+            feed.leases.clone_from(&leases);
+            leases
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "segment written with the lease table of the flush before");
+            feed.leases.clone()
+        }
+        Err(_) => {
+            tracing::warn!("the lease table did not come in time: segment written with the one of the flush before");
+            feed.leases.clone()
+        }
+    };
     let Some(segment) = open.cut(leases) else { return Ok(None) };
     let reference = write_segment(store, prefix, &segment).await?;
     index.segments.push(reference.clone());
@@ -287,6 +304,10 @@ async fn asked_to_stop(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
         }
     }
 }
+
+/// How long a flush waits for the lease table before it writes the segment with the one
+/// it had.
+const LEASE_TABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often the open segment is checked against the flush rule.
 const TICK: std::time::Duration = std::time::Duration::from_millis(250);

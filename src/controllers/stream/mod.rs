@@ -9,6 +9,8 @@
 //! The bases are the schedule's own EtcdBackups (retention prunes them, and the stream's
 //! segments before the oldest kept base go with them).
 
+#[cfg(test)]
+mod pass_tests;
 pub mod plan;
 pub mod task;
 
@@ -238,7 +240,7 @@ async fn pass(s: &EtcdBackupSchedule, ctx: &Context) -> Result<Action, Error> {
         let (bases, bases_rx) = watch::channel(p.bases.clone());
         let (stop, stop_rx) = watch::channel(false);
         let progress = Arc::new(Mutex::new(Progress::default()));
-        let feed = Feed { bases: Some(bases_rx), progress: progress.clone() };
+        let feed = Feed { bases: Some(bases_rx), progress: progress.clone(), leases: Vec::new() };
         let spec = task::Spec {
             namespace: ns.clone(),
             schedule: name.clone(),
