@@ -233,7 +233,11 @@ async fn segments_before_the_oldest_kept_base_go_with_it() {
     let change = |r: i64| segment::Revision {
         revision: r,
         received_ms: r,
-        changes: vec![segment::Change { key: format!("k{r}").into_bytes(), value: b"v".to_vec(), ..Default::default() }],
+        changes: vec![segment::Change {
+            key: format!("k{r}").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }],
     };
     let base = |key: &str, revision: i64| Base { key: key.into(), revision, time_ms: revision, sha256: String::new() };
     let mut index = Index { bases: vec![base("b1", 10), base("b2", 30)], ..Index::default() };

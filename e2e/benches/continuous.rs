@@ -208,7 +208,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &ns);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kit.client.clone(), &ns);
-    let members: Vec<String> = member_pods(&kit, &ns, "main").await.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let members: Vec<String> =
+        member_pods(&kit, &ns, "main").await.iter().filter_map(|p| p.metadata.name.clone()).collect();
     let destroyed = Instant::now();
     let zero = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
     for m in &members {
@@ -218,7 +219,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let acked = writer.await.expect("writer");
-    let last_acked = acked.iter().filter(|(_, at)| *at <= destroyed).last().copied();
+    let last_acked = acked.iter().rev().find(|(_, at)| *at <= destroyed).copied();
     // Let the stream see the end of its watch before the restore reads the index.
     wait_for("the stream to stop streaming", Duration::from_secs(60), || async {
         (continuous(&kit, &ns).await?.state.as_deref() != Some("Streaming")).then_some(())
@@ -257,7 +258,13 @@ async fn main() {
     ));
     let backups: Vec<String> = {
         let api: Api<etcd_pilot::api::EtcdBackup> = Api::namespaced(kit.client.clone(), &ns);
-        api.list(&Default::default()).await.expect("backups").items.iter().filter_map(|b| b.metadata.name.clone()).collect()
+        api.list(&Default::default())
+            .await
+            .expect("backups")
+            .items
+            .iter()
+            .filter_map(|b| b.metadata.name.clone())
+            .collect()
     };
     let base_backup = backups.first().cloned().expect("the base backup");
     let _: EtcdRestore = kit

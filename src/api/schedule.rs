@@ -66,7 +66,7 @@ pub struct Continuous {
     pub enabled: bool,
     /// The longest a change waits before it is written to the store (seconds): what a
     /// total loss of the cluster can lose at most, while the store is reachable.
-    /// Defaults to 5; a segment is written sooner once it holds 4 MiB.
+    /// Defaults to 5; a segment is written sooner once it holds 1 MiB.
     #[serde(default = "default_flush_seconds")]
     #[schemars(range(min = 1, max = 300))]
     pub flush_seconds: i32,

@@ -54,8 +54,10 @@ async fn a_streaming_schedule_without_a_base_takes_one_at_once_and_only_once() {
     assert!(ctx.streams().contains_key(&(NS.to_string(), "every-6h".to_string())), "the stream runs");
     let s: EtcdBackupSchedule = get(&store, "etcdbackupschedules", "every-6h");
     assert!(s.status.as_ref().and_then(|s| s.continuous.as_ref()).is_some(), "{:?}", s.status);
-    let applied: Vec<String> =
-        request_lines(&store).into_iter().filter(|l| l.contains("etcdbackupschedules") && l.contains("status")).collect();
+    let applied: Vec<String> = request_lines(&store)
+        .into_iter()
+        .filter(|l| l.contains("etcdbackupschedules") && l.contains("status"))
+        .collect();
     assert!(applied.iter().all(|l| l.contains("etcd-pilot-stream")), "its own field manager: {applied:?}");
     // The base runs (a crash right after creating it looks the same): no second one.
     pass(&s, &ctx).await.expect("pass");

@@ -18,7 +18,7 @@ use crate::shared::segment::FlushRule;
 use crate::shared::stream::{self, Feed, Stop, StreamError};
 
 /// A segment past this many bytes of keys and values is written at once.
-pub const MAX_SEGMENT_BYTES: usize = 4 << 20;
+pub const MAX_SEGMENT_BYTES: usize = 1 << 20;
 
 /// What one stream is started with.
 #[derive(Clone, Debug)]
