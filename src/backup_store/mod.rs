@@ -35,6 +35,7 @@ pub const SHA256_SUFFIX: &str = ".sha256";
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 mod config;
+pub mod crypt;
 pub use config::{Credentials, StoreConfig, StoreError};
 
 /// An object as listed.

@@ -1,0 +1,332 @@
+//! Encryption at rest of what etcd-pilot writes to a store (issue 24): streaming
+//! authenticated encryption, AES-256-GCM in the STREAM construction (RustCrypto's
+//! `aead::stream`, big-endian 32-bit counter and last-chunk flag), so that a snapshot of
+//! any size is encrypted and decrypted chunk by chunk, never held whole, and a truncated,
+//! reordered or altered object fails authentication.
+//!
+//! An encrypted object is a header and the sealed chunks:
+//!
+//! ```text
+//! "EPENC1\n"                        magic and format version (7 bytes)
+//! u16 BE  length of the key id, then the key id (UTF-8, `<secret>/<key>`)
+//! 7 bytes nonce prefix (random per object)
+//! u32 BE  plaintext chunk size
+//! chunks: each `chunk size + 16` bytes (the last one shorter, possibly just its tag)
+//! ```
+//!
+//! The whole header is the associated data of every chunk: the key id and chunk size
+//! cannot be changed without failing authentication. The key id says which of a
+//! target's keys sealed the object (the first key encrypts, every key may decrypt: key
+//! rotation). The SHA-256 a backup records is that of the stored (encrypted) bytes;
+//! etcd's own hash of the snapshot is checked after decryption, as before.
+
+use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32};
+use aes_gcm::aead::{KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key};
+use bytes::{Bytes, BytesMut};
+
+/// Magic and format version at the start of every encrypted object.
+pub const MAGIC: &[u8; 7] = b"EPENC1\n";
+/// Plaintext bytes per chunk.
+pub const CHUNK: usize = 64 * 1024;
+const TAG: usize = 16;
+const NONCE_PREFIX: usize = 7;
+
+/// A 256-bit key and the id objects name it by.
+#[derive(Clone)]
+pub struct NamedKey {
+    pub id: String,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for NamedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NamedKey({})", self.id)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptError {
+    #[error("key {id}: {why}")]
+    BadKey { id: String, why: String },
+    #[error("not an object etcd-pilot encrypted (no header)")]
+    NotEncrypted,
+    #[error("the object's header is damaged")]
+    Header,
+    #[error("the object was sealed with key {0}, which this target does not list")]
+    UnknownKey(String),
+    #[error("no random nonce: {0}")]
+    Random(String),
+    #[error(
+        "chunk {chunk} failed authentication with key {key}: the wrong key, or the object was truncated or altered"
+    )]
+    Auth { chunk: u64, key: String },
+}
+
+impl NamedKey {
+    /// A key from a Secret entry's bytes: 32 raw bytes, or their base64 or hex text (as
+    /// `openssl rand -base64 32` / `-hex 32` print it, trailing newline allowed).
+    pub fn from_secret(id: &str, bytes: &[u8]) -> Result<NamedKey, CryptError> {
+        use base64::Engine;
+        let bad = |why: &str| CryptError::BadKey { id: id.to_string(), why: why.to_string() };
+        let key: Vec<u8> = if bytes.len() == 32 {
+            bytes.to_vec()
+        } else {
+            let text = std::str::from_utf8(bytes).map_err(|_| bad("neither 32 bytes nor base64 or hex text"))?.trim();
+            if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                hex::decode(text).map_err(|_| bad("bad hex"))?
+            } else {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| bad("neither 32 bytes nor base64 or hex text"))?
+            }
+        };
+        let key: [u8; 32] = key.try_into().map_err(|_| bad("not 256 bits (32 bytes)"))?;
+        Ok(NamedKey { id: id.to_string(), key })
+    }
+
+    #[cfg(test)]
+    pub fn raw(id: &str, key: [u8; 32]) -> NamedKey {
+        NamedKey { id: id.to_string(), key }
+    }
+}
+
+fn header(key_id: &str, prefix: &[u8; NONCE_PREFIX]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(MAGIC.len() + 2 + key_id.len() + NONCE_PREFIX + 4);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&u16::try_from(key_id.len()).unwrap_or(u16::MAX).to_be_bytes());
+    h.extend_from_slice(&key_id.as_bytes()[..key_id.len().min(usize::from(u16::MAX))]);
+    h.extend_from_slice(prefix);
+    h.extend_from_slice(&u32::try_from(CHUNK).unwrap_or(u32::MAX).to_be_bytes());
+    h
+}
+
+/// Seals a stream of plaintext chunks (any sizes) as it flows: push bytes in, take
+/// sealed bytes out; [`Sealer::finish`] seals the last chunk.
+pub struct Sealer {
+    enc: Option<EncryptorBE32<Aes256Gcm>>,
+    aad: Vec<u8>,
+    pending: BytesMut,
+    header_out: Option<Vec<u8>>,
+}
+
+impl Sealer {
+    pub fn new(key: &NamedKey) -> Result<Sealer, CryptError> {
+        let mut prefix = [0u8; NONCE_PREFIX];
+        getrandom::fill(&mut prefix).map_err(|e| CryptError::Random(e.to_string()))?;
+        Ok(Sealer::with_prefix(key, prefix))
+    }
+
+    fn with_prefix(key: &NamedKey, prefix: [u8; NONCE_PREFIX]) -> Sealer {
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.key));
+        let aad = header(&key.id, &prefix);
+        Sealer {
+            enc: Some(EncryptorBE32::from_aead(cipher, (&prefix).into())),
+            header_out: Some(aad.clone()),
+            aad,
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// Takes `plain`; returns what is sealed so far (the header first).
+    pub fn push(&mut self, plain: &[u8]) -> Bytes {
+        self.pending.extend_from_slice(plain);
+        let mut out = self.header_out.take().unwrap_or_default();
+        // A full chunk is sealed only once more follows: the last one is sealed apart.
+        while self.pending.len() > CHUNK {
+            let chunk = self.pending.split_to(CHUNK);
+            if let Some(enc) = self.enc.as_mut()
+                && let Ok(sealed) = enc.encrypt_next(Payload { msg: &chunk, aad: &self.aad })
+            {
+                out.extend_from_slice(&sealed);
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Seals what is left as the last chunk.
+    pub fn finish(mut self) -> Bytes {
+        let mut out = self.header_out.take().unwrap_or_default();
+        if let Some(enc) = self.enc.take()
+            && let Ok(sealed) = enc.encrypt_last(Payload { msg: &self.pending, aad: &self.aad })
+        {
+            out.extend_from_slice(&sealed);
+        }
+        Bytes::from(out)
+    }
+}
+
+/// Opens a sealed stream as it flows with whichever of `keys` sealed it.
+pub struct Opener<'k> {
+    keys: &'k [NamedKey],
+    dec: Option<(DecryptorBE32<Aes256Gcm>, String)>,
+    aad: Vec<u8>,
+    buf: BytesMut,
+    chunk: u64,
+}
+
+impl<'k> Opener<'k> {
+    pub fn new(keys: &'k [NamedKey]) -> Opener<'k> {
+        Opener { keys, dec: None, aad: Vec::new(), buf: BytesMut::new(), chunk: 0 }
+    }
+
+    /// The key id an object's first bytes name, once the header is in.
+    pub fn key_id(head: &[u8]) -> Result<Option<String>, CryptError> {
+        Ok(parse_header(head)?.map(|(id, _, _)| id))
+    }
+
+    /// Takes sealed bytes; returns the plaintext opened so far.
+    pub fn push(&mut self, sealed: &[u8]) -> Result<Bytes, CryptError> {
+        self.buf.extend_from_slice(sealed);
+        if self.dec.is_none() {
+            let Some((id, prefix, len)) = parse_header(&self.buf)? else { return Ok(Bytes::new()) };
+            let key = self.keys.iter().find(|k| k.id == id).ok_or_else(|| CryptError::UnknownKey(id.clone()))?;
+            self.aad = self.buf.split_to(len).to_vec();
+            let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.key));
+            self.dec = Some((DecryptorBE32::from_aead(cipher, (&prefix).into()), id));
+        }
+        let mut out = BytesMut::new();
+        while self.buf.len() > CHUNK + TAG {
+            let sealed = self.buf.split_to(CHUNK + TAG);
+            let Some((dec, id)) = self.dec.as_mut() else { break };
+            let plain = dec
+                .decrypt_next(Payload { msg: &sealed, aad: &self.aad })
+                .map_err(|_| CryptError::Auth { chunk: self.chunk, key: id.clone() })?;
+            self.chunk += 1;
+            out.extend_from_slice(&plain);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Opens the last chunk: fails when the object ended early (a truncation).
+    pub fn finish(mut self) -> Result<Bytes, CryptError> {
+        let Some((dec, id)) = self.dec.take() else { return Err(CryptError::NotEncrypted) };
+        dec.decrypt_last(Payload { msg: &self.buf, aad: &self.aad })
+            .map(Bytes::from)
+            .map_err(|_| CryptError::Auth { chunk: self.chunk, key: id })
+    }
+}
+
+/// The header at the start of `buf`: (key id, nonce prefix, header length), or `None`
+/// while it is not all in yet.
+fn parse_header(buf: &[u8]) -> Result<Option<(String, [u8; NONCE_PREFIX], usize)>, CryptError> {
+    if buf.len() < MAGIC.len() + 2 {
+        return if MAGIC.starts_with(&buf[..buf.len().min(MAGIC.len())]) {
+            Ok(None)
+        } else {
+            Err(CryptError::NotEncrypted)
+        };
+    }
+    if &buf[..MAGIC.len()] != MAGIC {
+        return Err(CryptError::NotEncrypted);
+    }
+    let id_len = usize::from(u16::from_be_bytes([buf[MAGIC.len()], buf[MAGIC.len() + 1]]));
+    let total = MAGIC.len() + 2 + id_len + NONCE_PREFIX + 4;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let id_at = MAGIC.len() + 2;
+    let id = String::from_utf8(buf[id_at..id_at + id_len].to_vec()).map_err(|_| CryptError::Header)?;
+    let mut prefix = [0u8; NONCE_PREFIX];
+    prefix.copy_from_slice(&buf[id_at + id_len..id_at + id_len + NONCE_PREFIX]);
+    let chunk = u32::from_be_bytes(buf[total - 4..total].try_into().map_err(|_| CryptError::Header)?);
+    if usize::try_from(chunk).ok() != Some(CHUNK) {
+        return Err(CryptError::Header);
+    }
+    Ok(Some((id, prefix, total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seal(key: &NamedKey, plain: &[u8], pieces: usize) -> Vec<u8> {
+        let mut s = Sealer::new(key).unwrap();
+        let mut out = Vec::new();
+        for part in plain.chunks(pieces.max(1)) {
+            out.extend_from_slice(&s.push(part));
+        }
+        out.extend_from_slice(&s.finish());
+        out
+    }
+
+    fn open(keys: &[NamedKey], sealed: &[u8], pieces: usize) -> Result<Vec<u8>, CryptError> {
+        let mut o = Opener::new(keys);
+        let mut out = Vec::new();
+        for part in sealed.chunks(pieces.max(1)) {
+            out.extend_from_slice(&o.push(part)?);
+        }
+        out.extend_from_slice(&o.finish()?);
+        Ok(out)
+    }
+
+    fn k(id: &str, b: u8) -> NamedKey {
+        NamedKey::raw(id, [b; 32])
+    }
+
+    #[test]
+    fn round_trips_whatever_the_sizes_and_the_piecing() {
+        let key = k("backup-key/k1", 7);
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 17] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            for pieces in [1, 1000, CHUNK, CHUNK + 16, 5 * CHUNK] {
+                let sealed = seal(&key, &plain, pieces);
+                assert!(sealed.len() >= plain.len() + 16, "a tag at least");
+                assert_eq!(open(std::slice::from_ref(&key), &sealed, pieces.max(7)).unwrap(), plain, "{len}/{pieces}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_plaintext_is_not_in_the_sealed_bytes() {
+        let plain = b"/registry/secrets/default/db-password: hunter2".repeat(100);
+        let sealed = seal(&k("s/k", 1), &plain, 64);
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+    }
+
+    #[test]
+    fn rotation_any_listed_key_opens_the_object_it_sealed() {
+        let (old, new) = (k("s/old", 1), k("s/new", 2));
+        let by_old = seal(&old, b"before", 10);
+        let by_new = seal(&new, b"after", 10);
+        let both = [new.clone(), old.clone()];
+        assert_eq!(open(&both, &by_old, 3).unwrap(), b"before");
+        assert_eq!(open(&both, &by_new, 3).unwrap(), b"after");
+        assert_eq!(open(std::slice::from_ref(&new), &by_old, 3), Err(CryptError::UnknownKey("s/old".into())));
+    }
+
+    #[test]
+    fn a_wrong_key_truncation_or_alteration_fails_authentication() {
+        let key = k("s/k", 3);
+        let plain: Vec<u8> = (0..3 * CHUNK + 5).map(|i| (i % 13) as u8).collect();
+        let sealed = seal(&key, &plain, 4096);
+        let impostor = NamedKey::raw("s/k", [9; 32]);
+        assert!(matches!(open(&[impostor], &sealed, 4096), Err(CryptError::Auth { chunk: 0, .. })));
+        // Cut at a chunk boundary: what is left ends in a chunk not sealed as the last.
+        let header_len = MAGIC.len() + 2 + 3 + NONCE_PREFIX + 4;
+        let cut = &sealed[..header_len + 2 * (CHUNK + TAG)];
+        assert!(matches!(open(std::slice::from_ref(&key), cut, 4096), Err(CryptError::Auth { .. })));
+        let mut flipped = sealed.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 1;
+        assert!(matches!(open(std::slice::from_ref(&key), &flipped, 4096), Err(CryptError::Auth { .. })));
+        // The header is bound too: another chunk size is refused.
+        let mut other = sealed.clone();
+        other[header_len - 1] ^= 1;
+        assert!(open(std::slice::from_ref(&key), &other, 4096).is_err());
+        assert_eq!(open(std::slice::from_ref(&key), b"etcd snapshot bytes", 4), Err(CryptError::NotEncrypted));
+    }
+
+    #[test]
+    fn keys_come_raw_base64_or_hex() {
+        assert!(NamedKey::from_secret("s/k", &[5u8; 32]).is_ok());
+        let b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+        let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        assert_eq!(
+            NamedKey::from_secret("s/k", b64.as_bytes()).unwrap().key,
+            NamedKey::from_secret("s/k", hex.as_bytes()).unwrap().key
+        );
+        let short = NamedKey::from_secret("s/k", b"c2hvcnQ=").unwrap_err();
+        assert!(short.to_string().contains("not 256 bits"), "{short}");
+    }
+}
