@@ -1,6 +1,6 @@
 //! A restore to a point: a schedule's base snapshot brought forward to a revision by
 //! replaying its continuous backup's segments, in a scratch etcd of its own, before the
-//! restored member is seeded from the result (see [`crate::seed`]).
+//! restored member is seeded from the result (by `etcd-pilot seed-member`).
 //!
 //! The base is restored without a bump into a scratch data dir and served by a local
 //! etcd on 127.0.0.1 (nothing else can reach it). Each source revision after the base,
