@@ -142,8 +142,15 @@ async fn seed(
     let source: crate::seed::SeedSource =
         serde_json::from_str(source).map_err(|e| format!("--source is not a restore source: {e}"))?;
     let creds = crate::backup_store::Credentials::DefaultChain;
+    // The encryption keys, as the seed's Secret volumes hold them.
+    let mut keys = Vec::new();
+    for (i, k) in source.encryption_keys.iter().enumerate() {
+        let path = std::path::Path::new(crate::seed::KEYS_DIR).join(i.to_string()).join("key");
+        let bytes = std::fs::read(&path).map_err(|e| format!("encryption key {}: {}: {e}", k.id(), path.display()))?;
+        keys.push(crate::backup_store::crypt::NamedKey::from_secret(&k.id(), &bytes)?);
+    }
     let started = std::time::Instant::now();
-    match crate::seed::seed_member(&source, creds, data_dir, &member, tools).await? {
+    match crate::seed::seed_member(&source, creds, data_dir, &member, tools, keys).await? {
         true => eprintln!(
             "etcd-pilot: {} seeded from s3://{}/{} (sha256 {}, revision bumped by {}) in {:.1}s",
             member.name,

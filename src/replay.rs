@@ -22,7 +22,6 @@ use std::time::Duration;
 use etcd_client::{Client, LeaseGrantOptions, PutOptions, Txn, TxnOp};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::backup_store::{BackupStore, StoreError};
 use crate::shared::segment::{self, Lease, Segment};
@@ -129,13 +128,14 @@ pub async fn read_segment(store: &BackupStore, s: &SegmentRef) -> Result<Segment
     let read =
         |source| ReplayError::Read { bucket: store.bucket().to_string(), key: s.key.clone(), source: Box::new(source) };
     let mut dl = store.download(&s.key).await.map_err(read)?;
+    // The SHA-256 recorded with the stored bytes must be the index's; the download
+    // checks the stored bytes against it as they end (and opens them when sealed).
+    if dl.sha256 != s.sha256 {
+        return Err(ReplayError::Mismatch { key: s.key.clone(), expected: s.sha256.clone(), actual: dl.sha256 });
+    }
     let mut bytes = Vec::new();
     while let Some(chunk) = dl.stream.next().await {
         bytes.extend_from_slice(&chunk.map_err(read)?);
-    }
-    let actual = hex::encode(Sha256::digest(&bytes));
-    if actual != s.sha256 {
-        return Err(ReplayError::Mismatch { key: s.key.clone(), expected: s.sha256.clone(), actual });
     }
     segment::decode(&bytes).map_err(|source| ReplayError::Invalid { key: s.key.clone(), source })
 }

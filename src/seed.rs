@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::api::S3CredentialsSecret;
 use crate::backup_store::{BackupStore, Credentials, StoreConfig, StoreError};
 
+/// Where the seed finds the restore's encryption keys: `<dir>/<n>/key`, the n-th key of
+/// the source's target (a Secret volume each).
+pub const KEYS_DIR: &str = "/var/run/etcd-pilot/keys";
+
 /// Annotation of an EtcdCluster created by a restore: where its members' data comes from.
 pub const ANNOTATION: &str = "etcdpilot.io/restore-source";
 
@@ -49,6 +53,9 @@ pub struct SeedSource {
     /// schedule's segments ([`crate::replay`]) before the member is seeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<crate::replay::ReplayTo>,
+    /// The source target's encryption keys (Secret entries, mounted into the seed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encryption_keys: Vec<crate::api::EncryptionKey>,
 }
 
 impl SeedSource {
@@ -121,6 +128,7 @@ pub async fn seed_member(
     data_dir: &Path,
     member: &Member,
     (etcdutl, etcd): (&Path, &Path),
+    keys: Vec<crate::backup_store::crypt::NamedKey>,
 ) -> Result<bool, SeedError> {
     if data_dir.join("member").exists() {
         return Ok(false);
@@ -137,7 +145,7 @@ pub async fn seed_member(
         part_size: crate::backup_store::MIN_PART_SIZE,
         credentials,
     };
-    let store = BackupStore::new(config).await?;
+    let store = BackupStore::new(config).await?.with_keys(keys);
     let dl = store.download_to_file(&source.key, &snapshot).await?;
     if dl.sha256 != source.sha256 {
         let _ = std::fs::remove_file(&snapshot);

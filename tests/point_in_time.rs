@@ -188,6 +188,7 @@ async fn a_member_seeded_to_a_revision_in_the_middle_holds_exactly_the_source_st
         bump_revision: bump,
         replaces: None,
         replay: Some(ReplayTo { prefix: PREFIX.into(), base_revision, upto: point }),
+        encryption_keys: Vec::new(),
     };
     let credentials = Credentials::Static {
         access_key_id: ACCESS_KEY.into(),
@@ -203,9 +204,16 @@ async fn a_member_seeded_to_a_revision_in_the_middle_holds_exactly_the_source_st
         token: "restored".into(),
     };
     let started = std::time::Instant::now();
-    let seeded = seed::seed_member(&source, credentials, &data, &member, (&tools.join("etcdutl"), &tools.join("etcd")))
-        .await
-        .expect("seed to the point");
+    let seeded = seed::seed_member(
+        &source,
+        credentials,
+        &data,
+        &member,
+        (&tools.join("etcdutl"), &tools.join("etcd")),
+        Vec::new(),
+    )
+    .await
+    .expect("seed to the point");
     assert!(seeded);
     eprintln!(
         "seeded to revision {point} ({} revisions after the base) in {:.1}s",

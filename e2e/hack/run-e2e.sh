@@ -67,8 +67,20 @@ if [ "$faults_rc" != 0 ] || [ "$placement_rc" != 0 ]; then
   echo "e2e: faults exited $faults_rc, placement exited $placement_rc" >&2
   exit 1
 fi
-# Backups and restores, against the testbed's S3 server, all at once.
-cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BACKUP_THREADS:-5}" --nocapture
+# Backups and restores, against the testbed's S3 server, all at once; beside them
+# encryption at rest, in its own namespace.
+cargo test --locked -p etcd-pilot-e2e --test encryption --no-run
+cargo test --locked -p etcd-pilot-e2e --test encryption -- --nocapture > target/e2e-encryption.log 2>&1 &
+encryption_pid=$!
+backups_rc=0
+cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BACKUP_THREADS:-5}" --nocapture || backups_rc=$?
+encryption_rc=0
+wait "$encryption_pid" || encryption_rc=$?
+cat target/e2e-encryption.log
+if [ "$backups_rc" != 0 ] || [ "$encryption_rc" != 0 ]; then
+  echo "e2e: backups exited $backups_rc, encryption exited $encryption_rc" >&2
+  exit 1
+fi
 # Maintenance (defragmentation, NOSPACE, compaction, paused), all at once.
 cargo test --locked -p etcd-pilot-e2e --test maintenance -- --test-threads=4 --nocapture
 # kube-apiserver wiring: a hosted kube-apiserver (the testbed's build) on the published

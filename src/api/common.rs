@@ -36,6 +36,42 @@ pub struct S3Target {
     #[serde(default = "default_part_size_mib")]
     #[schemars(range(min = 5, max = 5120))]
     pub part_size_mib: i32,
+    /// Encryption at rest by etcd-pilot: what is written here (snapshots, the continuous
+    /// backup's segments and index) is sealed with AES-256-GCM, chunk by chunk, before it
+    /// leaves the operator; anyone who can read the bucket reads no Secret of the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// The keys of a target's encryption at rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// 256-bit keys, each an entry of a Secret in the same namespace: 32 raw bytes, or
+    /// their base64 or hex text (`openssl rand -base64 32`). The first seals what is
+    /// written; every one may open what is read. To rotate: put the new key first and keep
+    /// the old ones for as long as backups they sealed are kept.
+    #[schemars(length(min = 1))]
+    pub keys: Vec<EncryptionKey>,
+}
+
+/// One key: an entry of a Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionKey {
+    /// The Secret, in the namespace of the resource that names the target.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// The entry of the Secret that holds the key.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+impl EncryptionKey {
+    /// How objects name the key: `<secret>/<entry>`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.secret_name, self.key)
+    }
 }
 
 fn default_region() -> String {

@@ -28,6 +28,8 @@ pub enum StoreError {
     PartTooSmall(usize),
     #[error("S3 credentials Secret {secret:?} lacks key {key:?}")]
     SecretKeyMissing { secret: String, key: String },
+    #[error("object {key:?}: {detail}")]
+    Encryption { key: String, detail: String },
     #[error("local file {path}: {source}")]
     Io {
         path: String,

@@ -20,10 +20,13 @@
 //! rotation). The SHA-256 a backup records is that of the stored (encrypted) bytes;
 //! etcd's own hash of the snapshot is checked after decryption, as before.
 
-use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32};
+use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32, NewStream, StreamBE32, StreamPrimitive};
 use aes_gcm::aead::{KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key};
+use std::pin::Pin;
+
 use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
 
 /// Magic and format version at the start of every encrypted object.
 pub const MAGIC: &[u8; 7] = b"EPENC1\n";
@@ -157,16 +160,16 @@ impl Sealer {
 }
 
 /// Opens a sealed stream as it flows with whichever of `keys` sealed it.
-pub struct Opener<'k> {
-    keys: &'k [NamedKey],
+pub struct Opener {
+    keys: Vec<NamedKey>,
     dec: Option<(DecryptorBE32<Aes256Gcm>, String)>,
     aad: Vec<u8>,
     buf: BytesMut,
     chunk: u64,
 }
 
-impl<'k> Opener<'k> {
-    pub fn new(keys: &'k [NamedKey]) -> Opener<'k> {
+impl Opener {
+    pub fn new(keys: Vec<NamedKey>) -> Opener {
         Opener { keys, dec: None, aad: Vec::new(), buf: BytesMut::new(), chunk: 0 }
     }
 
@@ -207,6 +210,72 @@ impl<'k> Opener<'k> {
     }
 }
 
+/// An encrypted object's header, as read from its first bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub key_id: String,
+    prefix: [u8; NONCE_PREFIX],
+    /// The header's bytes (the associated data of every chunk).
+    raw: Vec<u8>,
+}
+
+/// The longest header: the magic, a key id of at most 1 KiB, the nonce prefix, the size.
+pub const MAX_HEADER: usize = MAGIC.len() + 2 + 1024 + NONCE_PREFIX + 4;
+
+impl Header {
+    /// The header at the start of `head`; `None` when `head` is not an encrypted object.
+    pub fn read(head: &[u8]) -> Result<Option<Header>, CryptError> {
+        match parse_header(head) {
+            Ok(Some((key_id, prefix, len))) => Ok(Some(Header { key_id, prefix, raw: head[..len].to_vec() })),
+            Ok(None) => Err(CryptError::Header),
+            Err(CryptError::NotEncrypted) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Chunks and plaintext length of an object of `sealed_len` bytes with this header.
+    pub fn layout(&self, sealed_len: u64) -> Result<(u64, u64), CryptError> {
+        let body = sealed_len.checked_sub(self.raw.len() as u64).ok_or(CryptError::Header)?;
+        let whole = (CHUNK + TAG) as u64;
+        // Every chunk but the last is whole; the last holds 0 to CHUNK bytes and its tag
+        // (a sealer seals a full chunk as the last when nothing follows it).
+        let (chunks, last) = match body % whole {
+            0 if body > 0 => (body / whole, whole),
+            rest => (body / whole + 1, rest),
+        };
+        if last < TAG as u64 {
+            return Err(CryptError::Auth { chunk: chunks - 1, key: self.key_id.clone() });
+        }
+        Ok((chunks, (chunks - 1) * CHUNK as u64 + last - TAG as u64))
+    }
+
+    /// Where chunk `index` lies in the object: (offset, length).
+    pub fn chunk_range(&self, index: u64, sealed_len: u64) -> (u64, usize) {
+        let start = self.raw.len() as u64 + index * (CHUNK + TAG) as u64;
+        (start, usize::try_from((sealed_len - start).min((CHUNK + TAG) as u64)).unwrap_or(0))
+    }
+
+    /// Opens chunk `index` alone (`last`: the object's last chunk) with its key from `keys`.
+    pub fn open_chunk(&self, keys: &[NamedKey], index: u64, last: bool, sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
+        let key =
+            keys.iter().find(|k| k.id == self.key_id).ok_or_else(|| CryptError::UnknownKey(self.key_id.clone()))?;
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.key));
+        let stream = StreamBE32::from_aead(cipher, (&self.prefix).into());
+        let position = u32::try_from(index).map_err(|_| CryptError::Header)?;
+        stream
+            .decrypt(position, last, Payload { msg: sealed, aad: &self.raw })
+            .map_err(|_| CryptError::Auth { chunk: index, key: self.key_id.clone() })
+    }
+}
+
 /// The header at the start of `buf`: (key id, nonce prefix, header length), or `None`
 /// while it is not all in yet.
 fn parse_header(buf: &[u8]) -> Result<Option<(String, [u8; NONCE_PREFIX], usize)>, CryptError> {
@@ -236,6 +305,118 @@ fn parse_header(buf: &[u8]) -> Result<Option<(String, [u8; NONCE_PREFIX], usize)
     Ok(Some((id, prefix, total)))
 }
 
+/// What a download yields: the stored bytes (verified against the recorded SHA-256 by
+/// `stored`), opened with `keys` when the object was sealed; an object that was not is
+/// passed through as it is (backups written before encryption was turned on).
+pub(super) fn opened(
+    key: &str,
+    stored: impl Stream<Item = Result<Bytes, super::StoreError>> + Send + 'static,
+    keys: std::sync::Arc<Vec<NamedKey>>,
+) -> Pin<Box<dyn Stream<Item = Result<Bytes, super::StoreError>> + Send>> {
+    enum Mode {
+        /// Not known yet: the first bytes are held until the magic can be compared.
+        Sniff(BytesMut),
+        Plain,
+        Open(Box<Opener>),
+        Done,
+    }
+    let key = key.to_string();
+    let err =
+        move |key: &str, e: CryptError| super::StoreError::Encryption { key: key.to_string(), detail: e.to_string() };
+    let stored = Box::pin(stored);
+    Box::pin(futures::stream::unfold((stored, Mode::Sniff(BytesMut::new())), move |(mut stored, mode)| {
+        let (key, keys) = (key.clone(), keys.clone());
+        async move {
+            let mut mode = mode;
+            loop {
+                match mode {
+                    Mode::Done => return None,
+                    Mode::Plain => return stored.next().await.map(|item| (item, (stored, Mode::Plain))),
+                    Mode::Sniff(mut held) => match stored.next().await {
+                        Some(Ok(c)) => {
+                            held.extend_from_slice(&c);
+                            if held.len() < MAGIC.len() {
+                                mode = Mode::Sniff(held);
+                                continue;
+                            }
+                            if &held[..MAGIC.len()] != MAGIC {
+                                return Some((Ok(held.freeze()), (stored, Mode::Plain)));
+                            }
+                            let mut opener = Opener::new(keys.to_vec());
+                            match opener.push(&held) {
+                                Ok(plain) => return Some((Ok(plain), (stored, Mode::Open(Box::new(opener))))),
+                                Err(e) => return Some((Err(err(&key, e)), (stored, Mode::Done))),
+                            }
+                        }
+                        Some(Err(e)) => return Some((Err(e), (stored, Mode::Done))),
+                        // Shorter than the magic: not sealed.
+                        None if held.is_empty() => return None,
+                        None => return Some((Ok(held.freeze()), (stored, Mode::Done))),
+                    },
+                    Mode::Open(mut opener) => match stored.next().await {
+                        Some(Ok(c)) => match opener.push(&c) {
+                            Ok(plain) => return Some((Ok(plain), (stored, Mode::Open(opener)))),
+                            Err(e) => return Some((Err(err(&key, e)), (stored, Mode::Done))),
+                        },
+                        Some(Err(e)) => return Some((Err(e), (stored, Mode::Done))),
+                        None => {
+                            return match opener.finish() {
+                                Ok(plain) => Some((Ok(plain), (stored, Mode::Done))),
+                                Err(e) => Some((Err(err(&key, e)), (stored, Mode::Done))),
+                            };
+                        }
+                    },
+                }
+            }
+        }
+    }))
+}
+
+/// `len` bytes from `offset` of the plaintext of `key`: only the chunks that hold them
+/// are read (ranged GETs) and opened, each alone; an object that was not sealed is read as
+/// it is.
+pub(super) async fn read_range(
+    store: &super::BackupStore,
+    key: &str,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<u8>, super::StoreError> {
+    use super::StoreError;
+    let this = store;
+    // An encrypted object: the chunks that hold the range, each opened alone.
+    let head = this.read_stored_range(key, 0, MAX_HEADER).await?;
+    let crypt_err = |e: CryptError| StoreError::Encryption { key: key.to_string(), detail: e.to_string() };
+    let Some(header) = Header::read(&head).map_err(crypt_err)? else {
+        return this.read_stored_range(key, offset, len).await;
+    };
+    let sealed_len = this
+        .client
+        .head_object()
+        .bucket(&this.bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| this.err("HeadObject", key, e))?
+        .content_length
+        .unwrap_or_default()
+        .max(0) as u64;
+    let (chunks, plain_len) = header.layout(sealed_len).map_err(crypt_err)?;
+    let end = (offset + len as u64).min(plain_len);
+    let mut out = Vec::with_capacity(len);
+    let mut at = offset;
+    while at < end {
+        let index = at / CHUNK as u64;
+        let (start, n) = header.chunk_range(index, sealed_len);
+        let sealed = this.read_stored_range(key, start, n).await?;
+        let plain = header.open_chunk(&this.keys, index, index + 1 == chunks, &sealed).map_err(crypt_err)?;
+        let from = usize::try_from(at - index * CHUNK as u64).unwrap_or(0);
+        let to = usize::try_from((end - index * CHUNK as u64).min(plain.len() as u64)).unwrap_or(0);
+        out.extend_from_slice(&plain[from.min(to)..to]);
+        at = (index + 1) * CHUNK as u64;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +432,7 @@ mod tests {
     }
 
     fn open(keys: &[NamedKey], sealed: &[u8], pieces: usize) -> Result<Vec<u8>, CryptError> {
-        let mut o = Opener::new(keys);
+        let mut o = Opener::new(keys.to_vec());
         let mut out = Vec::new();
         for part in sealed.chunks(pieces.max(1)) {
             out.extend_from_slice(&o.push(part)?);
@@ -315,6 +496,28 @@ mod tests {
         other[header_len - 1] ^= 1;
         assert!(open(std::slice::from_ref(&key), &other, 4096).is_err());
         assert_eq!(open(std::slice::from_ref(&key), b"etcd snapshot bytes", 4), Err(CryptError::NotEncrypted));
+    }
+
+    #[test]
+    fn any_chunk_opens_alone_for_ranged_reads() {
+        let key = k("s/k", 4);
+        for len in [0, 10, CHUNK, 2 * CHUNK + 100] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
+            let sealed = seal(&key, &plain, 1000);
+            let header = Header::read(&sealed[..MAX_HEADER.min(sealed.len())]).unwrap().expect("a header");
+            let (chunks, plain_len) = header.layout(sealed.len() as u64).unwrap();
+            assert_eq!(plain_len, len as u64);
+            let mut whole = Vec::new();
+            for i in 0..chunks {
+                let (at, n) = header.chunk_range(i, sealed.len() as u64);
+                let at = usize::try_from(at).unwrap();
+                whole.extend(
+                    header.open_chunk(std::slice::from_ref(&key), i, i + 1 == chunks, &sealed[at..at + n]).unwrap(),
+                );
+            }
+            assert_eq!(whole, plain, "{len}");
+        }
+        assert_eq!(Header::read(b"plain etcd snapshot").unwrap(), None);
     }
 
     #[test]

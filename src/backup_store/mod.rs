@@ -27,6 +27,8 @@ use tokio::io::AsyncWriteExt;
 
 /// Metadata key of the whole object's SHA-256, hex.
 pub const SHA256_METADATA: &str = "sha256";
+/// User metadata naming the key that sealed an object (encryption at rest).
+pub const ENCRYPTION_METADATA: &str = "encryption-key";
 /// S3's smallest part (but the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// What a key's hash object adds to it.
@@ -75,6 +77,9 @@ pub struct BackupStore {
     bucket: String,
     prefix: Option<String>,
     part_size: usize,
+    /// Encryption at rest: the first key seals what is written; any of them opens what
+    /// is read. None: objects are written as they are (and encrypted ones cannot be read).
+    keys: std::sync::Arc<Vec<crypt::NamedKey>>,
 }
 
 impl BackupStore {
@@ -113,7 +118,19 @@ impl BackupStore {
             bucket: config.bucket,
             prefix: config.prefix,
             part_size: config.part_size,
+            keys: std::sync::Arc::default(),
         })
+    }
+
+    /// This store with encryption at rest by `keys` (see [`crypt`]).
+    pub fn with_keys(mut self, keys: Vec<crypt::NamedKey>) -> BackupStore {
+        self.keys = std::sync::Arc::new(keys);
+        self
+    }
+
+    /// The key that seals what this store writes, if any.
+    pub fn sealing_key(&self) -> Option<&str> {
+        self.keys.first().map(|k| k.id.as_str())
     }
 
     pub fn bucket(&self) -> &str {
@@ -165,9 +182,38 @@ impl BackupStore {
         }
     }
 
-    /// Uploads a stream under `key` with `metadata` plus the SHA-256. On any error the
+    /// Uploads a stream under `key` with `metadata` plus the SHA-256 of the bytes stored;
+    /// sealed on the way by the store's first key, if it has keys. On any error the
     /// upload is aborted and no object is left behind.
     pub async fn upload<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        mut metadata: HashMap<String, String>,
+    ) -> Result<Uploaded, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Into<BoxError>,
+    {
+        let Some(first) = self.keys.first() else { return self.upload_stored(key, body, metadata).await };
+        let sealer = crypt::Sealer::new(first).map_err(|e| StoreError::Source(Box::new(e)))?;
+        metadata.insert(ENCRYPTION_METADATA.to_string(), first.id.clone());
+        let sealed = futures::stream::unfold((body, Some(sealer)), |(mut body, sealer)| async move {
+            let mut sealer = sealer?;
+            match body.next().await {
+                Some(Ok(c)) => {
+                    let out = sealer.push(&c);
+                    Some((Ok::<Bytes, BoxError>(out), (body, Some(sealer))))
+                }
+                Some(Err(e)) => Some((Err(e.into()), (body, None))),
+                None => Some((Ok(sealer.finish()), (body, None))),
+            }
+        });
+        self.upload_stored(key, Box::pin(sealed), metadata).await
+    }
+
+    /// Uploads the bytes to store as they are.
+    async fn upload_stored<S, E>(
         &self,
         key: &str,
         mut body: S,
@@ -413,6 +459,13 @@ impl BackupStore {
         if len == 0 {
             return Ok(Vec::new());
         }
+        if self.keys.is_empty() {
+            return self.read_stored_range(key, offset, len).await;
+        }
+        crypt::read_range(self, key, offset, len).await
+    }
+
+    async fn read_stored_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
         let last = offset + len as u64 - 1;
         let out = self
             .client
@@ -482,7 +535,8 @@ impl BackupStore {
                 }
             }
         });
-        Ok(Download { key: key.to_string(), size, sha256: expected, metadata, stream: Box::pin(stream) })
+        let stream = crypt::opened(key, stream, self.keys.clone());
+        Ok(Download { key: key.to_string(), size, sha256: expected, metadata, stream })
     }
 
     /// Downloads to `path`, which appears only once the bytes are verified (written to a

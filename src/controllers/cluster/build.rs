@@ -220,8 +220,29 @@ pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str,
         .insert(SPEC_HASH_ANNOTATION.into(), spec_hash(ec, repository));
     if let (Some(seed), Some(spec)) = (seed_container(ec, member, join, operator_image), pod.spec.as_mut()) {
         spec.init_containers = Some(vec![seed]);
+        spec.volumes.get_or_insert_with(Vec::new).extend(seed_key_volumes(ec));
     }
     pod
+}
+
+/// The Secret entries of the source's encryption keys, each a volume of the seed alone.
+fn seed_key_volumes(ec: &EtcdCluster) -> Vec<Volume> {
+    use k8s_openapi::api::core::v1::{KeyToPath, SecretVolumeSource};
+    let Some(source) = crate::seed::SeedSource::from_cluster(ec) else { return Vec::new() };
+    source
+        .encryption_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Volume {
+            name: format!("seed-key-{i}"),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(k.secret_name.clone()),
+                items: Some(vec![KeyToPath { key: k.key.clone(), path: "key".into(), mode: None }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        })
+        .collect()
 }
 
 /// The init container that seeds a restored cluster's bootstrap member from the
@@ -268,11 +289,16 @@ pub fn seed_container(ec: &EtcdCluster, member: &str, join: &Join, operator_imag
             format!("--token={}", ec.uid().unwrap_or_else(|| n.cluster.clone())),
         ]),
         env: Some(env),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() })
+                .chain((0..source.encryption_keys.len()).map(|i| VolumeMount {
+                    name: format!("seed-key-{i}"),
+                    mount_path: format!("{}/{i}", crate::seed::KEYS_DIR),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                }))
+                .collect(),
+        ),
         resources: Some(default_resources()),
         // As etcd runs: the pod's non-root user, owning the volume through fsGroup.
         security_context: Some(container_security()),

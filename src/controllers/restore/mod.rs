@@ -499,6 +499,7 @@ fn seed_source(r: &EtcdRestore, src: &Source, status: &EtcdRestoreStatus) -> See
         bump_revision: bump,
         replaces: None,
         replay: src.point.as_ref().map(|(to, _)| to.clone()),
+        encryption_keys: src.target.encryption.as_ref().map(|e| e.keys.clone()).unwrap_or_default(),
     }
 }
 
