@@ -87,8 +87,11 @@ cargo test --locked -p etcd-pilot-e2e --test maintenance -- --test-threads=4 --n
 # Secret; beside it the continuous backup and restores to a point, each in its own
 # namespace (one of them kills the leading operator replica: the wiring tests only wait
 # for Secrets, which the standby publishes as well).
+# The test that kills the leading replica runs after the other two: their metrics (and
+# a gap's counter) live in the leader's memory.
 cargo test --locked -p etcd-pilot-e2e --test continuous --no-run
-cargo test --locked -p etcd-pilot-e2e --test continuous -- --test-threads=3 --nocapture > target/e2e-continuous.log 2>&1 &
+(cargo test --locked -p etcd-pilot-e2e --test continuous -- --test-threads=2 --nocapture --skip across_a_handover &&
+  cargo test --locked -p etcd-pilot-e2e --test continuous -- --nocapture across_a_handover) > target/e2e-continuous.log 2>&1 &
 continuous_pid=$!
 wiring_rc=0
 cargo test --locked -p etcd-pilot-e2e --test wiring -- --test-threads=2 --nocapture || wiring_rc=$?

@@ -242,11 +242,12 @@ async fn a_restore_to_a_revision_in_the_middle_is_exact() {
     let why = s.error.unwrap_or_default();
     assert!(why.contains("outside the window: revisions"), "{why}");
     assert!(clusters(&kit, &ns).get_opt("too-far").await.expect("get").is_none(), "nothing created");
-    let metrics = operator_metrics(&kit).await;
-    assert!(
-        metrics.lines().any(|l| l.starts_with("etcdpilot_stream_lag_seconds{") && l.contains(&ns)),
-        "the lag metric is exported"
-    );
+    // From the replica that leads now (the Lease may have moved meanwhile).
+    wait_for("the lag metric", WAIT, || async {
+        let metrics = operator_metrics(&kit).await;
+        metrics.lines().any(|l| l.starts_with("etcdpilot_stream_lag_seconds{") && l.contains(&ns)).then_some(())
+    })
+    .await;
     kit.delete_namespace(&ns).await;
 }
 
@@ -358,11 +359,12 @@ async fn a_compaction_past_a_stopped_stream_is_a_gap_and_a_new_base() {
     assert_eq!(gap.from_revision, streamed + 1, "{gap:?}");
     assert!(gap.to_revision >= compacted, "the new base is past the compaction: {gap:?}");
     wait_event(&kit, &ns, "every-6h", |e| e.starts_with("Warning StreamGap")).await;
-    let metrics = operator_metrics(&kit).await;
-    assert!(
-        metrics.lines().any(|l| l.starts_with("etcdpilot_stream_gaps_total{") && l.contains(&ns) && l.ends_with(" 1")),
-        "the gap is counted"
-    );
+    wait_for("the gap counted", WAIT, || async {
+        let metrics = operator_metrics(&kit).await;
+        let counted = |l: &str| l.starts_with("etcdpilot_stream_gaps_total{") && l.contains(&ns) && l.ends_with(" 1");
+        metrics.lines().any(counted).then_some(())
+    })
+    .await;
     // A point in the gap: refused, the gap named.
     let _: EtcdRestore = kit.create(&ns, restore_to("in-gap", json!({"revision": streamed + 5}))).await;
     let s = wait_restore(&kit, &ns, "in-gap").await.status.expect("status");
