@@ -78,6 +78,23 @@ enum Command {
         #[arg(long, default_value = "/usr/local/bin/etcd")]
         etcd: PathBuf,
     },
+    /// Restore a backup into a scratch single-member etcd and measure it (a restore
+    /// drill's pod; the source as a seed's, credentials from the AWS environment
+    /// variables). The verdict is written as JSON to the termination log.
+    VerifyBackup {
+        /// The backup, as a seed reads it (JSON).
+        #[arg(long, env = "ETCD_PILOT_SEED_SOURCE")]
+        source: String,
+        /// Scratch space (the pod's own volume).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "/usr/local/bin/etcdutl")]
+        etcdutl: PathBuf,
+        #[arg(long, default_value = "/usr/local/bin/etcd")]
+        etcd: PathBuf,
+        #[arg(long, default_value = "/dev/termination-log")]
+        termination_log: PathBuf,
+    },
     /// Write the kube-apiserver wiring etcd-pilot published (the Secret named in an
     /// EtcdCluster's status.apiServer.secretName, as `kubectl get secret -o yaml` prints
     /// it) into a kube-apiserver static pod manifest: the etcd flags and the certificate
@@ -143,12 +160,7 @@ async fn seed(
         serde_json::from_str(source).map_err(|e| format!("--source is not a restore source: {e}"))?;
     let creds = crate::backup_store::Credentials::DefaultChain;
     // The encryption keys, as the seed's Secret volumes hold them.
-    let mut keys = Vec::new();
-    for (i, k) in source.encryption_keys.iter().enumerate() {
-        let path = std::path::Path::new(crate::seed::KEYS_DIR).join(i.to_string()).join("key");
-        let bytes = std::fs::read(&path).map_err(|e| format!("encryption key {}: {}: {e}", k.id(), path.display()))?;
-        keys.push(crate::backup_store::crypt::NamedKey::from_secret(&k.id(), &bytes)?);
-    }
+    let keys = crate::seed::read_keys(&source)?;
     let started = std::time::Instant::now();
     match crate::seed::seed_member(&source, creds, data_dir, &member, tools, keys).await? {
         true => eprintln!(
@@ -163,6 +175,35 @@ async fn seed(
         false => eprintln!("etcd-pilot: {} holds data already; not seeding", data_dir.display()),
     }
     Ok(())
+}
+
+async fn verify_backup(
+    source: &str,
+    dir: &std::path::Path,
+    tools: (&std::path::Path, &std::path::Path),
+    termination_log: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::drill::Outcome;
+    let outcome = async {
+        let source: crate::seed::SeedSource =
+            serde_json::from_str(source).map_err(|e| format!("--source is not a backup source: {e}"))?;
+        let keys = crate::seed::read_keys(&source)?;
+        crate::drill::run(&source, crate::backup_store::Credentials::DefaultChain, keys, dir, tools)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    let outcome = match outcome {
+        Ok(report) => Outcome::Restored(report),
+        Err(e) => Outcome::Failed(e),
+    };
+    let message = outcome.message();
+    println!("{message}");
+    std::fs::write(termination_log, &message).map_err(|e| format!("{}: {e}", termination_log.display()))?;
+    match outcome {
+        Outcome::Restored(_) => Ok(()),
+        Outcome::Failed(e) => Err(e.into()),
+    }
 }
 
 /// Host name and process id: unique enough outside a pod.
@@ -204,6 +245,9 @@ async fn command(cli: Cli) -> ExitCode {
         Command::SeedMember { source, data_dir, name, peer_url, initial_cluster, token, etcdutl, etcd } => {
             let member = crate::seed::Member { name, peer_url, initial_cluster, token };
             seed(&source, &data_dir, member, (&etcdutl, &etcd)).await
+        }
+        Command::VerifyBackup { source, dir, etcdutl, etcd, termination_log } => {
+            verify_backup(&source, &dir, (&etcdutl, &etcd), &termination_log).await
         }
         Command::Run {
             listen,

@@ -10,6 +10,7 @@ pub mod backup_store;
 pub mod cli;
 pub mod controllers;
 pub mod crdgen;
+pub mod drill;
 pub mod etcd;
 pub mod http_server;
 pub mod manager;

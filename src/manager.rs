@@ -225,6 +225,8 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
     let restore_ctx = Arc::new(crate::controllers::restore::Context { rt: rt.clone() });
     let schedule_ctx = Arc::new(crate::controllers::schedule::Context { rt: rt.clone() });
     let stream_ctx = Arc::new(crate::controllers::stream::Context::new(rt.clone()));
+    let drill_ctx =
+        Arc::new(crate::controllers::drill::Context { rt: rt.clone(), operator_image: config.operator_image.clone() });
     let wiring_ctx = Arc::new(crate::controllers::wiring::Context { rt });
     // One controller per watched namespace (or one for all), sharing one context.
     let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
@@ -249,6 +251,7 @@ async fn lead_and_reconcile(client: Client, config: &RunConfig, health: &Health)
                     stopped(stop_rx.clone()),
                 )),
                 tokio::spawn(crate::controllers::stream::run(stream_ctx.clone(), ns.clone(), stopped(stop_rx.clone()))),
+                tokio::spawn(crate::controllers::drill::run(drill_ctx.clone(), ns.clone(), stopped(stop_rx.clone()))),
                 tokio::spawn(crate::controllers::wiring::run(wiring_ctx.clone(), ns, stopped(stop_rx.clone()))),
             ]
         })

@@ -75,6 +75,16 @@ pub struct ScheduleLabels {
     pub cluster: String,
 }
 
+/// One EtcdBackupSchedule's restore drills, by verdict.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerificationLabels {
+    pub namespace: String,
+    pub schedule: String,
+    pub cluster: String,
+    /// `passed` or `failed`.
+    pub result: String,
+}
+
 fn backup_histogram() -> Histogram {
     Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
 }
@@ -109,6 +119,12 @@ pub struct Metrics {
     pub stream_revision: Family<ScheduleLabels, Gauge>,
     /// Continuous backup: gaps (revisions compacted before the stream read them).
     pub stream_gaps: Family<ScheduleLabels, Counter>,
+    /// Restore drills: the longest time between two of a schedule's.
+    pub verify_interval: Family<ScheduleLabels, Gauge>,
+    /// Restore drills: when one last passed (else when the schedule was created).
+    pub verify_last_pass: Family<ScheduleLabels, Gauge>,
+    /// Restore drills finished, by verdict.
+    pub verifications: Family<VerificationLabels, Counter>,
     pub healthy_members: Family<ClusterLabels, Gauge>,
     pub learners: Family<ClusterLabels, Gauge>,
     pub leader_changes: Family<ClusterLabels, Counter>,
@@ -153,6 +169,9 @@ impl Default for Metrics {
             stream_lag: Family::default(),
             stream_revision: Family::default(),
             stream_gaps: Family::default(),
+            verify_interval: Family::default(),
+            verify_last_pass: Family::default(),
+            verifications: Family::default(),
             healthy_members: Family::default(),
             learners: Family::default(),
             leader_changes: Family::default(),
@@ -220,6 +239,21 @@ impl Default for Metrics {
             "stream_gaps",
             "Continuous backup: revisions compacted before the stream read them (a new base was taken)",
             m.stream_gaps.clone(),
+        );
+        registry.register(
+            "backup_verification_interval_seconds",
+            "Restore drills: the longest time between two drills of an EtcdBackupSchedule (spec.verify)",
+            m.verify_interval.clone(),
+        );
+        registry.register(
+            "backup_verification_last_success_timestamp_seconds",
+            "Restore drills: when a drill of the schedule last passed, else when the schedule was created (Unix time)",
+            m.verify_last_pass.clone(),
+        );
+        registry.register(
+            "backup_verifications",
+            "Restore drills finished, by result (passed, failed)",
+            m.verifications.clone(),
         );
         registry.register("cluster_healthy_members", "Healthy voting members", m.healthy_members.clone());
         registry.register("cluster_learners", "Learner members", m.learners.clone());
@@ -421,6 +455,21 @@ impl Metrics {
         self.stream_gaps.remove(l);
     }
 
+    /// The series of one schedule's restore drills: set while it has `spec.verify`
+    /// (`Some((interval, last pass))`), dropped when it has none.
+    pub fn set_verification(&self, l: &ScheduleLabels, drills: Option<(i64, i64)>) {
+        match drills {
+            Some((interval, last)) => {
+                self.verify_interval.get_or_create(l).set(interval);
+                self.verify_last_pass.get_or_create(l).set(last);
+            }
+            None => {
+                self.verify_interval.remove(l);
+                self.verify_last_pass.remove(l);
+            }
+        }
+    }
+
     /// Drops the series of every schedule not in `live` (namespace, name).
     pub fn retain_schedules(&self, live: &[(String, String)]) {
         let mut all = self.schedules.lock().unwrap_or_else(|p| p.into_inner());
@@ -430,6 +479,7 @@ impl Metrics {
                 self.schedule_interval.remove(l);
                 self.schedule_last_success.remove(l);
                 self.forget_stream(l);
+                self.set_verification(l, None);
             }
             keep
         });

@@ -14,6 +14,9 @@
 
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::core::v1::{
+    EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::api::S3CredentialsSecret;
@@ -59,9 +62,97 @@ pub struct SeedSource {
 }
 
 impl SeedSource {
+    /// The store the source is in, reading with `keys`.
+    pub async fn store(
+        &self,
+        credentials: Credentials,
+        keys: Vec<crate::backup_store::crypt::NamedKey>,
+    ) -> Result<BackupStore, StoreError> {
+        let config = StoreConfig {
+            bucket: self.bucket.clone(),
+            prefix: None,
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            part_size: crate::backup_store::MIN_PART_SIZE,
+            credentials,
+            // Reads need nothing of server-side encryption (the store decrypts).
+            sse: None,
+        };
+        Ok(BackupStore::new(config).await?.with_keys(keys))
+    }
+
     pub fn from_cluster<K: kube::Resource>(obj: &K) -> Option<SeedSource> {
         obj.meta().annotations.as_ref()?.get(ANNOTATION).and_then(|v| serde_json::from_str(v).ok())
     }
+}
+
+/// The environment of a pod that reads the source: the source itself
+/// (`ETCD_PILOT_SEED_SOURCE`) and the S3 credentials from their Secret.
+pub fn pod_env(source: &SeedSource) -> Vec<EnvVar> {
+    let mut env = vec![EnvVar {
+        name: "ETCD_PILOT_SEED_SOURCE".into(),
+        value: Some(serde_json::to_string(source).unwrap_or_default()),
+        ..EnvVar::default()
+    }];
+    if let Some(c) = &source.credentials_secret {
+        let from = |name: &str, key: &str| EnvVar {
+            name: name.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector { name: c.name.clone(), key: key.into(), optional: None }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        };
+        env.push(from("AWS_ACCESS_KEY_ID", &c.access_key_id_key));
+        env.push(from("AWS_SECRET_ACCESS_KEY", &c.secret_access_key_key));
+        if let Some(k) = &c.session_token_key {
+            env.push(from("AWS_SESSION_TOKEN", k));
+        }
+    }
+    env
+}
+
+/// The source's encryption keys as Secret volumes (`<name>-<i>`, the entry alone) and
+/// their mounts at `KEYS_DIR/<i>`, where [`read_keys`] finds them.
+pub fn key_volumes(source: &SeedSource, name: &str) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let volumes = source
+        .encryption_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Volume {
+            name: format!("{name}-{i}"),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(k.secret_name.clone()),
+                items: Some(vec![KeyToPath { key: k.key.clone(), path: "key".into(), mode: None }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        })
+        .collect();
+    let mounts = (0..source.encryption_keys.len())
+        .map(|i| VolumeMount {
+            name: format!("{name}-{i}"),
+            mount_path: format!("{KEYS_DIR}/{i}"),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        })
+        .collect();
+    (volumes, mounts)
+}
+
+/// The source's encryption keys, as the pod's Secret volumes hold them.
+pub fn read_keys(source: &SeedSource) -> Result<Vec<crate::backup_store::crypt::NamedKey>, String> {
+    let mut keys = Vec::new();
+    for (i, k) in source.encryption_keys.iter().enumerate() {
+        let path = Path::new(KEYS_DIR).join(i.to_string()).join("key");
+        let bytes = std::fs::read(&path).map_err(|e| format!("encryption key {}: {}: {e}", k.id(), path.display()))?;
+        keys.push(
+            crate::backup_store::crypt::NamedKey::from_secret(&k.id(), &bytes)
+                .map_err(|e| format!("encryption key {}: {e}", k.id()))?,
+        );
+    }
+    Ok(keys)
 }
 
 /// What a member is, for etcdutl.
@@ -136,16 +227,7 @@ pub async fn seed_member(
     let parent = data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let snapshot = parent.join("restore.db");
     let staging = parent.join("data.restoring");
-    let config = StoreConfig {
-        bucket: source.bucket.clone(),
-        prefix: None,
-        endpoint: source.endpoint.clone(),
-        region: source.region.clone(),
-        path_style: source.path_style,
-        part_size: crate::backup_store::MIN_PART_SIZE,
-        credentials,
-    };
-    let store = BackupStore::new(config).await?.with_keys(keys);
+    let store = source.store(credentials, keys).await?;
     let dl = store.download_to_file(&source.key, &snapshot).await?;
     if dl.sha256 != source.sha256 {
         let _ = std::fs::remove_file(&snapshot);

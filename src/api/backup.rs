@@ -38,6 +38,12 @@ pub struct EtcdBackupSpec {
     /// it from the bucket, `Retain` leaves it there.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Further targets, each given a copy of the object once it is written: the very
+    /// bytes stored (sealed by the first target's key when it encrypts), checked there
+    /// against their SHA-256. Losing one store then loses no backup; a restore names a
+    /// copy with `source.copy`. The copies go with the EtcdBackup under `deletionPolicy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_to: Vec<S3Target>,
 }
 
 /// What becomes of a backup's object when the EtcdBackup is deleted.
@@ -73,6 +79,13 @@ pub struct EtcdBackupStatus {
     /// etcd revision the snapshot holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_revision: Option<i64>,
+    /// Keys the snapshot holds (counted at its revision on the member it came from, as
+    /// it was taken): what a restore drill checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_count: Option<i64>,
+    /// The copies of `spec.copyTo`, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<BackupCopy>,
     /// etcd version of the member the snapshot came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_version: Option<String>,
@@ -89,6 +102,33 @@ pub struct EtcdBackupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
     /// Why the backup failed, or why it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One copy of a backup's object in a further target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupCopy {
+    /// The bucket of the copy (`spec.copyTo` of the same index).
+    pub bucket: String,
+    /// `Pending` until copied, `Succeeded` once the copy's SHA-256 equals the
+    /// original's, `Failed` after the last attempt.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Object key of the copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    /// SHA-256 of the copy as written: the original's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Attempts made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// When the copy was written and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Why the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -41,6 +41,44 @@ pub struct S3Target {
     /// leaves the operator; anyone who can read the bucket reads no Secret of the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// S3 server-side encryption, asked of the store for every object written (for stores
+    /// that offer it; bucket policies often demand it). Independent of `encryption`, which
+    /// etcd-pilot does itself: the two may be combined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_side_encryption: Option<ServerSideEncryption>,
+}
+
+/// S3 server-side encryption of the objects written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSideEncryption {
+    /// `AES256` (SSE-S3: keys the store manages) or `aws:kms` (SSE-KMS).
+    #[serde(rename = "type")]
+    pub kind: SseType,
+    /// The KMS key for `aws:kms` (id, ARN or alias); unset: the bucket's default key.
+    /// Refused with `AES256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+}
+
+/// A kind of S3 server-side encryption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SseType {
+    /// SSE-S3: AES-256 under keys the store manages.
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// SSE-KMS: under a KMS key.
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+}
+
+impl ServerSideEncryption {
+    /// Why the settings cannot be sent as they are, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        (self.kind == SseType::Aes256 && self.kms_key_id.is_some()).then(|| {
+            "serverSideEncryption.kmsKeyId is for type aws:kms; type AES256 uses the store's own keys".to_string()
+        })
+    }
 }
 
 /// The keys of a target's encryption at rest.

@@ -55,6 +55,25 @@ pub struct EtcdBackupScheduleSpec {
     /// bases: one is taken at once when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuous: Option<Continuous>,
+    /// Restore drills: on this cron schedule, the newest successful backup is restored
+    /// into a scratch single-member etcd and compared with what it claims (revision, key
+    /// count, and `HashKV` at its revision against a live member while the cluster still
+    /// holds that revision); `status.lastVerification` says how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
+    /// Further targets every backup of this schedule is copied to (the backups'
+    /// `spec.copyTo`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_to: Vec<S3Target>,
+}
+
+/// When restore drills run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verify {
+    /// Standard 5-field cron expression or nickname, in the schedule's `timeZone`.
+    #[schemars(length(min = 1), regex(pattern = crate::api::common::CRON_PATTERN))]
+    pub schedule: String,
 }
 
 /// Continuous backup of a schedule.
@@ -126,6 +145,15 @@ pub struct EtcdBackupScheduleStatus {
     /// Why the schedule cannot run (e.g. an invalid cron expression).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The last restore drill (written by the drill controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verification: Option<Verification>,
+    /// When a restore drill last passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_verification_time: Option<Time>,
+    /// When the next restore drill starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_verification_time: Option<Time>,
     /// The continuous backup, when on (written by the stream controller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuous: Option<ContinuousStatus>,
@@ -206,4 +234,33 @@ pub struct ScheduledBackup {
     /// When it was started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+}
+
+/// How a restore drill went.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// When the drill finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// The EtcdBackup restored.
+    pub backup: String,
+    /// `Passed` or `Failed`.
+    pub result: VerificationResult,
+    /// What was compared, or what did not hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// From the scratch member's creation to the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+}
+
+/// The verdict of a restore drill.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum VerificationResult {
+    /// The backup restored and matched everything it claims.
+    #[default]
+    Passed,
+    /// It did not restore, or did not match.
+    Failed,
 }

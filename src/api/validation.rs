@@ -270,6 +270,11 @@ pub fn validate_schedule(spec: &EtcdBackupScheduleSpec) -> Vec<Problem> {
     {
         out.push(problem("spec.retention.maxAge", e));
     }
+    if let Some(v) = &spec.verify
+        && let Err(e) = parse_cron(&v.schedule)
+    {
+        out.push(problem("spec.verify.schedule", e));
+    }
     out
 }
 
@@ -286,6 +291,9 @@ pub fn validate_restore(spec: &EtcdRestoreSpec) -> Vec<Problem> {
         0 => out.push(problem("spec.source", "set exactly one of backup, s3, schedule or member")),
         1 => {}
         _ => out.push(problem("spec.source", "set exactly one of backup, s3, schedule or member, not more")),
+    }
+    if spec.source.copy.is_some() && spec.source.backup.is_none() {
+        out.push(problem("spec.source.copy", "a copy is one of an EtcdBackup's: set source.backup"));
     }
     if let Some(p) = &spec.point_in_time {
         if spec.source.schedule.is_none() {

@@ -48,9 +48,9 @@ fn the_schemas_cron_pattern_lets_through_what_cron_may_parse() {
     // Every schedule field of the CRDs carries the pattern.
     let crds = serde_json::to_string(&crate::crdgen::all()).expect("crds");
     let escaped = serde_json::to_string(CRON_PATTERN).expect("pattern");
-    // EtcdBackupSchedule.spec.schedule; the defrag and compaction schedules of an
-    // EtcdCluster and of an EtcdRestore's newCluster.
-    assert_eq!(crds.matches(&escaped).count(), 5);
+    // EtcdBackupSchedule.spec.schedule and spec.verify.schedule; the defrag and
+    // compaction schedules of an EtcdCluster and of an EtcdRestore's newCluster.
+    assert_eq!(crds.matches(&escaped).count(), 6);
 }
 
 #[test]
@@ -212,6 +212,8 @@ fn schedules_need_a_cron_a_zone_and_an_age_that_parse() {
         target: None,
         suspend: false,
         continuous: None,
+        verify: Some(crate::api::schedule::Verify { schedule: "@weekly".into() }),
+        copy_to: Vec::new(),
     };
     assert!(validate_schedule(&s).is_empty(), "{:?}", validate_schedule(&s));
     s.schedule = "@daily".into();
@@ -222,6 +224,8 @@ fn schedules_need_a_cron_a_zone_and_an_age_that_parse() {
     assert_eq!(fields(&validate_schedule(&s)), ["spec.schedule", "spec.timeZone", "spec.retention.maxAge"]);
     s.schedule = "0 0 * * * *".into();
     assert_eq!(fields(&validate_schedule(&s))[0], "spec.schedule", "6 fields (seconds) are not cron's 5");
+    s.verify = Some(crate::api::schedule::Verify { schedule: "0 25 * * *".into() });
+    assert!(fields(&validate_schedule(&s)).contains(&"spec.verify.schedule"));
 }
 
 #[test]
@@ -259,6 +263,8 @@ fn restores_need_exactly_one_source_and_a_spec_only_for_new_clusters() {
         fields(&validate_restore(&r(survivor, RestoreMode::NewCluster, new_cluster.clone()))),
         ["spec.source.member"]
     );
+    let copy_alone = RestoreSource { s3: s3.s3.clone(), copy: Some("other".into()), ..RestoreSource::default() };
+    assert_eq!(fields(&validate_restore(&r(copy_alone, RestoreMode::InPlace, None))), ["spec.source.copy"]);
     let both = RestoreSource { backup: backup.backup.clone(), s3: s3.s3.clone(), ..RestoreSource::default() };
     assert_eq!(fields(&validate_restore(&r(both, RestoreMode::InPlace, None))), ["spec.source"]);
     assert_eq!(fields(&validate_restore(&r(RestoreSource::default(), RestoreMode::InPlace, None))), ["spec.source"]);

@@ -101,6 +101,8 @@ pub struct StoreConfig {
     /// Bytes per part of a multipart upload; smaller objects go in one PUT.
     pub part_size: usize,
     pub credentials: Credentials,
+    /// S3 server-side encryption asked for every object written.
+    pub sse: Option<crate::api::ServerSideEncryption>,
 }
 
 impl StoreConfig {
@@ -119,6 +121,7 @@ impl StoreConfig {
                 secret_access_key: secret_access_key.to_string(),
                 session_token: None,
             },
+            sse: None,
         }
     }
 
@@ -131,6 +134,22 @@ impl StoreConfig {
             path_style: target.path_style(),
             part_size: usize::try_from(target.part_size_mib.max(5)).unwrap_or(16) * 1024 * 1024,
             credentials,
+            sse: target.server_side_encryption.clone(),
         }
+    }
+}
+
+/// The server-side encryption headers of a write: its kind and its KMS key.
+pub(super) fn sse_headers(
+    sse: &Option<crate::api::ServerSideEncryption>,
+) -> (Option<aws_sdk_s3::types::ServerSideEncryption>, Option<String>) {
+    use crate::api::SseType;
+    use aws_sdk_s3::types::ServerSideEncryption as Sse;
+    match sse {
+        None => (None, None),
+        Some(s) => match s.kind {
+            SseType::Aes256 => (Some(Sse::Aes256), None),
+            SseType::AwsKms => (Some(Sse::AwsKms), s.kms_key_id.clone()),
+        },
     }
 }

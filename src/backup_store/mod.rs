@@ -37,7 +37,9 @@ pub const SHA256_SUFFIX: &str = ".sha256";
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 mod config;
+mod copy;
 pub mod crypt;
+use config::sse_headers;
 pub use config::{Credentials, StoreConfig, StoreError};
 
 /// An object as listed.
@@ -80,17 +82,27 @@ pub struct BackupStore {
     /// Encryption at rest: the first key seals what is written; any of them opens what
     /// is read. None: objects are written as they are (and encrypted ones cannot be read).
     keys: std::sync::Arc<Vec<crypt::NamedKey>>,
+    /// S3 server-side encryption asked for every object written.
+    sse: Option<crate::api::ServerSideEncryption>,
 }
 
 impl BackupStore {
     pub async fn new(config: StoreConfig) -> Result<BackupStore, StoreError> {
-        if config.part_size < MIN_PART_SIZE {
-            return Err(StoreError::PartTooSmall(config.part_size));
-        }
         use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
         // HTTPS on rustls with ring, the crypto provider the rest of the operator uses.
         let https =
             aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+        BackupStore::with_http(config, https).await
+    }
+
+    /// A store whose requests go through `https` (the tests' recording client).
+    pub(crate) async fn with_http(
+        config: StoreConfig,
+        https: impl aws_smithy_runtime_api::client::http::HttpClient + 'static,
+    ) -> Result<BackupStore, StoreError> {
+        if config.part_size < MIN_PART_SIZE {
+            return Err(StoreError::PartTooSmall(config.part_size));
+        }
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new(config.region))
             .http_client(https);
@@ -119,6 +131,7 @@ impl BackupStore {
             prefix: config.prefix,
             part_size: config.part_size,
             keys: std::sync::Arc::default(),
+            sse: config.sse,
         })
     }
 
@@ -282,6 +295,8 @@ impl BackupStore {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
+                .set_server_side_encryption(sse_headers(&self.sse).0)
+                .set_ssekms_key_id(sse_headers(&self.sse).1)
                 .set_metadata(Some(meta))
                 .content_length(buf.len() as i64)
                 .body(ByteStream::from(buf.freeze()))
@@ -312,6 +327,8 @@ impl BackupStore {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
+            .set_server_side_encryption(sse_headers(&self.sse).0)
+            .set_ssekms_key_id(sse_headers(&self.sse).1)
             .set_metadata(Some(metadata.clone()))
             .send()
             .await
@@ -394,6 +411,8 @@ impl BackupStore {
             .put_object()
             .bucket(&self.bucket)
             .key(hash_key(key))
+            .set_server_side_encryption(sse_headers(&self.sse).0)
+            .set_ssekms_key_id(sse_headers(&self.sse).1)
             .content_type("text/plain")
             .body(ByteStream::from(line.into_bytes()))
             .send()
@@ -491,8 +510,15 @@ impl BackupStore {
         Ok(bytes)
     }
 
-    /// Starts a download; the stream verifies the SHA-256 as it ends.
+    /// Starts a download; the stream verifies the SHA-256 as it ends, and opens what is
+    /// sealed.
     pub async fn download(&self, key: &str) -> Result<Download, StoreError> {
+        let dl = self.download_stored(key).await?;
+        Ok(Download { stream: crypt::opened(key, dl.stream, self.keys.clone()), ..dl })
+    }
+
+    /// Starts a download of the bytes stored, sealed or not, verified as they end.
+    async fn download_stored(&self, key: &str) -> Result<Download, StoreError> {
         let out = self
             .client
             .get_object()
@@ -535,8 +561,7 @@ impl BackupStore {
                 }
             }
         });
-        let stream = crypt::opened(key, stream, self.keys.clone());
-        Ok(Download { key: key.to_string(), size, sha256: expected, metadata, stream })
+        Ok(Download { key: key.to_string(), size, sha256: expected, metadata, stream: Box::pin(stream) })
     }
 
     /// Downloads to `path`, which appears only once the bytes are verified (written to a

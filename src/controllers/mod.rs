@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod cluster;
+pub mod drill;
 pub mod restore;
 pub mod schedule;
 pub mod stream;

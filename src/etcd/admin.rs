@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    AlarmAction, AlarmOptions, AlarmType, Certificate, Client, CompactionOptions, ConnectOptions, Identity,
+    AlarmAction, AlarmOptions, AlarmType, Certificate, Client, CompactionOptions, ConnectOptions, GetOptions, Identity,
     MemberAddOptions, TlsOptions,
 };
 use futures::StreamExt;
@@ -396,6 +396,24 @@ impl EtcdAdmin {
         .await
     }
 
+    /// How many keys the store held at `revision`, counted by the member at `endpoint`.
+    pub async fn count_at(&self, endpoint: &str, revision: i64) -> Result<i64, EtcdError> {
+        self.call("count keys", endpoint, self.config.defrag_timeout, |mut c| async move {
+            Ok(count_at(&mut c, revision).await?)
+        })
+        .await
+    }
+
+    /// `HashKV` of the member at `endpoint` at `revision`: the hash and the compact
+    /// revision it starts from (hashes compare only between equal compact revisions).
+    pub async fn hash_kv(&self, endpoint: &str, revision: i64) -> Result<(u32, i64), EtcdError> {
+        self.call("hash kv", endpoint, self.config.defrag_timeout, |mut c| async move {
+            let r = c.hash_kv(revision).await?;
+            Ok((r.hash(), r.compact_version()))
+        })
+        .await
+    }
+
     /// Compacts away revisions older than `current - keep`, physically (the call returns
     /// once every member has removed them). Returns the revision compacted to, or `None`
     /// when there was nothing to compact.
@@ -506,4 +524,11 @@ impl EtcdAdmin {
     pub async fn has_quorum(&self) -> bool {
         self.revision().await.is_ok()
     }
+}
+
+/// How many keys `client`'s store held at `revision` (0: the current one), counted
+/// without reading a value.
+pub async fn count_at(client: &mut Client, revision: i64) -> Result<i64, etcd_client::Error> {
+    let options = GetOptions::new().with_from_key().with_count_only().with_revision(revision);
+    Ok(client.get(vec![0u8], Some(options)).await?.count())
 }

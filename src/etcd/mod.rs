@@ -12,7 +12,7 @@ pub mod probe;
 pub mod snapshot;
 mod types;
 
-pub use admin::EtcdAdmin;
+pub use admin::{EtcdAdmin, count_at};
 pub use error::{EtcdError, Refusal};
 pub use types::{AdminConfig, Alarm, AlarmKind, EndpointStatus, Member, Snapshot, TlsMaterial};
 

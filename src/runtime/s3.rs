@@ -53,6 +53,9 @@ pub async fn credentials(client: &Client, namespace: &str, target: &S3Target) ->
 /// Opens the store and checks that the bucket exists and the credentials are good; with
 /// the target's encryption keys read from their Secrets.
 pub async fn open(client: &Client, namespace: &str, target: &S3Target) -> Result<BackupStore, OpenError> {
+    if let Some(problem) = target.server_side_encryption.as_ref().and_then(|s| s.problem()) {
+        return Err(OpenError::Invalid(problem));
+    }
     let creds = credentials(client, namespace, target).await?;
     let keys = keys(client, namespace, target).await?;
     let store = BackupStore::new(StoreConfig::from_target(target, creds)).await.map_err(classify)?.with_keys(keys);

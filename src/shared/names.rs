@@ -39,6 +39,8 @@ pub const SPEC_HASH_ANNOTATION: &str = "etcdpilot.io/spec-hash";
 /// etcd reports every alarm in every member and a full cluster must keep serving reads
 /// (etcd 3.4.16+ and 3.5 take `exclude`).
 pub const HEALTH_PATH: &str = "/health?exclude=NOSPACE";
+/// Label of the backups a schedule made: the schedule's name.
+pub const SCHEDULE_LABEL: &str = "etcdpilot.io/schedule";
 
 /// Names and addresses of one cluster's objects and members.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -24,6 +24,8 @@ pub struct Taken {
     pub uploaded: Uploaded,
     pub revision: i64,
     pub version: String,
+    /// Keys at `revision`, counted on the member (None: it compacted past it already).
+    pub key_count: Option<i64>,
 }
 
 /// Why an attempt at a store failed (a snapshot into it, an object read from it), and
@@ -95,7 +97,16 @@ pub async fn snapshot_to_store(
             });
         }
     };
-    Ok(Taken { uploaded, revision, version: snap.version })
+    // What the snapshot holds, for the drills that check it: counted at its revision
+    // on the member it came from (a revision compacted meanwhile is left uncounted).
+    let key_count = match admin.count_at(&member.endpoint, revision).await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(member = %member.name, revision, error = %e, "counting the snapshot's keys failed");
+            None
+        }
+    };
+    Ok(Taken { uploaded, revision, version: snap.version, key_count })
 }
 
 /// A snapshot in a store, read a few pages at a time ([`bbolt::snapshot_revision`]).

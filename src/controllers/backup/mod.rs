@@ -4,6 +4,7 @@
 //! object with the EtcdBackup unless its `deletionPolicy` is `Retain`.
 
 pub mod act;
+mod copies;
 pub mod error;
 pub mod plan;
 
@@ -114,6 +115,9 @@ async fn pass(b: &EtcdBackup, ctx: &Context) -> Result<Action, Error> {
     let ns = b.namespace().unwrap_or_default();
     let key: Key = (ns.clone(), b.name_any());
     let status = b.status.clone().unwrap_or_default();
+    if status.phase == Phase::Succeeded {
+        return copies::pass(b, ctx, &status).await;
+    }
     if status.phase.is_finished() {
         return Ok(Action::await_change());
     }
@@ -351,6 +355,7 @@ async fn snapshot(
                 size_bytes: Some(i64::try_from(taken.uploaded.size).unwrap_or(i64::MAX)),
                 sha256: Some(taken.uploaded.sha256.clone()),
                 etcd_revision: Some(taken.revision),
+                key_count: taken.key_count,
                 etcd_version: Some(taken.version.clone()),
                 completion_time: Some(act::now()),
                 error: None,
@@ -386,7 +391,8 @@ async fn snapshot(
             release(b, ctx).await?;
             ctx.failed_at.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
             act::sync_last_backup(&ctx.rt.client, &ns, &b.spec.cluster_name, m).await.map_err(Error::Status)?;
-            Ok(Action::await_change())
+            // The copies, if any, next.
+            Ok(if b.spec.copy_to.is_empty() { Action::await_change() } else { Action::requeue(Duration::from_secs(1)) })
         }
         Err(f) => attempt_failed(b, ctx, key, &running, f.message, f.permanent).await,
     }
@@ -438,6 +444,9 @@ async fn cleanup(b: &EtcdBackup, ctx: &Context) -> Result<Action, Error> {
                 }
             },
         }
+    }
+    if b.spec.deletion_policy == DeletionPolicy::Delete {
+        copies::delete_all(b, ctx, &status).await?;
     }
     if status.phase == Phase::Succeeded {
         act::sync_last_backup(&ctx.rt.client, &ns, &b.spec.cluster_name, &ctx.rt.metrics)

@@ -81,6 +81,34 @@ pub fn plan(o: &Observation) -> Step {
     }
 }
 
+/// What to do about the copies of a backup that succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CopyStep {
+    /// Every copy is written or given up on.
+    Done,
+    /// Write copy `i` (of `spec.copyTo`), attempt `attempt` (from 1).
+    Copy { index: usize, attempt: u32 },
+}
+
+/// The next copy to write: the first of `wanted` not finished, in order (one at a time:
+/// each streams the whole object). `phases` holds each copy's phase and attempts so far.
+pub fn copy_step(wanted: usize, phases: &[(Phase, u32)]) -> CopyStep {
+    for index in 0..wanted {
+        match phases.get(index) {
+            Some((phase, _)) if phase.is_finished() => continue,
+            Some((_, attempts)) => return CopyStep::Copy { index, attempt: attempts + 1 },
+            None => return CopyStep::Copy { index, attempt: 1 },
+        }
+    }
+    CopyStep::Done
+}
+
+/// The phase of a copy after a failed attempt: `Failed` when it was the last or the
+/// failure is one retrying cannot fix, else still `Pending`.
+pub fn after_failed_copy(attempt: u32, permanent: bool) -> Phase {
+    if permanent || attempt >= MAX_ATTEMPTS { Phase::Failed } else { Phase::Pending }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +211,35 @@ mod tests {
         for (what, obs, want) in rows {
             assert_eq!(plan(&obs), want, "{what}");
         }
+    }
+
+    #[test]
+    fn the_copy_table() {
+        use Phase::*;
+        let rows: Vec<(&str, usize, Vec<(Phase, u32)>, CopyStep)> = vec![
+            ("no copies wanted", 0, vec![], CopyStep::Done),
+            ("the first copy, first attempt", 2, vec![], CopyStep::Copy { index: 0, attempt: 1 }),
+            ("a retry of the first", 2, vec![(Pending, 1)], CopyStep::Copy { index: 0, attempt: 2 }),
+            ("then the second", 2, vec![(Succeeded, 1)], CopyStep::Copy { index: 1, attempt: 1 }),
+            (
+                "a failed copy does not stop the next",
+                2,
+                vec![(Failed, 3), (Pending, 0)],
+                CopyStep::Copy { index: 1, attempt: 1 },
+            ),
+            ("all written", 2, vec![(Succeeded, 1), (Succeeded, 2)], CopyStep::Done),
+            (
+                "a target removed from the list: its record is past the end",
+                1,
+                vec![(Succeeded, 1), (Pending, 1)],
+                CopyStep::Done,
+            ),
+        ];
+        for (why, wanted, phases, want) in rows {
+            assert_eq!(copy_step(wanted, &phases), want, "{why}");
+        }
+        assert_eq!(after_failed_copy(1, false), Phase::Pending);
+        assert_eq!(after_failed_copy(MAX_ATTEMPTS, false), Phase::Failed);
+        assert_eq!(after_failed_copy(1, true), Phase::Failed, "access denied, no bucket: retrying cannot help");
     }
 }

@@ -227,54 +227,20 @@ pub fn member_pod(ec: &EtcdCluster, member: &str, join: &Join, repository: &str,
 
 /// The Secret entries of the source's encryption keys, each a volume of the seed alone.
 fn seed_key_volumes(ec: &EtcdCluster) -> Vec<Volume> {
-    use k8s_openapi::api::core::v1::{KeyToPath, SecretVolumeSource};
     let Some(source) = crate::seed::SeedSource::from_cluster(ec) else { return Vec::new() };
-    source
-        .encryption_keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| Volume {
-            name: format!("seed-key-{i}"),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(k.secret_name.clone()),
-                items: Some(vec![KeyToPath { key: k.key.clone(), path: "key".into(), mode: None }]),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        })
-        .collect()
+    crate::seed::key_volumes(&source, "seed-key").0
 }
 
 /// The init container that seeds a restored cluster's bootstrap member from the
 /// snapshot its EtcdRestore recorded (see [`crate::seed`]).
 pub fn seed_container(ec: &EtcdCluster, member: &str, join: &Join, operator_image: &str) -> Option<Container> {
-    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
     if join.existing {
         return None;
     }
     let source = crate::seed::SeedSource::from_cluster(ec)?;
     let n = Names::of(ec);
     let initial: Vec<String> = join.initial_cluster.iter().map(|(m, u)| format!("{m}={u}")).collect();
-    let mut env = vec![EnvVar {
-        name: "ETCD_PILOT_SEED_SOURCE".into(),
-        value: Some(serde_json::to_string(&source).unwrap_or_default()),
-        ..EnvVar::default()
-    }];
-    if let Some(c) = &source.credentials_secret {
-        let from = |name: &str, key: &str| EnvVar {
-            name: name.into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector { name: c.name.clone(), key: key.into(), optional: None }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        };
-        env.push(from("AWS_ACCESS_KEY_ID", &c.access_key_id_key));
-        env.push(from("AWS_SECRET_ACCESS_KEY", &c.secret_access_key_key));
-        if let Some(k) = &c.session_token_key {
-            env.push(from("AWS_SESSION_TOKEN", k));
-        }
-    }
+    let env = crate::seed::pod_env(&source);
     Some(Container {
         name: "seed".into(),
         image: Some(operator_image.into()),
@@ -291,12 +257,7 @@ pub fn seed_container(ec: &EtcdCluster, member: &str, join: &Join, operator_imag
         env: Some(env),
         volume_mounts: Some(
             std::iter::once(VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() })
-                .chain((0..source.encryption_keys.len()).map(|i| VolumeMount {
-                    name: format!("seed-key-{i}"),
-                    mount_path: format!("{}/{i}", crate::seed::KEYS_DIR),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                }))
+                .chain(crate::seed::key_volumes(&source, "seed-key").1)
                 .collect(),
         ),
         resources: Some(default_resources()),

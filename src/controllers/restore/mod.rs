@@ -168,6 +168,9 @@ async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str, cluster: Option<&Etcd
                     .map_err(|e| OpenError::Transient(e.to_string()))?
                     .and_then(|c| c.spec.backup),
             };
+            if let Some(bucket) = &r.spec.source.copy {
+                return from_copy(&backup, bucket, target.and_then(|t| t.encryption));
+            }
             let target = target.ok_or_else(|| {
                 OpenError::Invalid(format!(
                     "the bucket of EtcdBackup {} is unknown: it has no spec.target and its cluster no spec.backup; restore with source.s3",
@@ -186,6 +189,37 @@ async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str, cluster: Option<&Etcd
             Ok(Source { target: o.target.clone(), key: o.key.clone(), sha256: None, cluster: None, point: None })
         }
         _ => Err(OpenError::Invalid("spec.source: set exactly one of backup or s3".into())),
+    }
+}
+
+/// The source of a restore from a backup's copy in `bucket`: the copy's target, read
+/// with the original's encryption keys (a copy holds the original's very bytes).
+fn from_copy(
+    backup: &EtcdBackup,
+    bucket: &str,
+    encryption: Option<crate::api::Encryption>,
+) -> Result<Source, OpenError> {
+    let status = backup.status.clone().unwrap_or_default();
+    let found = backup.spec.copy_to.iter().zip(&status.copies).find(|(t, c)| t.bucket == bucket && c.bucket == bucket);
+    match found {
+        Some((target, copy)) if copy.phase == Phase::Succeeded => Ok(Source {
+            target: S3Target { encryption, ..target.clone() },
+            key: copy.object_key.clone().unwrap_or_default(),
+            sha256: copy.sha256.clone(),
+            cluster: Some(backup.spec.cluster_name.clone()),
+            point: None,
+        }),
+        Some((_, copy)) => Err(OpenError::Invalid(format!(
+            "the copy of EtcdBackup {} in bucket {bucket} is {:?}, not Succeeded{}",
+            backup.name_any(),
+            copy.phase,
+            copy.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        ))),
+        None => Err(OpenError::Invalid(format!(
+            "EtcdBackup {} has no copy in bucket {bucket} (its spec.copyTo: {})",
+            backup.name_any(),
+            backup.spec.copy_to.iter().map(|t| t.bucket.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
     }
 }
 

@@ -30,8 +30,7 @@ use crate::runtime::{Runtime, kube_ops};
 
 pub const CONTROLLER: &str = "schedule";
 pub const FIELD_MANAGER: &str = "etcd-pilot-schedule";
-/// Label of the backups a schedule made.
-pub const SCHEDULE_LABEL: &str = "etcdpilot.io/schedule";
+pub use crate::shared::names::SCHEDULE_LABEL;
 /// How many of its backups a schedule lists in its status.
 const RECENT: usize = 10;
 
@@ -272,6 +271,7 @@ fn backup_for(s: &EtcdBackupSchedule, slot: jiff::Timestamp) -> EtcdBackup {
             cluster_name: s.spec.cluster_name.clone(),
             target: s.spec.target.clone(),
             deletion_policy: DeletionPolicy::Delete,
+            copy_to: s.spec.copy_to.clone(),
         },
     );
     b.meta_mut().namespace = s.namespace();
@@ -293,9 +293,17 @@ async fn write_status(
     old: &EtcdBackupScheduleStatus,
     new: EtcdBackupScheduleStatus,
 ) -> Result<(), Error> {
-    // `status.continuous` is the stream controller's: never written (or owned) here.
-    let new = EtcdBackupScheduleStatus { continuous: None, ..new };
-    if s.status.is_some() && (EtcdBackupScheduleStatus { continuous: None, ..old.clone() }) == new {
+    // `status.continuous` is the stream controller's, the verification fields the drill
+    // controller's: never written (or owned) here.
+    let mine = |s: EtcdBackupScheduleStatus| EtcdBackupScheduleStatus {
+        continuous: None,
+        last_verification: None,
+        last_successful_verification_time: None,
+        next_verification_time: None,
+        ..s
+    };
+    let new = mine(new);
+    if s.status.is_some() && mine(old.clone()) == new {
         return Ok(());
     }
     let api: Api<EtcdBackupSchedule> = Api::namespaced(ctx.rt.client.clone(), &s.namespace().unwrap_or_default());

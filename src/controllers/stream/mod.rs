@@ -37,8 +37,7 @@ use crate::shared::window::Base;
 
 pub const CONTROLLER: &str = "stream";
 pub const FIELD_MANAGER: &str = "etcd-pilot-stream";
-/// Label of the backups a schedule made (the schedule controller's, read here).
-const SCHEDULE_LABEL: &str = "etcdpilot.io/schedule";
+use crate::shared::names::SCHEDULE_LABEL;
 /// How often a streaming schedule's status and lag are brought up to date.
 const REFRESH: Duration = Duration::from_secs(5);
 
@@ -347,6 +346,7 @@ fn base_for(s: &EtcdBackupSchedule, now: jiff::Timestamp) -> EtcdBackup {
             cluster_name: s.spec.cluster_name.clone(),
             target: s.spec.target.clone(),
             deletion_policy: DeletionPolicy::Delete,
+            copy_to: s.spec.copy_to.clone(),
         },
     );
     b.meta_mut().namespace = s.namespace();
