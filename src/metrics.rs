@@ -537,6 +537,7 @@ mod tests {
         let sl = ScheduleLabels { namespace: "n".into(), schedule: "s".into(), cluster: "c".into() };
         m.set_stream(&sl, 3, Some(10));
         m.stream_gaps.get_or_create(&sl).inc();
+        m.set_verification(&sl, Some((600, 1)));
         let text = m.render();
         let rules = include_str!("../charts/etcd-pilot/files/prometheus-rules.yaml");
         let tests = include_str!("../monitoring/alerts.test.yaml");

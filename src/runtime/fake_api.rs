@@ -22,6 +22,8 @@ pub struct Recorded {
     pub plural: String,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// The field manager a write named (`?fieldManager=`).
+    pub field_manager: Option<String>,
     /// The request body (`null` when it had none).
     pub body: Value,
 }
@@ -77,6 +79,13 @@ pub async fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, stor
     while let Some((req, send)) = handle.next_request().await {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let field_manager = req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("fieldManager="))
+            .map(str::to_string);
         let body = req.into_body().collect_bytes().await.unwrap_or_default();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let (plural, name, sub) = parse(&path);
@@ -86,6 +95,7 @@ pub async fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, stor
             plural: plural.clone(),
             name: name.clone(),
             subresource: sub.clone(),
+            field_manager,
             body: body.clone(),
         });
         s.rv += 1;
@@ -227,6 +237,16 @@ pub fn get<K: serde::de::DeserializeOwned>(store: &Shared, plural: &str, name: &
 /// The requests received so far, as `METHOD plural[/name]` lines.
 pub fn request_lines(store: &Shared) -> Vec<String> {
     store.lock().unwrap().requests.iter().map(ToString::to_string).collect()
+}
+
+/// The status writes to objects of a kind, as `name by manager` lines.
+pub fn status_writes(store: &Shared, plural: &str) -> Vec<String> {
+    let s = store.lock().unwrap();
+    s.requests
+        .iter()
+        .filter(|r| r.plural == plural && r.subresource.as_deref() == Some("status") && r.method != Method::GET)
+        .map(|r| format!("{} by {}", r.name.as_deref().unwrap_or(""), r.field_manager.as_deref().unwrap_or("nobody")))
+        .collect()
 }
 
 /// Names of the stored objects of a kind.

@@ -11,6 +11,8 @@
 //! the store, not the cluster: it takes no operation slot (the live member is asked one
 //! `HashKV`, a read).
 
+#[cfg(test)]
+mod pass_tests;
 pub mod plan;
 pub mod pod;
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::metrics::Metrics;
 use crate::runtime::LeaseGuard;
-use crate::runtime::fake_api::{self, NS, get, names_of, request_lines};
+use crate::runtime::fake_api::{self, NS, get, names_of, status_writes};
 
 fn cluster(backup: bool) -> Value {
     // A store nothing listens on: the stream task only retries in the background.
@@ -54,11 +54,11 @@ async fn a_streaming_schedule_without_a_base_takes_one_at_once_and_only_once() {
     assert!(ctx.streams().contains_key(&(NS.to_string(), "every-6h".to_string())), "the stream runs");
     let s: EtcdBackupSchedule = get(&store, "etcdbackupschedules", "every-6h");
     assert!(s.status.as_ref().and_then(|s| s.continuous.as_ref()).is_some(), "{:?}", s.status);
-    let applied: Vec<String> = request_lines(&store)
-        .into_iter()
-        .filter(|l| l.contains("etcdbackupschedules") && l.contains("status"))
-        .collect();
-    assert!(applied.iter().all(|l| l.contains("etcd-pilot-stream")), "its own field manager: {applied:?}");
+    let applied = status_writes(&store, "etcdbackupschedules");
+    assert!(
+        !applied.is_empty() && applied.iter().all(|l| l.ends_with("by etcd-pilot-stream")),
+        "its own field manager: {applied:?}"
+    );
     // The base runs (a crash right after creating it looks the same): no second one.
     pass(&s, &ctx).await.expect("pass");
     assert_eq!(names_of(&store, "etcdbackups").len(), 1);
