@@ -269,3 +269,64 @@ async fn segments_before_the_oldest_kept_base_go_with_it() {
     assert_eq!(left, [stream::segment_key(PREFIX, 31, 40)], "the segments before b2 are gone from the store");
     assert_eq!(stream::read_index(&store, PREFIX).await.expect("index"), index, "the stored index says so");
 }
+
+/// A copy of the stream (`copyTo`): the segments copied as they are stored, the index
+/// with every key under the copy's prefix, so that the copy reads alone; segments the
+/// index lets go (retention) go from the copy too.
+#[tokio::test]
+async fn a_copy_of_the_stream_holds_its_segments_and_an_index_of_its_own_keys() {
+    use etcd_pilot::backup_store::StoreConfig;
+    use etcd_pilot::controllers::stream::mirror::{self, Copy};
+    use support::s3::{ACCESS_KEY, SECRET_KEY};
+    let server = S3Server::start().await;
+    let first = server.store("backups").await;
+    server.create_bucket("copies");
+    let config = StoreConfig {
+        prefix: Some("dr".into()),
+        ..StoreConfig::s3_compatible(&server.endpoint, "copies", ACCESS_KEY, SECRET_KEY)
+    };
+    let second = BackupStore::new(config).await.expect("second store");
+    let change = |r: i64| segment::Revision {
+        revision: r,
+        received_ms: r,
+        changes: vec![segment::Change {
+            key: format!("k{r}").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }],
+    };
+    let base = |key: &str, revision: i64| Base { key: key.into(), revision, time_ms: revision, sha256: String::new() };
+    let mut index = Index { bases: vec![base("b1", 10), base("b2", 30)], ..Index::default() };
+    for (first_rev, last) in [(11, 20), (21, 30), (31, 40)] {
+        let seg = segment::Segment {
+            format: segment::FORMAT,
+            first: first_rev,
+            last,
+            revisions: (first_rev..=last).map(change).collect(),
+            leases: vec![],
+        };
+        index.segments.push(stream::write_segment(&first, PREFIX, &seg).await.expect("segment"));
+    }
+    stream::write_index(&first, PREFIX, &index).await.expect("index");
+
+    let copy_prefix = first.key_in(PREFIX, &second);
+    assert_eq!(copy_prefix, format!("dr/{PREFIX}"));
+    let mut copy = Copy::open(second.clone(), copy_prefix.clone()).await.expect("an empty copy");
+    copy.sync(&first, &index).await.expect("sync");
+    assert_eq!(copy.last_revision(), Some(40));
+    let held = stream::read_index(&second, &copy_prefix).await.expect("the copy's index");
+    assert_eq!(held, mirror::translate(&index, |k| first.key_in(k, &second)));
+    assert_eq!(segments(&second, &held).await, segments(&first, &index).await, "read from the copy alone");
+
+    // Retention in the first store: the copy follows.
+    let (_tx, rx) = tokio::sync::watch::channel(vec![base("b2", 30)]);
+    let mut feed = stream::Feed { bases: Some(rx), ..stream::Feed::default() };
+    stream::commit(&first, PREFIX, &mut index, &mut feed).await.expect("commit");
+    copy.sync(&first, &index).await.expect("sync after retention");
+    let left: Vec<String> =
+        second.list(&format!("{copy_prefix}segments/")).await.expect("list").into_iter().map(|o| o.key).collect();
+    assert_eq!(left, [stream::segment_key(&copy_prefix, 31, 40)]);
+    // A copy opened afresh (an operator restart) starts from what the copy holds.
+    let again = Copy::open(second.clone(), copy_prefix).await.expect("reopened");
+    assert_eq!(again.last_revision(), Some(40));
+}

@@ -78,8 +78,8 @@ pub struct RestoreSource {
     /// An object in S3, e.g. from another cluster or another Kubernetes cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Object>,
-    /// With `backup`: restore from its copy in this bucket (one of its `spec.copyTo`)
-    /// instead of the original, e.g. when the first store is lost.
+    /// With `backup` or `schedule`: restore from the copy in this bucket (one of their
+    /// `spec.copyTo`) instead of the original, e.g. when the first store is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<String>,
     /// An EtcdBackupSchedule in the same namespace with `continuous` on: its newest base

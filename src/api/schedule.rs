@@ -183,11 +183,28 @@ pub struct ContinuousStatus {
     /// (e.g. while the operator was down); a new base was taken at `toRevision`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<StreamGap>,
+    /// The stream's copies (`copyTo`): the segments and index mirrored into each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<StreamCopy>,
     /// What the stream is doing: `Starting`, `WaitingForBase`, `Streaming`, `Retrying`,
     /// `Gap`, `Blocked` or `Suspended`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// Why, when it is not streaming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One copy of a continuous backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamCopy {
+    /// The copy's bucket.
+    pub bucket: String,
+    /// The last revision its index reaches (its segments checked against their SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revision: Option<i64>,
+    /// Why it could not be brought up to date, if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -292,8 +292,11 @@ pub fn validate_restore(spec: &EtcdRestoreSpec) -> Vec<Problem> {
         1 => {}
         _ => out.push(problem("spec.source", "set exactly one of backup, s3, schedule or member, not more")),
     }
-    if spec.source.copy.is_some() && spec.source.backup.is_none() {
-        out.push(problem("spec.source.copy", "a copy is one of an EtcdBackup's: set source.backup"));
+    if spec.source.copy.is_some() && spec.source.backup.is_none() && spec.source.schedule.is_none() {
+        out.push(problem(
+            "spec.source.copy",
+            "a copy is an EtcdBackup's or a schedule's: set source.backup or source.schedule",
+        ));
     }
     if let Some(p) = &spec.point_in_time {
         if spec.source.schedule.is_none() {

@@ -104,6 +104,18 @@ pub struct Progress {
     /// What it is doing and why.
     pub state: &'static str,
     pub message: String,
+    /// The copies of the stream (`copyTo`), in order.
+    pub copies: Vec<CopyProgress>,
+}
+
+/// Where one copy of the stream stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyProgress {
+    pub bucket: String,
+    /// The last revision the copy's index reaches.
+    pub last_revision: Option<i64>,
+    /// Why the last attempt to bring it up to date failed.
+    pub error: Option<String>,
 }
 
 impl Feed {

@@ -34,6 +34,18 @@ pub(super) async fn resolve(r: &EtcdRestore, ctx: &Context, ns: &str, schedule: 
             "the bucket of EtcdBackupSchedule {schedule} is unknown: it has no spec.target and its cluster no spec.backup"
         ))
     })?;
+    // From a copy (`source.copy`): the copy's store, read with the original's keys.
+    let target = match &r.spec.source.copy {
+        None => target,
+        Some(bucket) => {
+            let copy = s.spec.copy_to.iter().find(|t| &t.bucket == bucket).ok_or_else(|| {
+                OpenError::Invalid(format!(
+                    "EtcdBackupSchedule {schedule} has no copy in bucket {bucket} (spec.copyTo)"
+                ))
+            })?;
+            crate::api::S3Target { encryption: target.encryption.clone(), ..copy.clone() }
+        }
+    };
     let store = s3::open(client, ns, &target).await?;
     let prefix = store.stream_prefix(ns, &cluster, schedule);
     let status = r.status.clone().unwrap_or_default();

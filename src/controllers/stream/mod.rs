@@ -9,6 +9,7 @@
 //! The bases are the schedule's own EtcdBackups (retention prunes them, and the stream's
 //! segments before the oldest kept base go with them).
 
+pub mod mirror;
 #[cfg(test)]
 mod pass_tests;
 pub mod plan;
@@ -210,7 +211,8 @@ async fn pass(s: &EtcdBackupSchedule, ctx: &Context) -> Result<Action, Error> {
     let flush_ms = i64::from(s.spec.continuous.as_ref().map_or(5, |c| c.flush_seconds.max(1))) * 1000;
     let settings = Settings {
         cluster: s.spec.cluster_name.clone(),
-        target: serde_json::to_string(&target).unwrap_or_default(),
+        // The copies too: a change of them restarts the stream with them.
+        target: serde_json::to_string(&(&target, &s.spec.copy_to)).unwrap_or_default(),
         flush_ms,
     };
     let (running, progress) = {
@@ -246,6 +248,7 @@ async fn pass(s: &EtcdBackupSchedule, ctx: &Context) -> Result<Action, Error> {
             cluster: s.spec.cluster_name.clone(),
             target,
             flush_ms,
+            copies: s.spec.copy_to.clone(),
         };
         let handle = tokio::spawn(task::run(ctx.rt.clone(), spec, feed, stop_rx));
         ctx.streams().insert(key.clone(), Running { settings, bases, progress, stop, handle });

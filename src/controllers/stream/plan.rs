@@ -5,7 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::Phase;
-use crate::api::schedule::{ContinuousStatus, StreamGap, WindowEdge};
+use crate::api::schedule::{ContinuousStatus, StreamCopy, StreamGap, WindowEdge};
 use crate::shared::stream::Progress;
 use crate::shared::window::Base;
 
@@ -140,6 +140,11 @@ pub fn status(progress: Option<&Progress>, problem: Option<&str>, now_ms: i64) -
                 from_time: time(g.from_ms),
                 to_time: time(g.to_ms),
             })
+            .collect(),
+        copies: p
+            .copies
+            .iter()
+            .map(|c| StreamCopy { bucket: c.bucket.clone(), last_revision: c.last_revision, message: c.error.clone() })
             .collect(),
         state: Some(p.state.to_string()).filter(|s| !s.is_empty()),
         message: Some(p.message.clone()).filter(|m| !m.is_empty()),

@@ -28,6 +28,8 @@ pub struct Spec {
     pub cluster: String,
     pub target: S3Target,
     pub flush_ms: i64,
+    /// Further targets the segments and index are copied to ([`super::mirror`]).
+    pub copies: Vec<S3Target>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +70,23 @@ async fn wait(feed: &mut Feed, stop: &mut watch::Receiver<bool>, most: Duration)
     }
 }
 
-/// Runs until `stop` turns true (what is open is made durable first).
-pub async fn run(rt: Arc<Runtime>, spec: Spec, mut feed: Feed, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` turns true (what is open is made durable first, and copied).
+pub async fn run(rt: Arc<Runtime>, spec: Spec, feed: Feed, stop: watch::Receiver<bool>) {
+    let mirror = super::mirror::Mirror::new(rt.clone(), spec.clone(), feed.progress.clone());
+    let mirroring = tokio::spawn(mirror.run(stop.clone()));
+    stream(&rt, &spec, feed, stop).await;
+    if let Ok(mut mirror) = mirroring.await {
+        // The last segment, made durable after the stop, copied too.
+        mirror.sync().await;
+    }
+}
+
+async fn stream(rt: &Runtime, spec: &Spec, mut feed: Feed, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             return;
         }
-        match once(&rt, &spec, &mut feed, &mut stop).await {
+        match once(rt, spec, &mut feed, &mut stop).await {
             Ok(Stop::Shutdown) => return,
             Ok(Stop::Ended) => {}
             Ok(Stop::Compacted { needed, compacted }) => {
