@@ -68,17 +68,21 @@ if [ "$faults_rc" != 0 ] || [ "$placement_rc" != 0 ]; then
   exit 1
 fi
 # Backups and restores, against the testbed's S3 server, all at once; beside them
-# encryption at rest, in its own namespace.
-cargo test --locked -p etcd-pilot-e2e --test encryption --no-run
+# encryption at rest, and restore drills and second copies, each in its own namespace.
+cargo test --locked -p etcd-pilot-e2e --test encryption --test drills --no-run
 cargo test --locked -p etcd-pilot-e2e --test encryption -- --nocapture > target/e2e-encryption.log 2>&1 &
 encryption_pid=$!
+cargo test --locked -p etcd-pilot-e2e --test drills -- --test-threads=2 --nocapture > target/e2e-drills.log 2>&1 &
+drills_pid=$!
 backups_rc=0
 cargo test --locked -p etcd-pilot-e2e --test backups -- --test-threads="${E2E_BACKUP_THREADS:-5}" --nocapture || backups_rc=$?
 encryption_rc=0
 wait "$encryption_pid" || encryption_rc=$?
-cat target/e2e-encryption.log
-if [ "$backups_rc" != 0 ] || [ "$encryption_rc" != 0 ]; then
-  echo "e2e: backups exited $backups_rc, encryption exited $encryption_rc" >&2
+drills_rc=0
+wait "$drills_pid" || drills_rc=$?
+cat target/e2e-encryption.log target/e2e-drills.log
+if [ "$backups_rc" != 0 ] || [ "$encryption_rc" != 0 ] || [ "$drills_rc" != 0 ]; then
+  echo "e2e: backups exited $backups_rc, encryption exited $encryption_rc, drills exited $drills_rc" >&2
   exit 1
 fi
 # Maintenance (defragmentation, NOSPACE, compaction, paused), all at once.
