@@ -216,7 +216,8 @@ mod tests {
     #[test]
     fn the_copy_table() {
         use Phase::*;
-        let rows: Vec<(&str, usize, Vec<(Phase, u32)>, CopyStep)> = vec![
+        type Row = (&'static str, usize, Vec<(Phase, u32)>, CopyStep);
+        let rows: Vec<Row> = vec![
             ("no copies wanted", 0, vec![], CopyStep::Done),
             ("the first copy, first attempt", 2, vec![], CopyStep::Copy { index: 0, attempt: 1 }),
             ("a retry of the first", 2, vec![(Pending, 1)], CopyStep::Copy { index: 0, attempt: 2 }),

@@ -202,7 +202,8 @@ mod tests {
         let claim = Claim { revision: Some(100), key_count: Some(40) };
         let live = Live::Hash { member: "main-1".into(), hash: 7, compact_revision: 50 };
         let ok = Outcome::Restored(report());
-        let rows: Vec<(&str, Outcome, Claim, Live, VerificationResult, &str)> = vec![
+        type Row = (&'static str, Outcome, Claim, Live, VerificationResult, &'static str);
+        let rows: Vec<Row> = vec![
             (
                 "all match",
                 ok.clone(),

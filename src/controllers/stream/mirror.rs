@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::task::Spec;
 use crate::api::S3Target;
 use crate::backup_store::BackupStore;
 use crate::runtime::Runtime;
@@ -77,6 +76,18 @@ impl Copy {
         self.seen = Some(index.clone());
         Ok(())
     }
+}
+
+/// Which stream is copied, from where, to where.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub namespace: String,
+    pub cluster: String,
+    pub schedule: String,
+    /// The stream's own target.
+    pub target: S3Target,
+    pub copies: Vec<S3Target>,
+    pub flush_ms: i64,
 }
 
 pub struct Mirror {

@@ -28,7 +28,7 @@ pub struct Spec {
     pub cluster: String,
     pub target: S3Target,
     pub flush_ms: i64,
-    /// Further targets the segments and index are copied to ([`super::mirror`]).
+    /// Further targets the segments and index are copied to (the mirror).
     pub copies: Vec<S3Target>,
 }
 
@@ -72,7 +72,15 @@ async fn wait(feed: &mut Feed, stop: &mut watch::Receiver<bool>, most: Duration)
 
 /// Runs until `stop` turns true (what is open is made durable first, and copied).
 pub async fn run(rt: Arc<Runtime>, spec: Spec, feed: Feed, stop: watch::Receiver<bool>) {
-    let mirror = super::mirror::Mirror::new(rt.clone(), spec.clone(), feed.progress.clone());
+    let copies = super::mirror::Spec {
+        namespace: spec.namespace.clone(),
+        cluster: spec.cluster.clone(),
+        schedule: spec.schedule.clone(),
+        target: spec.target.clone(),
+        copies: spec.copies.clone(),
+        flush_ms: spec.flush_ms,
+    };
+    let mirror = super::mirror::Mirror::new(rt.clone(), copies, feed.progress.clone());
     let mirroring = tokio::spawn(mirror.run(stop.clone()));
     stream(&rt, &spec, feed, stop).await;
     if let Ok(mut mirror) = mirroring.await {
