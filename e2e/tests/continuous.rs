@@ -79,12 +79,24 @@ fn schedule(flush_seconds: i32) -> serde_json::Value {
                     "continuous": {"enabled": true, "flushSeconds": flush_seconds}}})
 }
 
-/// A 3-member source cluster with a streaming schedule: the base's revision once streaming.
-async fn streaming_source(kit: &Kit, ns: &str) -> i64 {
+/// The copy of the first test's backups and stream: a second bucket (a directory of the
+/// S3 server's root).
+const COPIES: &str = "etcd-copies";
+
+/// A 3-member source cluster with a streaming schedule (copied to [`COPIES`] with
+/// `copy`): the base's revision once streaming.
+async fn streaming_source(kit: &Kit, ns: &str, copy: bool) -> i64 {
     s3_secret(kit, ns, "s3", S3_ACCESS_KEY, S3_SECRET_KEY).await;
     create_cluster(kit, ns, cluster_manifest("src", 3, "3.5.30", json!({"backup": s3_target(ns, "s3")}))).await;
     wait_ready(kit, ns, "src", 3).await;
-    let _: EtcdBackupSchedule = kit.create(ns, schedule(1)).await;
+    let mut manifest = schedule(1);
+    if copy {
+        std::fs::create_dir_all(kit.state.dir.join("s3").join(COPIES)).expect("second bucket");
+        let mut t = s3_target(&format!("{ns}-dr"), "s3");
+        t["bucket"] = json!(COPIES);
+        manifest["spec"]["copyTo"] = json!([t]);
+    }
+    let _: EtcdBackupSchedule = kit.create(ns, manifest).await;
     wait_continuous(kit, ns, "the base and the stream", |s| {
         (s.state.as_deref() == Some("Streaming")).then_some(s.window_start.as_ref()?.revision)
     })
@@ -140,7 +152,7 @@ async fn wait_restore(kit: &Kit, ns: &str, name: &str) -> EtcdRestore {
 #[tokio::test]
 async fn a_restore_to_a_revision_in_the_middle_is_exact() {
     let (kit, ns) = setup("pitr").await;
-    let base = streaming_source(&kit, &ns).await;
+    let base = streaming_source(&kit, &ns, true).await;
     let mut c = etcd(&kit, &ns, "src").await;
     c.put("/registry/namespaces/default", "ns", None).await.expect("put");
     let kept = c.lease_grant(30, None).await.expect("lease").id();
@@ -192,9 +204,26 @@ async fn a_restore_to_a_revision_in_the_middle_is_exact() {
     let segments = covered(&kit, &ns, base);
     assert!(segments.last().is_some_and(|s| s.last >= last), "the segments reach the last write ({last})");
 
-    // Restore to R, and to a time that resolves to R, side by side.
+    // The copy: its stream as far, its base copied.
+    wait_continuous(&kit, &ns, "the copy of the stream as far", |s| {
+        s.copies.first().and_then(|c| (c.last_revision? >= last).then_some(()))
+    })
+    .await;
+    let backups: Api<etcd_pilot::api::EtcdBackup> = Api::namespaced(kit.client.clone(), &ns);
+    wait_for("the base copied", WAIT, || async {
+        let all = backups.list(&Default::default()).await.ok()?.items;
+        all.iter()
+            .all(|b| b.status.as_ref().is_some_and(|s| s.copies.first().is_some_and(|c| c.phase == Phase::Succeeded)))
+            .then_some(())
+    })
+    .await;
+
+    // Restore to R, to a time that resolves to R, and to R from the copy, side by side.
     let _: EtcdRestore = kit.create(&ns, restore_to("to-r", json!({"revision": point}))).await;
     let _: EtcdRestore = kit.create(&ns, restore_to("at-time", json!({"time": at_time.to_string()}))).await;
+    let mut from_copy = restore_to("copy-to-r", json!({"revision": point}));
+    from_copy["spec"]["source"]["copy"] = json!(COPIES);
+    let _: EtcdRestore = kit.create(&ns, from_copy).await;
     let by_time = wait_restore(&kit, &ns, "at-time").await.status.expect("status");
     assert_eq!(by_time.phase, Phase::Succeeded, "{by_time:?}");
     assert_eq!(
@@ -231,6 +260,24 @@ async fn a_restore_to_a_revision_in_the_middle_is_exact() {
         // A lease with seconds left at R may be expiring by now; one of an hour lives on.
         assert!(granted[&v.4] <= 5 || ttl.ttl() > 0, "{k:?}: {ttl:?}");
     }
+    // From the copy alone: the same point, the same keys.
+    let by_copy = wait_restore(&kit, &ns, "copy-to-r").await.status.expect("status");
+    assert_eq!(by_copy.phase, Phase::Succeeded, "{by_copy:?}");
+    assert_eq!(by_copy.point_in_time.as_ref().map(|p| p.revision), Some(point));
+    assert!(by_copy.source_object.unwrap_or_default().contains(COPIES), "read from the copy");
+    wait_ready(&kit, &ns, "copy-to-r", 1).await;
+    let copied = state(&mut etcd(&kit, &ns, "copy-to-r").await, None).await;
+    for (k, v) in &at_point {
+        if let Some(g) = copied.get(k) {
+            assert_eq!((&g.0, g.1, g.2, g.3), (&v.0, v.1, v.2, v.3), "{} from the copy", String::from_utf8_lossy(k));
+        } else {
+            assert!(
+                v.4 != 0 && granted[&v.4] <= 5,
+                "{} is missing from the copy's restore",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
     let first = n.put("/registry/after", "x", None).await.expect("put").header().map(|h| h.revision()).unwrap_or(0);
     assert!(first > last, "the first write after the restore ({first}) is above the source's last ({last})");
 
@@ -258,7 +305,7 @@ async fn a_restore_to_a_revision_in_the_middle_is_exact() {
 #[tokio::test]
 async fn the_stream_covers_every_revision_once_across_a_handover_a_replaced_member_and_a_leader_move() {
     let (kit, ns) = setup("stream-faults").await;
-    let base = streaming_source(&kit, &ns).await;
+    let base = streaming_source(&kit, &ns, false).await;
     let writer = Writer::start_refreshing(&kit, &ns, "src").await;
     writer.wait_acked(20).await;
     let mut c = etcd(&kit, &ns, "src").await;
@@ -336,7 +383,7 @@ async fn the_stream_covers_every_revision_once_across_a_handover_a_replaced_memb
 #[tokio::test]
 async fn a_compaction_past_a_stopped_stream_is_a_gap_and_a_new_base() {
     let (kit, ns) = setup("stream-gap").await;
-    let base = streaming_source(&kit, &ns).await;
+    let base = streaming_source(&kit, &ns, false).await;
     let mut c = etcd(&kit, &ns, "src").await;
     for i in 0..20 {
         c.put(format!("/registry/pods/default/p{i}"), "a", None).await.expect("put");

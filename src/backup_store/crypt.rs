@@ -60,6 +60,8 @@ pub enum CryptError {
     UnknownKey(String),
     #[error("no random nonce: {0}")]
     Random(String),
+    #[error("sealing chunk {chunk} failed (an object of more than 2^32 chunks?)")]
+    Seal { chunk: u64 },
     #[error(
         "chunk {chunk} failed authentication with key {key}: the wrong key, or the object was truncated or altered"
     )]
@@ -109,8 +111,11 @@ fn header(key_id: &str, prefix: &[u8; NONCE_PREFIX]) -> Vec<u8> {
 pub struct Sealer {
     enc: Option<EncryptorBE32<Aes256Gcm>>,
     aad: Vec<u8>,
-    pending: BytesMut,
+    /// The chunk being filled, with room for its tag: sealed in place once full and
+    /// more follows (one copy of each byte, no other).
+    pending: Vec<u8>,
     header_out: Option<Vec<u8>>,
+    sealed: u64,
 }
 
 impl Sealer {
@@ -127,36 +132,66 @@ impl Sealer {
             enc: Some(EncryptorBE32::from_aead(cipher, (&prefix).into())),
             header_out: Some(aad.clone()),
             aad,
-            pending: BytesMut::new(),
+            pending: Vec::with_capacity(CHUNK + TAG),
+            sealed: 0,
         }
     }
 
-    /// Takes `plain`; returns what is sealed so far (the header first).
-    pub fn push(&mut self, plain: &[u8]) -> Bytes {
-        self.pending.extend_from_slice(plain);
-        let mut out = self.header_out.take().unwrap_or_default();
-        // A full chunk is sealed only once more follows: the last one is sealed apart.
-        while self.pending.len() > CHUNK {
-            let chunk = self.pending.split_to(CHUNK);
-            if let Some(enc) = self.enc.as_mut()
-                && let Ok(sealed) = enc.encrypt_next(Payload { msg: &chunk, aad: &self.aad })
-            {
-                out.extend_from_slice(&sealed);
+    /// Takes `plain`; returns what is sealed so far (the header first), chunk by chunk.
+    pub fn push(&mut self, mut plain: &[u8]) -> Result<Vec<Bytes>, CryptError> {
+        let mut out: Vec<Bytes> = self.header_out.take().map(Bytes::from).into_iter().collect();
+        while !plain.is_empty() {
+            // A full chunk is sealed only once more follows: the last one is sealed apart.
+            if self.pending.len() == CHUNK {
+                let mut full = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK + TAG));
+                let enc = self.enc.as_mut().ok_or(CryptError::Seal { chunk: self.sealed })?;
+                enc.encrypt_next_in_place(&self.aad, &mut full).map_err(|_| CryptError::Seal { chunk: self.sealed })?;
+                self.sealed += 1;
+                out.push(Bytes::from(full));
             }
+            let take = (CHUNK - self.pending.len()).min(plain.len());
+            self.pending.extend_from_slice(&plain[..take]);
+            plain = &plain[take..];
         }
-        Bytes::from(out)
+        Ok(out)
     }
 
     /// Seals what is left as the last chunk.
-    pub fn finish(mut self) -> Bytes {
-        let mut out = self.header_out.take().unwrap_or_default();
-        if let Some(enc) = self.enc.take()
-            && let Ok(sealed) = enc.encrypt_last(Payload { msg: &self.pending, aad: &self.aad })
-        {
-            out.extend_from_slice(&sealed);
-        }
-        Bytes::from(out)
+    pub fn finish(mut self) -> Result<Vec<Bytes>, CryptError> {
+        let mut out: Vec<Bytes> = self.header_out.take().map(Bytes::from).into_iter().collect();
+        let enc = self.enc.take().ok_or(CryptError::Seal { chunk: self.sealed })?;
+        let mut last = std::mem::take(&mut self.pending);
+        enc.encrypt_last_in_place(&self.aad, &mut last).map_err(|_| CryptError::Seal { chunk: self.sealed })?;
+        out.push(Bytes::from(last));
+        Ok(out)
     }
+}
+
+/// `body` sealed by `sealer` as it flows.
+pub(super) fn sealed<S, E>(
+    body: S,
+    sealer: Sealer,
+) -> impl Stream<Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Unpin
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Out = Vec<Result<Bytes, Box<dyn std::error::Error + Send + Sync>>>;
+    let all = |r: Result<Vec<Bytes>, CryptError>| -> Out {
+        match r {
+            Ok(v) => v.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(Box::new(e))],
+        }
+    };
+    let pieces = futures::stream::unfold((body, Some(sealer)), move |(mut body, sealer)| async move {
+        let mut sealer = sealer?;
+        match body.next().await {
+            Some(Ok(c)) => Some((all(sealer.push(&c)), (body, Some(sealer)))),
+            Some(Err(e)) => Some((vec![Err(e.into())], (body, None))),
+            None => Some((all(sealer.finish()), (body, None))),
+        }
+    });
+    Box::pin(pieces.flat_map(futures::stream::iter))
 }
 
 /// Opens a sealed stream as it flows with whichever of `keys` sealed it.
@@ -425,9 +460,9 @@ mod tests {
         let mut s = Sealer::new(key).unwrap();
         let mut out = Vec::new();
         for part in plain.chunks(pieces.max(1)) {
-            out.extend_from_slice(&s.push(part));
+            s.push(part).unwrap().iter().for_each(|b| out.extend_from_slice(b));
         }
-        out.extend_from_slice(&s.finish());
+        s.finish().unwrap().iter().for_each(|b| out.extend_from_slice(b));
         out
     }
 

@@ -211,18 +211,7 @@ impl BackupStore {
         let Some(first) = self.keys.first() else { return self.upload_stored(key, body, metadata).await };
         let sealer = crypt::Sealer::new(first).map_err(|e| StoreError::Source(Box::new(e)))?;
         metadata.insert(ENCRYPTION_METADATA.to_string(), first.id.clone());
-        let sealed = futures::stream::unfold((body, Some(sealer)), |(mut body, sealer)| async move {
-            let mut sealer = sealer?;
-            match body.next().await {
-                Some(Ok(c)) => {
-                    let out = sealer.push(&c);
-                    Some((Ok::<Bytes, BoxError>(out), (body, Some(sealer))))
-                }
-                Some(Err(e)) => Some((Err(e.into()), (body, None))),
-                None => Some((Ok(sealer.finish()), (body, None))),
-            }
-        });
-        self.upload_stored(key, Box::pin(sealed), metadata).await
+        self.upload_stored(key, crypt::sealed(body, sealer), metadata).await
     }
 
     /// Uploads the bytes to store as they are.
