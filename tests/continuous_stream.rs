@@ -223,14 +223,9 @@ async fn segments_cover_every_revision_once_across_stops_and_replay_exactly() {
     assert_eq!(stop, Stop::Compacted { needed, compacted: now });
 }
 
-/// Retention: once a base's backup is gone from the schedule's list, the next commit of
-/// the index drops it, and the segments that end at or before the oldest kept base are
-/// deleted from the store; the others, and the index, stay.
-#[tokio::test]
-async fn segments_before_the_oldest_kept_base_go_with_it() {
-    let server = S3Server::start().await;
-    let store = server.store("backups").await;
-    let change = |r: i64| segment::Revision {
+/// A revision changing one key, `k<r>`.
+fn change(r: i64) -> segment::Revision {
+    segment::Revision {
         revision: r,
         received_ms: r,
         changes: vec![segment::Change {
@@ -238,8 +233,16 @@ async fn segments_before_the_oldest_kept_base_go_with_it() {
             value: b"v".to_vec(),
             ..Default::default()
         }],
-    };
-    let base = |key: &str, revision: i64| Base { key: key.into(), revision, time_ms: revision, sha256: String::new() };
+    }
+}
+
+fn base(key: &str, revision: i64) -> Base {
+    Base { key: key.into(), revision, time_ms: revision, sha256: String::new() }
+}
+
+/// Segments of whole revisions `first..=last`, written under `PREFIX`, in an index with
+/// bases `b1` at 10 and `b2` at 30.
+async fn three_segments(store: &BackupStore) -> Index {
     let mut index = Index { bases: vec![base("b1", 10), base("b2", 30)], ..Index::default() };
     for (first, last) in [(11, 20), (21, 30), (31, 40)] {
         let seg = segment::Segment {
@@ -249,9 +252,19 @@ async fn segments_before_the_oldest_kept_base_go_with_it() {
             revisions: (first..=last).map(change).collect(),
             leases: vec![],
         };
-        let r = stream::write_segment(&store, PREFIX, &seg).await.expect("segment");
-        index.segments.push(r);
+        index.segments.push(stream::write_segment(store, PREFIX, &seg).await.expect("segment"));
     }
+    index
+}
+
+/// Retention: once a base's backup is gone from the schedule's list, the next commit of
+/// the index drops it, and the segments that end at or before the oldest kept base are
+/// deleted from the store; the others, and the index, stay.
+#[tokio::test]
+async fn segments_before_the_oldest_kept_base_go_with_it() {
+    let server = S3Server::start().await;
+    let store = server.store("backups").await;
+    let mut index = three_segments(&store).await;
     let listed = |store: BackupStore| async move {
         let mut keys: Vec<String> =
             store.list(&format!("{PREFIX}segments/")).await.expect("list").into_iter().map(|o| o.key).collect();
@@ -286,27 +299,7 @@ async fn a_copy_of_the_stream_holds_its_segments_and_an_index_of_its_own_keys() 
         ..StoreConfig::s3_compatible(&server.endpoint, "copies", ACCESS_KEY, SECRET_KEY)
     };
     let second = BackupStore::new(config).await.expect("second store");
-    let change = |r: i64| segment::Revision {
-        revision: r,
-        received_ms: r,
-        changes: vec![segment::Change {
-            key: format!("k{r}").into_bytes(),
-            value: b"v".to_vec(),
-            ..Default::default()
-        }],
-    };
-    let base = |key: &str, revision: i64| Base { key: key.into(), revision, time_ms: revision, sha256: String::new() };
-    let mut index = Index { bases: vec![base("b1", 10), base("b2", 30)], ..Index::default() };
-    for (first_rev, last) in [(11, 20), (21, 30), (31, 40)] {
-        let seg = segment::Segment {
-            format: segment::FORMAT,
-            first: first_rev,
-            last,
-            revisions: (first_rev..=last).map(change).collect(),
-            leases: vec![],
-        };
-        index.segments.push(stream::write_segment(&first, PREFIX, &seg).await.expect("segment"));
-    }
+    let mut index = three_segments(&first).await;
     stream::write_index(&first, PREFIX, &index).await.expect("index");
 
     let copy_prefix = first.key_in(PREFIX, &second);

@@ -13,7 +13,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use etcd_pilot::backup_store::crypt::NamedKey;
 use etcd_pilot::backup_store::{BackupStore, Credentials, StoreConfig};
@@ -24,17 +23,6 @@ use etcd_pilot::shared::snapshot::{self, Candidate};
 use futures::StreamExt;
 use support::etcd::Cluster;
 use support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
-
-/// etcd and etcdutl 3.5.30, as the operator image carries them.
-fn etcd35() -> PathBuf {
-    let out = std::process::Command::new("bash")
-        .args(["hack/debian-etcd.sh", "3.5.30", "3.5.30-2"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("hack/debian-etcd.sh");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 fn key() -> NamedKey {
     NamedKey::from_secret("backup-key/k1", &[7u8; 32]).expect("key")
@@ -92,7 +80,7 @@ fn source(server: &S3Server, bucket: &str, taken: &snapshot::Taken) -> SeedSourc
 
 #[tokio::test]
 async fn a_drill_restores_what_the_backup_claims_and_fails_on_a_changed_byte() {
-    let tools = etcd35();
+    let tools = support::etcd35();
     let tools = (tools.join("etcdutl"), tools.join("etcd"));
     let cluster = Cluster::start(1).await;
     let server = S3Server::start().await;

@@ -12,7 +12,6 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
@@ -29,18 +28,6 @@ use support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
 const PREFIX: &str = "it/default/main/streams/every-6h/";
 const RULE: FlushRule = FlushRule { max_age_ms: 300, max_bytes: 4096 };
-
-/// etcd and etcdutl 3.5.30, as the operator image carries them (fetched by the same
-/// script as `make image`).
-fn etcd35() -> PathBuf {
-    let out = std::process::Command::new("bash")
-        .args(["hack/debian-etcd.sh", "3.5.30", "3.5.30-2"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("hack/debian-etcd.sh");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 #[derive(Debug, PartialEq)]
 struct Held {
@@ -103,7 +90,7 @@ async fn workload(kv: &mut Client, round: usize, kept: i64) {
 
 #[tokio::test]
 async fn a_member_seeded_to_a_revision_in_the_middle_holds_exactly_the_source_state_at_it() {
-    let tools = etcd35();
+    let tools = support::etcd35();
     let cluster = Cluster::start(1).await;
     let mut kv = cluster.kv().await;
     let server = S3Server::start().await;

@@ -537,3 +537,21 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Restores `source` (an EtcdRestore's `spec.source`) into a new 1-member 3.5.30 cluster
+/// `name`; its status once finished.
+pub async fn restore_new_cluster(kit: &Kit, ns: &str, name: &str, source: Value) -> etcd_pilot::api::EtcdRestoreStatus {
+    let _: etcd_pilot::api::EtcdRestore = kit
+        .create(
+            ns,
+            json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdRestore", "metadata": {"name": name},
+                   "spec": {"source": source, "mode": "NewCluster", "clusterName": name,
+                            "newCluster": {"size": 1, "version": "3.5.30"}}}),
+        )
+        .await;
+    let api: Api<etcd_pilot::api::EtcdRestore> = Api::namespaced(kit.client.clone(), ns);
+    wait_for(&format!("restore {name}"), WAIT, || async {
+        api.get(name).await.ok()?.status.filter(|s| s.phase.is_finished())
+    })
+    .await
+}

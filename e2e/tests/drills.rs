@@ -10,7 +10,7 @@
 //!   (`source.copy`) brings every key back.
 
 use etcd_pilot::api::schedule::VerificationResult;
-use etcd_pilot::api::{EtcdBackup, EtcdBackupSchedule, EtcdRestore, Phase};
+use etcd_pilot::api::{EtcdBackup, EtcdBackupSchedule, Phase};
 use etcd_pilot_e2e::fixtures::*;
 use etcd_pilot_e2e::kit::Kit;
 use etcd_pilot_e2e::layout::{S3_ACCESS_KEY, S3_SECRET_KEY};
@@ -125,22 +125,6 @@ fn second_bucket(kit: &Kit, ns: &str) -> Value {
     t
 }
 
-async fn restore(kit: &Kit, ns: &str, name: &str, source: Value) -> etcd_pilot::api::EtcdRestoreStatus {
-    let _: EtcdRestore = kit
-        .create(
-            ns,
-            json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdRestore", "metadata": {"name": name},
-                   "spec": {"source": source, "mode": "NewCluster", "clusterName": name,
-                            "newCluster": {"size": 1, "version": "3.5.30"}}}),
-        )
-        .await;
-    let api: Api<EtcdRestore> = Api::namespaced(kit.client.clone(), ns);
-    wait_for(&format!("restore {name}"), WAIT, || async {
-        api.get(name).await.ok()?.status.filter(|s| s.phase.is_finished())
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_copy_in_a_second_bucket_restores_after_the_first_loses_the_object() {
     let (kit, ns) = setup("copies").await;
@@ -172,11 +156,12 @@ async fn a_copy_in_a_second_bucket_restores_after_the_first_loses_the_object() {
     // The first bucket loses the object (and its hash).
     std::fs::remove_file(&original).expect("delete the original");
     let _ = std::fs::remove_file(original.with_extension("db.sha256"));
-    let lost = restore(&kit, &ns, "from-original", json!({"backup": {"name": "b1"}})).await;
+    let lost = restore_new_cluster(&kit, &ns, "from-original", json!({"backup": {"name": "b1"}})).await;
     assert_eq!(lost.phase, Phase::Failed, "{lost:?}");
     assert!(clusters(&kit, &ns).get_opt("from-original").await.expect("get").is_none(), "nothing created");
 
-    let saved = restore(&kit, &ns, "from-copy", json!({"backup": {"name": "b1"}, "copy": "etcd-copies"})).await;
+    let saved =
+        restore_new_cluster(&kit, &ns, "from-copy", json!({"backup": {"name": "b1"}, "copy": "etcd-copies"})).await;
     assert_eq!(saved.phase, Phase::Succeeded, "{saved:?}");
     wait_ready(&kit, &ns, "from-copy", 1).await;
     let after = fill(&kit, &ns, "from-copy", 0).await;

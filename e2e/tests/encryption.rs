@@ -5,7 +5,7 @@
 //! keys restore; and a wrong key, which fails the restore before any member starts, the
 //! key named.
 
-use etcd_pilot::api::{EtcdBackup, EtcdRestore, Phase};
+use etcd_pilot::api::{EtcdBackup, Phase};
 use etcd_pilot_e2e::fixtures::*;
 use etcd_pilot_e2e::kit::Kit;
 use etcd_pilot_e2e::layout::{S3_ACCESS_KEY, S3_SECRET_KEY};
@@ -36,19 +36,7 @@ async fn backup(kit: &Kit, ns: &str, name: &str) -> etcd_pilot::api::EtcdBackupS
 }
 
 async fn restore(kit: &Kit, ns: &str, name: &str, from: &str) -> etcd_pilot::api::EtcdRestoreStatus {
-    let _: EtcdRestore = kit
-        .create(
-            ns,
-            json!({"apiVersion": "etcdpilot.io/v1alpha1", "kind": "EtcdRestore", "metadata": {"name": name},
-                   "spec": {"source": {"backup": {"name": from}}, "mode": "NewCluster", "clusterName": name,
-                            "newCluster": {"size": 1, "version": "3.5.30"}}}),
-        )
-        .await;
-    let api: Api<EtcdRestore> = Api::namespaced(kit.client.clone(), ns);
-    wait_for(&format!("restore {name}"), WAIT, || async {
-        api.get(name).await.ok()?.status.filter(|s| s.phase.is_finished())
-    })
-    .await
+    restore_new_cluster(kit, ns, name, json!({"backup": {"name": from}})).await
 }
 
 async fn holds_the_value(kit: &Kit, ns: &str, cluster: &str) {

@@ -20,7 +20,7 @@
 //! rotation). The SHA-256 a backup records is that of the stored (encrypted) bytes;
 //! etcd's own hash of the snapshot is checked after decryption, as before.
 
-use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32, NewStream, StreamBE32, StreamPrimitive};
+use aes_gcm::aead::stream::{DecryptorBE32, NewStream, StreamBE32, StreamPrimitive};
 use aes_gcm::aead::{KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key};
 use std::pin::Pin;
@@ -109,32 +109,51 @@ fn header(key_id: &str, prefix: &[u8; NONCE_PREFIX]) -> Vec<u8> {
 /// Seals a stream of plaintext chunks (any sizes) as it flows: push bytes in, take
 /// sealed bytes out; [`Sealer::finish`] seals the last chunk.
 pub struct Sealer {
-    enc: Option<EncryptorBE32<Aes256Gcm>>,
+    key: ring::aead::LessSafeKey,
+    prefix: [u8; NONCE_PREFIX],
     aad: Vec<u8>,
     /// The chunk being filled, with room for its tag: sealed in place once full and
     /// more follows (one copy of each byte, no other).
     pending: Vec<u8>,
     header_out: Option<Vec<u8>>,
-    sealed: u64,
+    /// Chunks sealed so far: the next one's counter.
+    sealed: u32,
 }
 
 impl Sealer {
     pub fn new(key: &NamedKey) -> Result<Sealer, CryptError> {
         let mut prefix = [0u8; NONCE_PREFIX];
         getrandom::fill(&mut prefix).map_err(|e| CryptError::Random(e.to_string()))?;
-        Ok(Sealer::with_prefix(key, prefix))
+        Sealer::with_prefix(key, prefix)
     }
 
-    fn with_prefix(key: &NamedKey, prefix: [u8; NONCE_PREFIX]) -> Sealer {
-        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.key));
+    fn with_prefix(key: &NamedKey, prefix: [u8; NONCE_PREFIX]) -> Result<Sealer, CryptError> {
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key.key)
+            .map_err(|_| CryptError::BadKey { id: key.id.clone(), why: "not an AES-256 key".into() })?;
         let aad = header(&key.id, &prefix);
-        Sealer {
-            enc: Some(EncryptorBE32::from_aead(cipher, (&prefix).into())),
+        Ok(Sealer {
+            key: ring::aead::LessSafeKey::new(unbound),
+            prefix,
             header_out: Some(aad.clone()),
             aad,
             pending: Vec::with_capacity(CHUNK + TAG),
             sealed: 0,
-        }
+        })
+    }
+
+    /// Seals `chunk` in place: the nonce is STREAM's (aead's `StreamBE32`): the object's
+    /// prefix, the chunk's counter big-endian, 1 for the last chunk.
+    fn seal(&mut self, chunk: &mut Vec<u8>, last: bool) -> Result<(), CryptError> {
+        let failed = CryptError::Seal { chunk: u64::from(self.sealed) };
+        let mut nonce = [0u8; 12];
+        nonce[..NONCE_PREFIX].copy_from_slice(&self.prefix);
+        nonce[NONCE_PREFIX..NONCE_PREFIX + 4].copy_from_slice(&self.sealed.to_be_bytes());
+        nonce[11] = u8::from(last);
+        let nonce = ring::aead::Nonce::assume_unique_for_key(nonce);
+        self.key.seal_in_place_append_tag(nonce, ring::aead::Aad::from(&self.aad), chunk).map_err(|_| failed)?;
+        // The counter never wraps: a second use of a nonce would break the cipher.
+        self.sealed = self.sealed.checked_add(1).ok_or(CryptError::Seal { chunk: u64::from(u32::MAX) })?;
+        Ok(())
     }
 
     /// Takes `plain`; returns what is sealed so far (the header first), chunk by chunk.
@@ -144,9 +163,7 @@ impl Sealer {
             // A full chunk is sealed only once more follows: the last one is sealed apart.
             if self.pending.len() == CHUNK {
                 let mut full = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK + TAG));
-                let enc = self.enc.as_mut().ok_or(CryptError::Seal { chunk: self.sealed })?;
-                enc.encrypt_next_in_place(&self.aad, &mut full).map_err(|_| CryptError::Seal { chunk: self.sealed })?;
-                self.sealed += 1;
+                self.seal(&mut full, false)?;
                 out.push(Bytes::from(full));
             }
             let take = (CHUNK - self.pending.len()).min(plain.len());
@@ -159,9 +176,8 @@ impl Sealer {
     /// Seals what is left as the last chunk.
     pub fn finish(mut self) -> Result<Vec<Bytes>, CryptError> {
         let mut out: Vec<Bytes> = self.header_out.take().map(Bytes::from).into_iter().collect();
-        let enc = self.enc.take().ok_or(CryptError::Seal { chunk: self.sealed })?;
         let mut last = std::mem::take(&mut self.pending);
-        enc.encrypt_last_in_place(&self.aad, &mut last).map_err(|_| CryptError::Seal { chunk: self.sealed })?;
+        self.seal(&mut last, true)?;
         out.push(Bytes::from(last));
         Ok(out)
     }
@@ -478,6 +494,31 @@ mod tests {
 
     fn k(id: &str, b: u8) -> NamedKey {
         NamedKey::raw(id, [b; 32])
+    }
+
+    #[test]
+    fn the_sealer_writes_exactly_what_aeads_stream_writes() {
+        use aes_gcm::aead::stream::EncryptorBE32;
+        let key = k("backup-key/k1", 9);
+        let prefix = [3u8; NONCE_PREFIX];
+        for len in [0, 5, CHUNK, CHUNK + 1, 2 * CHUNK + 100] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let mut s = Sealer::with_prefix(&key, prefix).unwrap();
+            let mut ours = Vec::new();
+            s.push(&plain).unwrap().iter().for_each(|b| ours.extend_from_slice(b));
+            s.finish().unwrap().iter().for_each(|b| ours.extend_from_slice(b));
+            let aad = header(&key.id, &prefix);
+            let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.key));
+            let mut enc = EncryptorBE32::from_aead(cipher, (&prefix).into());
+            let mut theirs = aad.clone();
+            let mut chunks: Vec<&[u8]> = plain.chunks(CHUNK).collect();
+            let last = chunks.pop().unwrap_or_default();
+            for c in chunks {
+                theirs.extend_from_slice(&enc.encrypt_next(Payload { msg: c, aad: &aad }).unwrap());
+            }
+            theirs.extend_from_slice(&enc.encrypt_last(Payload { msg: last, aad: &aad }).unwrap());
+            assert_eq!(ours, theirs, "{len} bytes");
+        }
     }
 
     #[test]

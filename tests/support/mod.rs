@@ -16,3 +16,15 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// etcd and etcdutl 3.5.30, as the operator image carries them (fetched by the same
+/// script as `make image`): the directory that holds both.
+pub fn etcd35() -> std::path::PathBuf {
+    let out = std::process::Command::new("bash")
+        .args(["hack/debian-etcd.sh", "3.5.30", "3.5.30-2"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("hack/debian-etcd.sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

@@ -327,6 +327,9 @@ async fn pass(r: &EtcdRestore, ctx: &Context) -> Result<Action, Error> {
                     next.source_sha256 = Some(sha.clone());
                     next.restored_revision = revision.map(|rev| rev + bump(rev, seen));
                     next.point_in_time = src.point.as_ref().map(|(_, p)| p.clone());
+                    if r.spec.source.member.is_none() {
+                        next.source_object = Some(format!("s3://{}/{}", src.target.bucket, src.key));
+                    }
                     next.steps.push(step_record(
                         plan::VERIFIED,
                         format!(
