@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::plan::POD_DEADLINE_SECS;
@@ -74,14 +74,7 @@ pub fn build(s: &EtcdBackupSchedule, backup: &str, source: &SeedSource, image: &
             namespace: s.namespace(),
             labels: Some(BTreeMap::from([(LABEL.to_string(), "true".to_string())])),
             annotations: Some(BTreeMap::from([(BACKUP_ANNOTATION.to_string(), backup.to_string())])),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "etcdpilot.io/v1alpha1".into(),
-                kind: "EtcdBackupSchedule".into(),
-                name: s.name_any(),
-                uid: s.uid().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
+            owner_references: s.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         spec: Some(PodSpec {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::watcher;
@@ -276,14 +276,7 @@ fn backup_for(s: &EtcdBackupSchedule, slot: jiff::Timestamp) -> EtcdBackup {
     );
     b.meta_mut().namespace = s.namespace();
     b.meta_mut().labels = Some(BTreeMap::from([(SCHEDULE_LABEL.to_string(), s.name_any())]));
-    b.meta_mut().owner_references = Some(vec![OwnerReference {
-        api_version: "etcdpilot.io/v1alpha1".into(),
-        kind: "EtcdBackupSchedule".into(),
-        name: s.name_any(),
-        uid: s.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
+    b.meta_mut().owner_references = s.controller_owner_ref(&()).map(|o| vec![o]);
     b
 }
 

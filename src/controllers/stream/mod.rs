@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::watcher;
@@ -354,14 +353,7 @@ fn base_for(s: &EtcdBackupSchedule, now: jiff::Timestamp) -> EtcdBackup {
     );
     b.meta_mut().namespace = s.namespace();
     b.meta_mut().labels = Some(BTreeMap::from([(SCHEDULE_LABEL.to_string(), s.name_any())]));
-    b.meta_mut().owner_references = Some(vec![OwnerReference {
-        api_version: "etcdpilot.io/v1alpha1".into(),
-        kind: "EtcdBackupSchedule".into(),
-        name: s.name_any(),
-        uid: s.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
+    b.meta_mut().owner_references = s.controller_owner_ref(&()).map(|o| vec![o]);
     b
 }
 
